@@ -1,0 +1,63 @@
+# sar-despeckle: `make demo` and `make test` set everything up themselves (idempotent).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SYSPY := /usr/bin/python3
+STAMP := $(VENV)/.setup-done
+TRAIN_STAMP := $(VENV)/.training-done
+PLUGIN := sar_despeckle_plugin
+BUILD := build
+export QT_QPA_PLATFORM ?= offscreen
+# Headless QGIS: the real executable, our plugin folder, and the venv's packages (onnxruntime).
+QGIS_ENV = QGIS_PLUGINPATH=$(abspath $(BUILD)) PYTHONPATH=$(abspath $(VENV))/lib/python3.11/site-packages:$(abspath .)
+APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv python3-pip python3-scipy
+
+.PHONY: setup setup-training demo test plugin package bench models clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	@if ! command -v qgis_process.bin >/dev/null || ! $(SYSPY) -c "import qgis.core, osgeo.gdal, numpy, scipy" 2>/dev/null \
+	    || ! $(SYSPY) -c "import ensurepip" 2>/dev/null; then \
+	  echo "Installing QGIS, GDAL and their Python bindings from Debian (needs root)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+	test -x $(PY) || $(SYSPY) -m venv --system-site-packages $(VENV)
+	echo "numpy==$$($(SYSPY) -c 'import numpy; print(numpy.__version__)')" > $(VENV)/constraints.txt
+	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/constraints.txt -r requirements.txt
+	$(PY) -c "import onnxruntime, osgeo.gdal_array, qgis.core; print('setup ok: onnxruntime', onnxruntime.__version__)"
+	touch $@
+
+setup-training: $(TRAIN_STAMP)
+
+$(TRAIN_STAMP): $(STAMP) training/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/constraints.txt -r training/requirements.txt
+	touch $@
+
+plugin: setup
+	rm -rf $(BUILD)/$(PLUGIN)
+	mkdir -p $(BUILD)
+	cp -r $(PLUGIN) $(BUILD)/
+	find $(BUILD)/$(PLUGIN) -name __pycache__ -prune -exec rm -rf {} +
+	cp metadata.txt LICENSE $(BUILD)/$(PLUGIN)/
+
+package: plugin
+	mkdir -p dist
+	rm -f dist/$(PLUGIN).zip
+	cd $(BUILD) && ../$(PY) -m zipfile -c ../dist/$(PLUGIN).zip $(PLUGIN)
+	@echo "dist/$(PLUGIN).zip: install it with Plugins > Manage and Install Plugins > Install from ZIP"
+
+demo: plugin
+	bash demo/run_demo.sh
+
+test: plugin
+	$(QGIS_ENV) $(PY) -m pytest -q tests
+
+bench: plugin
+	$(QGIS_ENV) $(PY) benchmarks/bench_pipeline.py
+
+models: setup-training
+	$(PY) -m training.train_dncnn --device cpu --out $(PLUGIN)/models
+
+clean:
+	rm -rf $(BUILD) dist $(VENV)

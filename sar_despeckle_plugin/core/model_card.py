@@ -1,0 +1,156 @@
+"""The model card: the contract an ONNX despeckler carries in its ``metadata_props``.
+
+Every value is a string in ONNX; :class:`ModelCard` parses them once and checks them. Keys:
+
+=================== ======== ==============================================================
+key                 required meaning
+=================== ======== ==============================================================
+name                yes      short unique name, shown in the MODEL list
+architecture        yes      e.g. ``DnCNN(depth=17, width=64, residual)``
+input_domain        yes      ``log_intensity``: the network maps normalised log-intensity to
+                             normalised log-reflectivity (same shape, 1 channel, NCHW float32)
+looks               yes      number of looks of the speckle it was trained on (float > 0)
+debias              yes      ``true``: the pipeline subtracts digamma(L) - log(L) from log I
+                             before normalising (the network sees an unbiased log); ``false``:
+                             the network sees log I as is
+norm_offset         yes      ``median`` (the median of the input's log values, measured once
+                             per raster so that every tile uses the same value) or a number
+norm_scale          yes      divisor applied after the offset (float > 0)
+receptive_field     yes      receptive field in pixels (int >= 1); the tiling halo is half of it
+training_strategy   yes      supervised / pairs / masking, and the loss
+training_data       yes      which data, which speckle simulation
+metrics             yes      JSON object of validation figures (e.g. PSNR against a boxcar)
+reproduce           yes      the command that rebuilds this file from the repository
+tile_size           no       default tile size (int, default 512)
+size_multiple       no       tile sizes must be multiples of it (int, default 1; U-Net: 2**depth)
+description         no       one paragraph for the help
+license             no       licence of the weights
+=================== ======== ==============================================================
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Union
+
+from .errors import ModelCardError
+
+INPUT_DOMAIN_LOG_INTENSITY = "log_intensity"
+REQUIRED_KEYS = ("name", "architecture", "input_domain", "looks", "debias", "norm_offset",
+                 "norm_scale", "receptive_field", "training_strategy", "training_data",
+                 "metrics", "reproduce")
+OPTIONAL_KEYS = ("tile_size", "size_multiple", "description", "license")
+
+
+def _float(meta: Mapping[str, str], key: str, positive: bool = True) -> float:
+    try:
+        value = float(meta[key])
+    except (TypeError, ValueError):
+        raise ModelCardError(key, f"expected a number, got {meta[key]!r}") from None
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ModelCardError(key, f"expected a finite {'positive ' if positive else ''}number, got {value}")
+    return value
+
+
+def _int(meta: Mapping[str, str], key: str, default: Optional[int] = None) -> int:
+    if key not in meta:
+        return default
+    try:
+        value = int(str(meta[key]).strip())
+    except ValueError:
+        raise ModelCardError(key, f"expected an integer, got {meta[key]!r}") from None
+    if value < 1:
+        raise ModelCardError(key, f"expected an integer >= 1, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    architecture: str
+    input_domain: str
+    looks: float
+    debias: bool
+    norm_offset: Union[str, float]
+    norm_scale: float
+    receptive_field: int
+    training_strategy: str
+    training_data: str
+    metrics: Dict[str, object]
+    reproduce: str
+    tile_size: int = 512
+    size_multiple: int = 1
+    description: str = ""
+    license: str = ""
+    extra: Dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str]) -> "ModelCard":
+        """Parse ONNX ``metadata_props``; a missing or bad key raises :class:`ModelCardError`."""
+        for key in REQUIRED_KEYS:
+            if key not in meta or str(meta[key]).strip() == "":
+                raise ModelCardError(key, "missing from the model's metadata; this ONNX file has no "
+                                          "valid sar-despeckle model card")
+        if meta["input_domain"] != INPUT_DOMAIN_LOG_INTENSITY:
+            raise ModelCardError("input_domain", f"only '{INPUT_DOMAIN_LOG_INTENSITY}' is supported, "
+                                                 f"got {meta['input_domain']!r}")
+        debias = str(meta["debias"]).strip().lower()
+        if debias not in ("true", "false"):
+            raise ModelCardError("debias", f"expected 'true' or 'false', got {meta['debias']!r}")
+        offset: Union[str, float] = str(meta["norm_offset"]).strip()
+        if offset != "median":
+            offset = _float(meta, "norm_offset", positive=False)
+        try:
+            metrics = json.loads(meta["metrics"])
+        except json.JSONDecodeError as err:
+            raise ModelCardError("metrics", f"not valid JSON ({err})") from None
+        if not isinstance(metrics, dict):
+            raise ModelCardError("metrics", "expected a JSON object")
+        tile_size = _int(meta, "tile_size", 512)
+        size_multiple = _int(meta, "size_multiple", 1)
+        if tile_size % size_multiple:
+            raise ModelCardError("tile_size", f"{tile_size} is not a multiple of size_multiple={size_multiple}")
+        known = set(REQUIRED_KEYS) | set(OPTIONAL_KEYS)
+        return cls(
+            name=str(meta["name"]).strip(),
+            architecture=str(meta["architecture"]),
+            input_domain=str(meta["input_domain"]),
+            looks=_float(meta, "looks"),
+            debias=debias == "true",
+            norm_offset=offset,
+            norm_scale=_float(meta, "norm_scale"),
+            receptive_field=_int(meta, "receptive_field"),
+            training_strategy=str(meta["training_strategy"]),
+            training_data=str(meta["training_data"]),
+            metrics=metrics,
+            reproduce=str(meta["reproduce"]),
+            tile_size=tile_size,
+            size_multiple=size_multiple,
+            description=str(meta.get("description", "")),
+            license=str(meta.get("license", "")),
+            extra={k: str(v) for k, v in meta.items() if k not in known},
+        )
+
+    def to_metadata(self) -> Dict[str, str]:
+        """The ``metadata_props`` mapping (all strings) that :meth:`from_metadata` reads back."""
+        meta = {
+            "name": self.name,
+            "architecture": self.architecture,
+            "input_domain": self.input_domain,
+            "looks": repr(float(self.looks)),
+            "debias": "true" if self.debias else "false",
+            "norm_offset": self.norm_offset if isinstance(self.norm_offset, str) else repr(float(self.norm_offset)),
+            "norm_scale": repr(float(self.norm_scale)),
+            "receptive_field": str(int(self.receptive_field)),
+            "training_strategy": self.training_strategy,
+            "training_data": self.training_data,
+            "metrics": json.dumps(self.metrics, sort_keys=True),
+            "reproduce": self.reproduce,
+            "tile_size": str(int(self.tile_size)),
+            "size_multiple": str(int(self.size_multiple)),
+            "description": self.description,
+            "license": self.license,
+        }
+        meta.update(self.extra)
+        return meta

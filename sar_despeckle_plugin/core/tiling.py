@@ -1,0 +1,205 @@
+"""Tile grids with a halo, reflect padding at image borders, and seamless blending weights.
+
+Coordinates are image pixels. A tile is a frozen value; the grid is the Cartesian product of
+two 1-D :class:`AxisPlan` s, so blending weights are separable and each axis' weights form a
+partition of unity: the blended result is a convex combination of tile outputs at every pixel.
+
+For a model of receptive field ``rf``, a halo ``h >= rf // 2`` guarantees that the pixels a tile
+keeps were computed from real (or reflect-padded) image data, never from the model's own zero
+padding at the tile edge. A translation-equivariant network (DnCNN) then gives exactly the
+same result as on the whole reflect-padded image, whatever the tile size; for a network with
+pooling (U-Net) the blending removes seams.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterator, Tuple
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangle of the image: rows [row_off, row_off + height), cols [col_off, col_off + width)."""
+
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+    def slices(self) -> Tuple[slice, slice]:
+        return (slice(self.row_off, self.row_off + self.height),
+                slice(self.col_off, self.col_off + self.width))
+
+
+@dataclass(frozen=True)
+class AxisSpan:
+    """One tile along one axis.
+
+    ``start``: image coordinate of the tile input's first pixel (may be < 0: reflect padding).
+    ``size``: tile input length. ``keep_start``/``keep_stop``: image coordinates of the outputs
+    the tile contributes (halo dropped, clipped to the image).
+    """
+
+    start: int
+    size: int
+    keep_start: int
+    keep_stop: int
+
+    @property
+    def read_start(self) -> int:
+        return max(self.start, 0)
+
+    def read_stop(self, n: int) -> int:
+        return min(self.start + self.size, n)
+
+    def pads(self, n: int) -> Tuple[int, int]:
+        return self.read_start - self.start, self.start + self.size - self.read_stop(n)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Tiles along one axis of length ``n`` and their blending weights."""
+
+    n: int
+    spans: Tuple[AxisSpan, ...]
+    halo: int
+
+    @classmethod
+    def build(cls, n: int, tile: int, halo: int, overlap: int, multiple: int = 1) -> "AxisPlan":
+        if n < 1:
+            raise InvalidInputError(f"an image axis must hold at least 1 pixel, got {n}")
+        if halo < 0 or overlap < 0 or multiple < 1:
+            raise InvalidInputError(f"invalid tiling: halo={halo}, overlap={overlap}, multiple={multiple}")
+        if tile % multiple:
+            raise InvalidInputError(f"tile size {tile} must be a multiple of {multiple} for this model")
+        core = tile - 2 * halo
+        if core < max(1, overlap + 1):
+            raise InvalidInputError(
+                f"tile size {tile} is too small for this model: it needs more than "
+                f"{2 * halo + overlap} pixels (halo {halo} on each side plus {overlap} of blending)")
+        if n <= core:
+            # One tile covers the axis: shrink it to what the image needs.
+            size = _round_up(n + 2 * halo, multiple)
+            return cls(n, (AxisSpan(-halo, size, 0, n),), halo)
+        stride = core - overlap
+        starts = list(range(0, n - core, stride)) + [n - core]
+        if len(starts) > 1 and starts[-1] <= starts[-2]:
+            starts.pop()
+        spans = tuple(AxisSpan(s - halo, tile, s, s + core) for s in starts)
+        return cls(n, spans, halo)
+
+    def weights(self, index: int) -> np.ndarray:
+        """Blending weights (float64) over the kept range of tile ``index``.
+
+        Linear ramps across overlaps with the neighbours, normalised so that the weights of all
+        tiles sum to 1 at every pixel of the axis.
+        """
+        return self._normalised[index]
+
+    @cached_property
+    def _normalised(self) -> Tuple[np.ndarray, ...]:
+        raw = [self._raw(i) for i in range(len(self.spans))]
+        total = np.zeros(self.n)
+        for span, w in zip(self.spans, raw):
+            total[span.keep_start:span.keep_stop] += w
+        return tuple(w / total[s.keep_start:s.keep_stop] for s, w in zip(self.spans, raw))
+
+    def _raw(self, index: int) -> np.ndarray:
+        span = self.spans[index]
+        x = np.arange(span.keep_start, span.keep_stop, dtype=np.float64)
+        w = np.ones_like(x)
+        if index > 0:
+            lo = self.spans[index - 1].keep_stop - span.keep_start  # overlap with the previous tile
+            if lo > 0:
+                w = np.minimum(w, (x - span.keep_start + 1) / (lo + 1))
+        if index + 1 < len(self.spans):
+            ro = span.keep_stop - self.spans[index + 1].keep_start
+            if ro > 0:
+                w = np.minimum(w, (span.keep_stop - x) / (ro + 1))
+        return w
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile of the grid: where to read, how to pad, what to keep and how to weight it."""
+
+    row: int
+    col: int
+    read: Window                      # image region to read
+    pad: Tuple[Tuple[int, int], Tuple[int, int]]  # reflect padding ((top, bottom), (left, right))
+    keep: Window                      # image region the tile contributes to
+    keep_in_tile: Window              # the same region in tile coordinates
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return (self.read.height + self.pad[0][0] + self.pad[0][1],
+                self.read.width + self.pad[1][0] + self.pad[1][1])
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tiles covering an image of ``height`` x ``width``."""
+
+    height: int
+    width: int
+    rows: AxisPlan
+    cols: AxisPlan
+
+    @classmethod
+    def build(cls, height: int, width: int, tile_size: int, halo: int,
+              overlap: int | None = None, multiple: int = 1) -> "TileGrid":
+        """``overlap`` (blending band, beyond the halo) defaults to max(8, tile_size // 16)."""
+        if overlap is None:
+            overlap = max(8, tile_size // 16)
+        overlap = min(overlap, max(0, tile_size - 2 * halo - 1))
+        return cls(height, width,
+                   AxisPlan.build(height, tile_size, halo, overlap, multiple),
+                   AxisPlan.build(width, tile_size, halo, overlap, multiple))
+
+    def __len__(self) -> int:
+        return len(self.rows.spans) * len(self.cols.spans)
+
+    def tile(self, i: int, j: int) -> Tile:
+        r, c = self.rows.spans[i], self.cols.spans[j]
+        read = Window(r.read_start, c.read_start, r.read_stop(self.height) - r.read_start,
+                      c.read_stop(self.width) - c.read_start)
+        keep = Window(r.keep_start, c.keep_start, r.keep_stop - r.keep_start, c.keep_stop - c.keep_start)
+        keep_in_tile = Window(r.keep_start - r.start, c.keep_start - c.start, keep.height, keep.width)
+        return Tile(i, j, read, (r.pads(self.height), c.pads(self.width)), keep, keep_in_tile)
+
+    def tile_row(self, i: int) -> Iterator[Tile]:
+        for j in range(len(self.cols.spans)):
+            yield self.tile(i, j)
+
+    def __iter__(self) -> Iterator[Tile]:
+        for i in range(len(self.rows.spans)):
+            yield from self.tile_row(i)
+
+    def weights(self, tile: Tile) -> np.ndarray:
+        """2-D blending weights (float64, shape of ``tile.keep``); all tiles sum to 1 per pixel."""
+        return np.outer(self.rows.weights(tile.row), self.cols.weights(tile.col))
+
+
+def pad_tile(data: np.ndarray, tile: Tile) -> np.ndarray:
+    """Reflect-pad the data read for ``tile`` (shape of ``tile.read``) to the tile's input shape."""
+    if data.shape != (tile.read.height, tile.read.width):
+        raise InvalidInputError(f"tile data has shape {data.shape}, expected "
+                                f"{(tile.read.height, tile.read.width)}")
+    if tile.pad == ((0, 0), (0, 0)):
+        return data
+    return np.pad(data, tile.pad, mode="reflect")
+
+
+def halo_for(receptive_field: int) -> int:
+    """The halo a model of this receptive field needs: at least half of it."""
+    if receptive_field < 1:
+        raise InvalidInputError(f"receptive field must be >= 1, got {receptive_field}")
+    return receptive_field // 2 + (receptive_field % 2 == 0)
