@@ -1,0 +1,44 @@
+"""Small helpers that keep the algorithms working from QGIS 3.22 (Qt5) to QGIS 4 (Qt6)."""
+from qgis.core import QgsProcessingParameterDefinition
+
+try:  # QGIS >= 3.36 (and QGIS 4, where the old flag names are gone)
+    from qgis.core import Qgis
+
+    ADVANCED = Qgis.ProcessingParameterFlag.Advanced
+except (ImportError, AttributeError):  # QGIS 3.22 - 3.34
+    ADVANCED = QgsProcessingParameterDefinition.FlagAdvanced
+
+
+def advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    param.setFlags(param.flags() | ADVANCED)
+    return param
+
+
+class QgisProgress:
+    """Adapts a QgsProcessingFeedback to the core's Progress protocol."""
+
+    def __init__(self, feedback):
+        self.feedback = feedback
+
+    def set_progress(self, percent: float) -> None:
+        if self.feedback is not None:
+            self.feedback.setProgress(percent)
+
+    def is_canceled(self) -> bool:
+        return self.feedback is not None and self.feedback.isCanceled()
+
+    def info(self, message: str) -> None:
+        if self.feedback is not None:
+            self.feedback.pushInfo(message)
+
+
+try:  # QGIS >= 3.36 / QGIS 4
+    NUMBER_DOUBLE = Qgis.ProcessingNumberParameterType.Double
+    NUMBER_INTEGER = Qgis.ProcessingNumberParameterType.Integer
+    FILE_BEHAVIOR = Qgis.ProcessingFileParameterBehavior.File
+except (NameError, AttributeError):  # QGIS 3.22 - 3.34
+    from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterNumber
+
+    NUMBER_DOUBLE = QgsProcessingParameterNumber.Double
+    NUMBER_INTEGER = QgsProcessingParameterNumber.Integer
+    FILE_BEHAVIOR = QgsProcessingParameterFile.File

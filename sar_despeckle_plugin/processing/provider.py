@@ -1,0 +1,29 @@
+"""The ``sardespeckle`` Processing provider."""
+import os
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .despeckle import DespeckleAlgorithm
+
+ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.svg")
+
+
+class SarDespeckleProvider(QgsProcessingProvider):
+    def id(self):
+        return "sardespeckle"
+
+    def name(self):
+        return "SAR despeckling"
+
+    def longName(self):
+        return "SAR despeckling (deep learning)"
+
+    def icon(self):
+        return QIcon(ICON)
+
+    def svgIconPath(self):
+        return ICON
+
+    def loadAlgorithms(self):
+        self.addAlgorithm(DespeckleAlgorithm())

@@ -1,0 +1,134 @@
+"""onnxruntime sessions for log-domain despeckling networks. Never imports QGIS.
+
+onnxruntime is imported lazily so that the plugin loads (and says what is missing) in a QGIS
+whose Python lacks it.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+from functools import lru_cache
+from typing import List
+
+import numpy as np
+
+from ..core.errors import DeviceUnavailableError, ModelError, RuntimeDependencyError
+from ..core.model_card import ModelCard
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+INSTALL_HINT = ("install it into the Python that QGIS uses, e.g. on Debian/Ubuntu "
+                "'pip install --user onnxruntime' (CPU) or 'pip install --user onnxruntime-gpu' (CUDA) "
+                "with /usr/bin/python3, on Windows from the OSGeo4W Shell 'python -m pip install onnxruntime'")
+
+
+class Device(enum.IntEnum):
+    """Public ``DEVICE`` enum of the algorithms: the order is part of the interface."""
+
+    AUTO = 0
+    CPU = 1
+    CUDA = 2
+
+
+DEVICE_LABELS = {Device.AUTO: "Auto (CUDA when available)", Device.CPU: "CPU", Device.CUDA: "CUDA (NVIDIA GPU)"}
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise RuntimeDependencyError(f"onnxruntime is not installed: {INSTALL_HINT}") from err
+    return onnxruntime
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, mtime: float, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    st = os.stat(path)
+    return _sha256(os.path.abspath(path), st.st_mtime, st.st_size)
+
+
+def read_card(path: str) -> ModelCard:
+    """The model card of an ONNX file, without creating an inference session."""
+    ort = import_onnxruntime()
+    _check_file(path)
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=[CPU])
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelError(f"cannot load ONNX model '{path}': {err}") from None
+    return ModelCard.from_metadata(sess.get_modelmeta().custom_metadata_map)
+
+
+def _check_file(path: str) -> None:
+    if not path or not os.path.isfile(path):
+        raise ModelError(f"model file not found: '{path}'")
+
+
+class OnnxDenoiser:
+    """A log-domain despeckling network: float32 (H, W) normalised log in, same shape out."""
+
+    def __init__(self, path: str, device: Device | int = Device.AUTO, threads: int = 0):
+        ort = import_onnxruntime()
+        self.path = str(path)
+        _check_file(self.path)
+        device = Device(int(device))
+        available = ort.get_available_providers()
+        if device == Device.CUDA and CUDA not in available:
+            raise DeviceUnavailableError(
+                "CUDA was requested but this onnxruntime has no CUDA support "
+                f"(providers: {', '.join(available)}); install onnxruntime-gpu or choose CPU/Auto")
+        providers: List[str] = [CUDA, CPU] if device != Device.CPU and CUDA in available else [CPU]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        # A CUDA provider that cannot start only logs and falls back to CPU; we check below.
+        opts.log_severity_level = 4 if device == Device.AUTO else 3
+        try:
+            self.session = ort.InferenceSession(self.path, sess_options=opts, providers=providers)
+        except Exception as err:
+            if device == Device.CUDA:
+                raise DeviceUnavailableError(f"CUDA could not be initialised: {err}") from None
+            raise ModelError(f"cannot load ONNX model '{self.path}': {err}") from None
+        self.providers = self.session.get_providers()
+        if device == Device.CUDA and CUDA not in self.providers:
+            raise DeviceUnavailableError(
+                "CUDA was requested but no usable NVIDIA GPU / CUDA runtime was found "
+                "(onnxruntime fell back to CPU); choose CPU or Auto")
+        self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"the model must have one input and one output, it has "
+                             f"{len(inputs)} and {len(outputs)}")
+        shape = inputs[0].shape
+        if len(shape) != 4 or shape[1] not in (1, "1"):
+            raise ModelError(f"the model input must be (N, 1, H, W), got {shape}")
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
+        self.sha256 = file_sha256(self.path)
+
+    @property
+    def device_used(self) -> str:
+        return "CUDA" if CUDA in self.providers else "CPU"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run on one tile: float32 (H, W) -> float32 (H, W)."""
+        batch = np.ascontiguousarray(x, dtype=np.float32)[None, None]
+        try:
+            y = self.session.run([self.output_name], {self.input_name: batch})[0]
+        except Exception as err:
+            raise ModelError(f"the model failed on a {x.shape[0]}x{x.shape[1]} tile: {err}") from None
+        if y.shape != batch.shape:
+            raise ModelError(f"the model returned shape {y.shape} for input {batch.shape}; "
+                             "despeckling models must keep the shape")
+        return y[0, 0]

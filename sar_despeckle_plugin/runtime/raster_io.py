@@ -1,0 +1,205 @@
+"""Block-wise GDAL reading and writing. Never imports QGIS.
+
+GDAL's Python exceptions are not switched on globally (that would change behaviour for other
+QGIS plugins); every call that can fail is checked here and turned into a typed error.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..core.errors import InvalidInputError, RuntimeDependencyError
+from ..core.tiling import Window
+
+try:
+    from osgeo import gdal
+except ImportError as err:  # pragma: no cover - GDAL ships with QGIS
+    raise RuntimeDependencyError("GDAL's Python bindings (osgeo) are not installed") from err
+
+COMPLEX_TYPES = {gdal.GDT_CInt16, gdal.GDT_CInt32, gdal.GDT_CFloat32, gdal.GDT_CFloat64}
+GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
+                 "PREDICTOR=3", "BIGTIFF=IF_SAFER"]
+
+
+def _gdal_error(default: str) -> str:
+    msg = gdal.GetLastErrorMsg()
+    return f"{default}: {msg}" if msg else default
+
+
+class RasterSource:
+    """One band of a raster opened read-only with GDAL."""
+
+    def __init__(self, path: str, band: int = 1):
+        self.path = str(path)
+        try:
+            ds = gdal.Open(self.path, gdal.GA_ReadOnly)
+        except RuntimeError as err:  # GDAL with exceptions enabled by someone else
+            raise InvalidInputError(f"cannot open raster '{self.path}': {err}") from None
+        if ds is None:
+            raise InvalidInputError(_gdal_error(f"cannot open raster '{self.path}'"))
+        if ds.RasterCount < 1:
+            raise InvalidInputError(f"raster '{self.path}' has no band")
+        if not 1 <= int(band) <= ds.RasterCount:
+            raise InvalidInputError(f"band {band} does not exist: '{self.path}' has "
+                                    f"{ds.RasterCount} band{'s' if ds.RasterCount > 1 else ''}")
+        self._ds = ds
+        self.band_number = int(band)
+        self._band = ds.GetRasterBand(self.band_number)
+        self.width = ds.RasterXSize
+        self.height = ds.RasterYSize
+        self.data_type = self._band.DataType
+        self.is_complex = self.data_type in COMPLEX_TYPES
+        self.nodata: Optional[float] = self._band.GetNoDataValue()
+        self.geotransform = ds.GetGeoTransform(can_return_null=True)
+        self.projection = ds.GetProjection()
+        self.gcps = ds.GetGCPs()
+        self.gcp_projection = ds.GetGCPProjection()
+
+    def read(self, window: Window) -> np.ndarray:
+        """Raw values of ``window`` (native dtype, complex for complex bands)."""
+        arr = self._band.ReadAsArray(window.col_off, window.row_off, window.width, window.height)
+        if arr is None:
+            raise InvalidInputError(_gdal_error(f"cannot read {window} from '{self.path}'"))
+        return arr
+
+    def invalid_mask(self, values: np.ndarray) -> np.ndarray:
+        """True where ``values`` equal the band's nodata value."""
+        if self.nodata is None:
+            return np.zeros(values.shape, dtype=bool)
+        if np.isnan(self.nodata):
+            return np.isnan(values)
+        return values == self.nodata
+
+    def release_cache(self) -> None:
+        """Drop GDAL's cached blocks of this dataset so memory stays bounded by the tile size."""
+        self._ds.FlushCache()
+
+    def close(self) -> None:
+        self._band = None
+        self._ds = None
+
+    def __enter__(self) -> "RasterSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def driver_for_path(path: str) -> str:
+    """GDAL raster driver short name for the extension of ``path`` (GTiff for .tif/.tiff)."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext in ("tif", "tiff", ""):
+        return "GTiff"
+    for i in range(gdal.GetDriverCount()):
+        drv = gdal.GetDriver(i)
+        md = drv.GetMetadata() or {}
+        if md.get("DCAP_RASTER") != "YES":
+            continue
+        if ext in (md.get("DMD_EXTENSIONS") or "").lower().split():
+            if md.get("DCAP_CREATE") == "YES" or md.get("DCAP_CREATECOPY") == "YES":
+                return drv.ShortName
+    raise InvalidInputError(f"no GDAL raster driver can write files with extension '.{ext}' ({path})")
+
+
+@dataclass
+class OutputSpec:
+    width: int
+    height: int
+    geotransform: Optional[Tuple[float, ...]]
+    projection: str
+    nodata: Optional[float]
+    metadata: Dict[str, str]
+    description: str = ""
+    gcps: tuple = ()
+    gcp_projection: str = ""
+
+
+class RasterWriter:
+    """Writes a Float32 single-band raster into a temporary GeoTIFF beside the destination.
+
+    Only :meth:`commit` puts the result at ``path`` (renamed, or converted with CreateCopy for
+    other formats); :meth:`abort` (also called when leaving a ``with`` block on an exception)
+    removes the temporary file, so no half-written file is ever left under the final name.
+    """
+
+    def __init__(self, path: str, spec: OutputSpec):
+        self.path = str(path)
+        self.driver = driver_for_path(self.path)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as err:
+                raise InvalidInputError(f"cannot create the output folder '{directory}': {err}") from None
+        self.tmp_path = os.path.join(directory, f".{os.path.basename(self.path)}.{uuid.uuid4().hex[:8]}.partial.tif")
+        drv = gdal.GetDriverByName("GTiff")
+        ds = drv.Create(self.tmp_path, spec.width, spec.height, 1, gdal.GDT_Float32, GTIFF_OPTIONS)
+        if ds is None:
+            raise InvalidInputError(_gdal_error(f"cannot create the output raster '{self.path}'"))
+        if spec.geotransform is not None:
+            ds.SetGeoTransform(spec.geotransform)
+        if spec.projection:
+            ds.SetProjection(spec.projection)
+        if spec.gcps:
+            ds.SetGCPs(spec.gcps, spec.gcp_projection)
+        band = ds.GetRasterBand(1)
+        if spec.nodata is not None:
+            band.SetNoDataValue(float(spec.nodata))
+        if spec.description:
+            band.SetDescription(spec.description)
+        ds.SetMetadata({k: str(v) for k, v in spec.metadata.items()})
+        self._ds = ds
+        self._band = band
+        self.spec = spec
+
+    def write(self, row_off: int, col_off: int, data: np.ndarray) -> None:
+        if self._band.WriteArray(np.ascontiguousarray(data, dtype=np.float32), col_off, row_off) != 0:
+            raise InvalidInputError(_gdal_error(f"cannot write to '{self.path}' (disk full?)"))
+
+    def release_cache(self) -> None:
+        self._ds.FlushCache()
+
+    def commit(self) -> str:
+        self._ds.FlushCache()
+        if self.driver == "GTiff":
+            self._ds = self._band = None
+            for suffix in ("", ".aux.xml"):
+                if suffix and os.path.exists(self.path + suffix):
+                    os.remove(self.path + suffix)
+            os.replace(self.tmp_path, self.path)
+        else:
+            out = gdal.GetDriverByName(self.driver).CreateCopy(self.path, self._ds, 0)
+            if out is None:
+                err = _gdal_error(f"cannot write '{self.path}' with the {self.driver} driver")
+                self.abort()
+                raise InvalidInputError(err)
+            out.FlushCache()
+            out = None
+            self._ds = self._band = None
+            gdal.Unlink(self.tmp_path)
+        return self.path
+
+    def abort(self) -> None:
+        self._ds = self._band = None
+        if os.path.exists(self.tmp_path):
+            gdal.Unlink(self.tmp_path)
+
+    def __enter__(self) -> "RasterWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or self._ds is not None:
+            self.abort()
+
+
+def write_array(path: str, array: np.ndarray, geotransform=None, projection: str = "",
+                nodata: Optional[float] = None, metadata: Optional[Dict[str, str]] = None) -> str:
+    """Write a whole 2-D array as a Float32 raster (small rasters: tests, demo, benchmarks)."""
+    spec = OutputSpec(array.shape[1], array.shape[0], geotransform, projection, nodata, metadata or {})
+    with RasterWriter(path, spec) as writer:
+        writer.write(0, 0, array)
+        return writer.commit()

@@ -1,0 +1,235 @@
+"""Clean references, random patches and simulated speckle for supervised training.
+
+Clean references are linear *intensity* reflectivities R:
+
+* ``train/natural_gray_bsd400/*.png``: 8-bit grey values v, clipped to >= 1 and read as
+  amplitude, so R = v**2;
+* ``train/s1_grd_temporal_mean/tif/*.tif``: Sentinel-1 temporal means, already intensity.
+
+A training sample follows the plugin's inference contract (``sar_despeckle_plugin.core``):
+noisy intensity I = R * S (S single-look Gamma speckle from :mod:`core.speckle`),
+u = debiased_log(I, L), c = median of u over the *whole* noisy image (+ a random jitter),
+network input x = (u - c) / s and target y = (log R - c) / s.
+
+The references can also be read from a packed folder (``python -m training.data pack``):
+``bsd400.npy`` (uint8, N x 180 x 180) and ``s1_temporal_mean.npy`` (float32, N x 256 x 256),
+which is how they travel to a machine without GDAL.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # so that `python training/...` also finds the plugin's core
+    sys.path.insert(0, str(REPO_ROOT))
+
+from sar_despeckle_plugin.core.speckle import simulate_intensity  # noqa: E402
+from sar_despeckle_plugin.core.transforms import debiased_log  # noqa: E402
+
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+BSD_DIR = "train/natural_gray_bsd400"
+S1_DIR = "train/s1_grd_temporal_mean/tif"
+PACKED_BSD = "bsd400.npy"
+PACKED_S1 = "s1_temporal_mean.npy"
+TSX_DIR = "validate/tsx_clean_noisy_pairs"
+
+
+@dataclass
+class References:
+    """Clean linear-intensity references of one set (float32 arrays, possibly of different sizes)."""
+    name: str
+    images: List[np.ndarray]
+    names: List[str]
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+
+
+def _read_tif(path: Path) -> np.ndarray:
+    try:
+        from osgeo import gdal
+        ds = gdal.Open(str(path))
+        arr = ds.GetRasterBand(1).ReadAsArray()
+        ds = None
+    except ImportError:  # pragma: no cover - machines without GDAL use the packed folder
+        from PIL import Image
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    return np.asarray(arr, dtype=np.float32)
+
+
+def bsd_to_intensity(v: np.ndarray) -> np.ndarray:
+    """8-bit grey values read as amplitude (clipped to >= 1): intensity = v**2."""
+    a = np.maximum(np.asarray(v, dtype=np.float32), 1.0)
+    return a * a
+
+
+def s1_to_intensity(x: np.ndarray) -> np.ndarray:
+    """Temporal-mean intensities; non-finite or non-positive pixels get the smallest valid value."""
+    x = np.asarray(x, dtype=np.float32).copy()
+    ok = np.isfinite(x) & (x > 0)
+    if not ok.all():
+        x[~ok] = x[ok].min() if ok.any() else 1.0
+    return x
+
+
+def load_references(data: Path | str, sets: Sequence[str] = ("bsd400", "s1")) -> List[References]:
+    """Load the clean training references from ``data`` (the shared data root or a packed folder)."""
+    data = Path(data)
+    out = []
+    packed = (data / PACKED_BSD).exists() or (data / PACKED_S1).exists()
+    for name in sets:
+        if name == "bsd400":
+            if packed:
+                arr = np.load(data / PACKED_BSD)
+                names = [f"bsd400_{i:03d}" for i in range(len(arr))]
+                imgs = [bsd_to_intensity(a) for a in arr]
+            else:
+                files = sorted((data / BSD_DIR).glob("*.png"))
+                imgs = [bsd_to_intensity(_read_png(f)) for f in files]
+                names = [f.stem for f in files]
+        elif name == "s1":
+            if packed:
+                arr = np.load(data / PACKED_S1)
+                names = [f"s1_{i:03d}" for i in range(len(arr))]
+                imgs = [s1_to_intensity(a) for a in arr]
+            else:
+                files = sorted((data / S1_DIR).glob("*.tif"))
+                imgs = [s1_to_intensity(_read_tif(f)) for f in files]
+                names = [f.stem for f in files]
+        else:
+            raise ValueError(f"unknown reference set {name!r}")
+        if not imgs:
+            raise FileNotFoundError(f"no {name} references found under {data}")
+        out.append(References(name, imgs, names))
+    return out
+
+
+def pack(data: Path, out: Path) -> None:
+    """Write the clean training references as compact .npy files (no validation data)."""
+    out.mkdir(parents=True, exist_ok=True)
+    bsd = np.stack([_read_png(f) for f in sorted((data / BSD_DIR).glob("*.png"))])
+    s1 = np.stack([_read_tif(f) for f in sorted((data / S1_DIR).glob("*.tif"))]).astype(np.float32)
+    np.save(out / PACKED_BSD, bsd)
+    np.save(out / PACKED_S1, s1)
+    (out / "index.json").write_text(json.dumps({
+        "source": str(data), "bsd400": list(bsd.shape), "s1_temporal_mean": list(s1.shape),
+        "bsd400_files": [f.name for f in sorted((data / BSD_DIR).glob("*.png"))],
+        "s1_files": [f.name for f in sorted((data / S1_DIR).glob("*.tif"))]}, indent=1))
+
+
+def noisy_median(reference: np.ndarray, looks: float, rng) -> float:
+    """c for one image: median of the debiased log of a speckled realisation of the whole image."""
+    return float(np.median(debiased_log(simulate_intensity(reference, looks, rng), looks)))
+
+
+def augment(patch: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 dihedral transforms (k in 0..7): rot90 by k % 4, flipped when k >= 4."""
+    p = np.rot90(patch, k % 4)
+    return np.ascontiguousarray(p[:, ::-1] if k >= 4 else p)
+
+
+class PatchSampler:
+    """Endless batches (x, y) of float32 arrays (B, 1, P, P) following the inference contract.
+
+    ``set_weights`` gives the probability of drawing a patch from each reference set (by
+    default proportional to the number of pixels). ``c`` of each image is the median of the
+    debiased log of a noisy realisation of the whole image (redrawn every ``refresh_c`` uses
+    of that image's value, to keep its speckle-driven spread), plus uniform jitter.
+    """
+
+    def __init__(self, refs: Sequence[References], patch: int = 64, batch: int = 128,
+                 looks: float = 1.0, norm_scale: float = 2.0, jitter: float = 0.5,
+                 set_weights: Optional[Sequence[float]] = None, seed: int = 0):
+        self.images = [im for r in refs for im in r.images if min(im.shape) >= patch]
+        sizes = [sum(im.size for im in r.images if min(im.shape) >= patch) for r in refs]
+        counts = [sum(1 for im in r.images if min(im.shape) >= patch) for r in refs]
+        if set_weights is None:
+            set_weights = sizes
+        set_w = np.asarray(set_weights, dtype=np.float64)
+        set_w = set_w / set_w.sum()
+        # per-image probability: the set's weight spread over its images by pixel count
+        probs, start = [], 0
+        for w, n in zip(set_w, counts):
+            px = np.array([self.images[start + i].size for i in range(n)], dtype=np.float64)
+            probs.append(w * px / px.sum())
+            start += n
+        self.probs = np.concatenate(probs)
+        self.patch, self.batch, self.looks = int(patch), int(batch), float(looks)
+        self.scale, self.jitter = float(norm_scale), float(jitter)
+        self.rng = np.random.default_rng(seed)
+        self.c = np.array([noisy_median(im, looks, self.rng) for im in self.images])
+        self.log_ref = [np.log(im.astype(np.float64)) for im in self.images]
+
+    def sample(self) -> Tuple[np.ndarray, np.ndarray]:
+        rng, p, b = self.rng, self.patch, self.batch
+        idx = rng.choice(len(self.images), size=b, p=self.probs)
+        clean = np.empty((b, p, p), dtype=np.float64)
+        cs = np.empty(b)
+        for j, i in enumerate(idx):
+            im = self.images[i]
+            r0 = rng.integers(0, im.shape[0] - p + 1)
+            c0 = rng.integers(0, im.shape[1] - p + 1)
+            clean[j] = augment(im[r0:r0 + p, c0:c0 + p], int(rng.integers(8)))
+            cs[j] = self.c[i]
+        # refresh c of the used images now and then so that c keeps its realisation spread
+        if rng.random() < 0.05:
+            i = int(rng.integers(len(self.images)))
+            self.c[i] = noisy_median(self.images[i], self.looks, rng)
+        cs = cs + rng.uniform(-self.jitter, self.jitter, size=b)
+        noisy = simulate_intensity(clean, self.looks, rng)
+        noisy = np.maximum(noisy, np.finfo(np.float64).tiny)  # an exact 0 (probability 2**-53) would give -inf
+        u = debiased_log(noisy, self.looks)
+        x = (u - cs[:, None, None]) / self.scale
+        y = (np.log(clean) - cs[:, None, None]) / self.scale
+        return x[:, None].astype(np.float32), y[:, None].astype(np.float32)
+
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        while True:
+            yield self.sample()
+
+
+def split_holdout(refs: Sequence[References], n_holdout: Sequence[int]) -> Tuple[List[References], List[References]]:
+    """Keep the last ``n`` images of each set out of training (for the periodic validation)."""
+    train, held = [], []
+    for r, n in zip(refs, n_holdout):
+        n = int(n)
+        train.append(References(r.name, r.images[:len(r.images) - n], r.names[:len(r.names) - n]))
+        held.append(References(r.name, r.images[len(r.images) - n:], r.names[len(r.names) - n:]))
+    return train, held
+
+
+def load_tsx_pairs(data: Path | str) -> List[Tuple[str, np.ndarray, np.ndarray]]:
+    """The TerraSAR-X validation pairs: (name, reference amplitude, noisy single-look amplitude)."""
+    root = Path(data) / TSX_DIR
+    out = []
+    for f in sorted((root / "groundtruth").glob("*.npy")):
+        out.append((f.stem, np.load(f).astype(np.float64), np.load(root / "noisy" / f.name).astype(np.float64)))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.data")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack", help="pack the clean training references into .npy files")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--out", type=Path, default=REPO_ROOT / ".devdata")
+    args = ap.parse_args(argv)
+    if args.cmd == "pack":
+        pack(args.data, args.out)
+        print(f"packed into {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Export a trained DnCNN to ONNX with its model card.
+
+``python -m training.export CHECKPOINT.pt --out MODEL.onnx [--data PATH] [--no-eval]``
+
+The ONNX file has one input ``input`` and one output ``output``, float32 NCHW with dynamic
+batch, height and width (opset 18), and the :class:`~sar_despeckle_plugin.core.model_card.ModelCard`
+in its ``metadata_props``. Export checks torch vs onnxruntime parity (<= 1e-4) on an odd size.
+When the TerraSAR-X validation pairs are found under ``--data``, the card's ``metrics`` are
+measured on the exported file (:mod:`training.evaluate`) and written back into it.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .data import DEFAULT_DATA, TSX_DIR
+from .dncnn import DnCNN
+from sar_despeckle_plugin.core.model_card import ModelCard
+
+OPSET = 18
+PARITY_TOL = 1e-4
+LICENSE = ("Weights: CC-BY-4.0 (this project). Trained on BSD400 (Berkeley Segmentation Dataset, free for "
+           "non-commercial research and education) and on Sentinel-1 temporal means (contains modified "
+           "Copernicus Sentinel data 2018-2021, Sebastianelli et al., IEEE JSTARS 2022).")
+
+
+def sha256(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] = None,
+               reproduce: Optional[str] = None, name: Optional[str] = None) -> ModelCard:
+    """The model card of a DnCNN trained by :mod:`training.train_dncnn` with ``config``."""
+    depth, width = int(config["depth"]), int(config["width"])
+    model = DnCNN(depth, width)
+    looks = float(config.get("looks", 1.0))
+    loss = str(config.get("loss", "l2")).upper()
+    lk = "l1" if looks == 1 else f"l{looks:g}"
+    return ModelCard(
+        name=name or f"dncnn-{lk}-general",
+        architecture=model.describe(),
+        input_domain="log_intensity",
+        looks=looks,
+        debias=True,
+        norm_offset="median",
+        norm_scale=float(config["norm_scale"]),
+        receptive_field=model.receptive_field,
+        training_strategy=(f"supervised: simulated {looks:g}-look Gamma speckle on clean references, "
+                           f"{loss} loss on debiased normalised log-intensity (offset = median of the noisy "
+                           f"debiased log of the whole image, jitter +-{float(config.get('jitter', 0.5)):g}); "
+                           f"{int(config.get('steps_done', config.get('steps', 0)))} Adam steps of "
+                           f"{int(config['batch'])} x {int(config['patch'])}x{int(config['patch'])} patches"),
+        training_data=("BSD400 natural grey images (8-bit values clipped to >= 1 read as amplitude, intensity = v^2) "
+                       "and Sentinel-1 GRD temporal means (train/s1_grd_temporal_mean, linear intensity); "
+                       "random crops with the 8 flips/rotations; speckle simulated with "
+                       "sar_despeckle_plugin.core.speckle (Gamma(L, 1/L), white)"),
+        metrics=metrics or {},
+        reproduce=reproduce or str(config.get("reproduce", "")) or "see training/README",
+        tile_size=512,
+        size_multiple=1,
+        description=(f"DnCNN despeckler for {looks:g}-look intensity (any sensor; trained on white simulated "
+                     f"speckle, so spatially correlated speckle, e.g. Sentinel-1 GRD, should be decorrelated "
+                     f"or downsampled first). Works on debiased log-intensity."),
+        license=LICENSE,
+    )
+
+
+def _export_bytes(model: torch.nn.Module) -> bytes:
+    x = torch.randn(1, 1, 37, 53)
+    batch = torch.export.Dim("batch", min=1)
+    height = torch.export.Dim("height", min=1)
+    width = torch.export.Dim("width", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(model, (x,), input_names=["input"], output_names=["output"],
+                                 opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
+                                 dynamic_shapes={"x": {0: batch, 2: height, 3: width}})
+    return prog.model_proto.SerializeToString()
+
+
+def write_card(path: Path | str, card: ModelCard) -> None:
+    """Replace the ``metadata_props`` of an ONNX file by ``card``."""
+    import onnx
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    onnx.helper.set_model_props(m, card.to_metadata())
+    onnx.save(m, str(path))
+
+
+def check_parity(model: torch.nn.Module, path: Path | str,
+                 shapes: Sequence[Tuple[int, int, int, int]] = ((1, 1, 37, 53),), seed: int = 0) -> float:
+    """Max |torch - onnxruntime| over random inputs of ``shapes``; raises when above PARITY_TOL."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for shape in shapes:
+        x = rng.standard_normal(shape).astype(np.float32)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        out = sess.run(["output"], {"input": x})[0]
+        if out.shape != ref.shape:
+            raise AssertionError(f"ONNX output shape {out.shape} != torch {ref.shape}")
+        worst = max(worst, float(np.abs(out - ref).max()))
+    if worst > PARITY_TOL:
+        raise AssertionError(f"torch vs onnxruntime differ by {worst:.3g} > {PARITY_TOL}")
+    return worst
+
+
+def export_onnx(model: torch.nn.Module, path: Path | str, card: ModelCard,
+                parity_shapes: Sequence[Tuple[int, int, int, int]] = ((1, 1, 37, 53),)) -> float:
+    """Export ``model`` (eval, float32, CPU) to ``path`` with ``card``; returns the parity error."""
+    import onnx
+    model = model.to("cpu").float().eval()
+    m = onnx.load_from_string(_export_bytes(model))
+    del m.metadata_props[:]
+    onnx.helper.set_model_props(m, card.to_metadata())
+    m.producer_name = "sar-despeckle training"
+    onnx.checker.check_model(m)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(m, str(path))
+    return check_parity(model, path, parity_shapes)
+
+
+def load_checkpoint(path: Path | str) -> Tuple[DnCNN, Dict[str, object]]:
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    cfg = ckpt["config"]
+    model = DnCNN(int(cfg["depth"]), int(cfg["width"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), cfg
+
+
+def export_and_evaluate(model: DnCNN, config: Dict[str, object], out: Path, data: Path | str,
+                        evaluate: bool = True, extra_metrics: Optional[Dict[str, object]] = None,
+                        name: Optional[str] = None) -> Dict[str, object]:
+    """Export, evaluate on the TSX pairs when found, and write the metrics into the card."""
+    metrics = dict(extra_metrics or {})
+    card = build_card(config, metrics, name=name)
+    parity = export_onnx(model, out, card)
+    if evaluate and (Path(data) / TSX_DIR).exists():
+        from .evaluate import evaluate_onnx
+        metrics.update(evaluate_onnx(out, data))
+        card = build_card(config, metrics, name=name)
+        write_card(out, card)
+    return {"onnx": str(out), "sha256": sha256(out), "parity_max_abs": parity, "metrics": metrics,
+            "card": card.to_metadata()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--no-eval", action="store_true")
+    args = ap.parse_args(argv)
+    model, cfg = load_checkpoint(args.checkpoint)
+    res = export_and_evaluate(model, cfg, args.out, args.data, evaluate=not args.no_eval, name=args.name)
+    print(json.dumps({k: res[k] for k in ("onnx", "sha256", "parity_max_abs", "metrics")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
