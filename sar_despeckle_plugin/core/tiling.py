@@ -4,7 +4,7 @@ Coordinates are image pixels. A tile is a frozen value; the grid is the Cartesia
 two 1-D :class:`AxisPlan` s, so blending weights are separable and each axis' weights form a
 partition of unity: the blended result is a convex combination of tile outputs at every pixel.
 
-For a model of receptive field ``rf``, a halo ``h >= rf // 2`` guarantees that the pixels a tile
+For a model of receptive field ``rf``, a halo ``h >= rf / 2`` guarantees that the pixels a tile
 keeps were computed from real (or reflect-padded) image data, never from the model's own zero
 padding at the tile edge. A translation-equivariant network (DnCNN) then gives exactly the
 same result as on the whole reflect-padded image, whatever the tile size; for a network with
@@ -199,7 +199,7 @@ def pad_tile(data: np.ndarray, tile: Tile) -> np.ndarray:
 
 
 def halo_for(receptive_field: int) -> int:
-    """The halo a model of this receptive field needs: at least half of it."""
+    """The halo a model of this receptive field needs: ceil(rf / 2), at least half of it."""
     if receptive_field < 1:
         raise InvalidInputError(f"receptive field must be >= 1, got {receptive_field}")
-    return receptive_field // 2 + (receptive_field % 2 == 0)
+    return (receptive_field + 1) // 2

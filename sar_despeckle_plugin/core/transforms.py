@@ -119,7 +119,7 @@ def digamma(x: float) -> float:
     if not x > 0:
         raise ValueError(f"digamma needs x > 0, got {x}")
     acc = 0.0
-    while x < 8.0:
+    while x < 10.0:
         acc -= 1.0 / x
         x += 1.0
     inv2 = 1.0 / (x * x)
@@ -133,7 +133,7 @@ def trigamma(x: float) -> float:
     if not x > 0:
         raise ValueError(f"trigamma needs x > 0, got {x}")
     acc = 0.0
-    while x < 8.0:
+    while x < 10.0:
         acc += 1.0 / (x * x)
         x += 1.0
     inv = 1.0 / x

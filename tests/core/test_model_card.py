@@ -1,0 +1,42 @@
+import pytest
+
+from onnx_models import card
+from sar_despeckle_plugin.core.errors import ModelCardError
+from sar_despeckle_plugin.core.model_card import REQUIRED_KEYS, ModelCard
+
+
+def test_round_trip_through_metadata():
+    original = card("dncnn", receptive_field=35, debias=True, metrics={"psnr": 25.5}, tile_size=256,
+                    extra={"custom_key": "kept"})
+    meta = original.to_metadata()
+    assert all(isinstance(v, str) for v in meta.values())
+    parsed = ModelCard.from_metadata(meta)
+    assert parsed == original
+    assert parsed.metrics == {"psnr": 25.5} and parsed.debias is True and parsed.norm_offset == "median"
+
+
+@pytest.mark.parametrize("key", REQUIRED_KEYS)
+def test_missing_key_is_named(key):
+    meta = card().to_metadata()
+    del meta[key]
+    with pytest.raises(ModelCardError) as info:
+        ModelCard.from_metadata(meta)
+    assert info.value.key == key and f"'{key}'" in str(info.value)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("looks", "zero"), ("looks", "-1"), ("norm_scale", "0"), ("receptive_field", "3.5"),
+    ("debias", "maybe"), ("input_domain", "intensity"), ("metrics", "[1, 2]"), ("metrics", "{bad"),
+    ("tile_size", "100"),
+])
+def test_bad_values_are_rejected(key, value):
+    meta = card(size_multiple=16).to_metadata()
+    meta[key] = value
+    with pytest.raises(ModelCardError) as info:
+        ModelCard.from_metadata(meta)
+    assert info.value.key == key
+
+
+def test_fixed_offset_is_a_number():
+    meta = card(norm_offset=-2.5).to_metadata()
+    assert ModelCard.from_metadata(meta).norm_offset == -2.5

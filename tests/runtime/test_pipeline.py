@@ -1,0 +1,225 @@
+"""The whole pipeline on real GeoTIFFs: GDAL in, tiles, ONNX Runtime, blending, GDAL out."""
+import os
+
+import numpy as np
+import pytest
+from osgeo import gdal, osr
+
+from conftest import DATA
+from onnx_models import box_model, card, identity_model
+from sar_despeckle_plugin.core.errors import (
+    CanceledError, DeviceUnavailableError, InvalidInputError, ModelCardError, ModelError,
+)
+from sar_despeckle_plugin.core.transforms import log_bias
+from sar_despeckle_plugin.runtime.onnx_denoiser import CUDA, Device, OnnxDenoiser, import_onnxruntime
+from sar_despeckle_plugin.runtime.pipeline import despeckle_array, despeckle_raster
+
+GT = (600000.0, 20.0, 0.0, 5000000.0, 0.0, -20.0)
+SRS = osr.SpatialReference()
+SRS.ImportFromEPSG(32631)
+
+
+def make_raster(path, array, gdal_type=gdal.GDT_Float32, nodata=None, gt=GT):
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), array.shape[1], array.shape[0], 1, gdal_type)
+    ds.SetGeoTransform(gt)
+    ds.SetProjection(SRS.ExportToWkt())
+    band = ds.GetRasterBand(1)
+    if nodata is not None:
+        band.SetNoDataValue(nodata)
+    band.WriteArray(array)
+    ds = None
+    return str(path)
+
+
+def read(path):
+    ds = gdal.Open(str(path))
+    return ds.GetRasterBand(1).ReadAsArray(), ds
+
+
+@pytest.fixture(scope="module")
+def identity(identity_onnx):
+    return OnnxDenoiser(identity_onnx, Device.CPU)
+
+
+def speckled(rng, shape, looks=1):
+    reflectivity = np.exp(rng.normal(0, 2, shape))
+    return (reflectivity * rng.gamma(looks, 1 / looks, shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape,tiles", [((1, 1), 1), ((31, 37), 1), ((65, 130), 2), ((300, 700), 3 * 6)])
+def test_identity_model_returns_the_input(tmp_path, identity, shape, tiles, rng):
+    """Float32 log values carry ~6e-8 relative rounding, hence rtol 1e-6 (a few ulp)."""
+    data = speckled(rng, shape)
+    src = make_raster(tmp_path / "in.tif", data)
+    report = despeckle_raster(src, str(tmp_path / "out.tif"), identity, tile_size=128)
+    out, ds = read(tmp_path / "out.tif")
+    assert out.dtype == np.float32 and out.shape == shape
+    np.testing.assert_allclose(out, data, rtol=1e-6)
+    assert report.tiles == tiles  # 128-pixel tiles, halo 1, 8 pixels of blending
+    assert ds.GetGeoTransform() == GT
+    assert osr.SpatialReference(ds.GetProjection()).GetAuthorityCode(None) == "32631"
+
+
+@pytest.mark.parametrize("domain,encode,gdal_type", [
+    (2, np.sqrt, gdal.GDT_Float32),
+    (3, lambda i: 10 * np.log10(i), gdal.GDT_Float32),
+    (0, None, gdal.GDT_CFloat32),  # Auto on a complex band -> Complex SLC -> intensity out
+])
+def test_identity_in_every_domain(tmp_path, identity, rng, domain, encode, gdal_type):
+    intensity = speckled(rng, (70, 90)).astype(np.float64)
+    if gdal_type == gdal.GDT_CFloat32:
+        data = (np.sqrt(intensity) * np.exp(1j * rng.uniform(0, 6.28, intensity.shape))).astype(np.complex64)
+        expected = intensity
+    else:
+        data = encode(intensity).astype(np.float32)
+        expected = data
+    src = make_raster(tmp_path / "in.tif", data, gdal_type)
+    despeckle_raster(src, str(tmp_path / "out.tif"), identity, domain=domain, tile_size=64)
+    out, ds = read(tmp_path / "out.tif")
+    atol = 1e-5 if domain == 3 else 0  # dB values near 0 are compared absolutely
+    np.testing.assert_allclose(out, expected, rtol=2e-6, atol=atol)
+    expected_domain = {2: "amplitude", 3: "decibels", 0: "intensity"}[domain]
+    assert ds.GetMetadataItem("SAR_DESPECKLE_OUTPUT_DOMAIN") == expected_domain
+
+
+def test_debiasing_scales_an_identity_network_by_exp_minus_bias(tmp_path, rng):
+    """With debias=true an identity network returns exp(log I - b): I * exp(-(digamma(L) - log L))."""
+    path = identity_model(tmp_path / "id_debias.onnx", card("id-debias", debias=True))
+    den = OnnxDenoiser(path, Device.CPU)
+    data = speckled(rng, (40, 50))
+    for looks in (1, 4.4):
+        out = despeckle_array(data, den, looks=looks)
+        np.testing.assert_allclose(out, data * np.exp(-log_bias(looks)), rtol=1e-6)
+
+
+def test_uint16_amplitude_input(tmp_path, identity, rng):
+    data = (rng.integers(1, 4000, (50, 60))).astype(np.uint16)
+    src = make_raster(tmp_path / "in.tif", data, gdal.GDT_UInt16, nodata=0)
+    data[:5, :5] = 0
+    make_raster(tmp_path / "in.tif", data, gdal.GDT_UInt16, nodata=0)
+    despeckle_raster(src, str(tmp_path / "out.tif"), identity, domain=2, tile_size=64)
+    out, ds = read(tmp_path / "out.tif")
+    assert ds.GetRasterBand(1).GetNoDataValue() == 0
+    np.testing.assert_array_equal(out[:5, :5], 0)
+    np.testing.assert_allclose(out[5:], data[5:], rtol=1e-6)
+
+
+def test_invalid_pixels_come_back_as_nodata(tmp_path, identity, rng):
+    data = speckled(rng, (80, 100))
+    data[10, 10] = -9999.0     # declared nodata
+    data[20, 30] = np.nan
+    data[30, 40] = 0.0          # not positive: no intensity
+    data[40, 50] = -3.0
+    src = make_raster(tmp_path / "in.tif", data, nodata=-9999.0)
+    despeckle_raster(src, str(tmp_path / "out.tif"), identity, tile_size=64)
+    out, ds = read(tmp_path / "out.tif")
+    assert ds.GetRasterBand(1).GetNoDataValue() == -9999.0
+    bad = np.zeros(data.shape, bool)
+    bad[[10, 20, 30, 40], [10, 30, 40, 50]] = True
+    assert (out[bad] == -9999.0).all()
+    np.testing.assert_allclose(out[~bad], data[~bad], rtol=1e-6)
+    # without a declared nodata the output marks invalid pixels with NaN and declares it
+    src2 = make_raster(tmp_path / "in2.tif", np.where(data == -9999.0, 0, data).astype(np.float32))
+    despeckle_raster(src2, str(tmp_path / "out2.tif"), identity, tile_size=64)
+    out2, ds2 = read(tmp_path / "out2.tif")
+    assert np.isnan(ds2.GetRasterBand(1).GetNoDataValue())
+    assert np.isnan(out2[bad]).all() and np.isfinite(out2[~bad]).all()
+
+
+def test_halo_and_blending_make_the_result_independent_of_the_tile_size(tmp_path, box_onnx, rng):
+    """A 7x7 zero-padded box filter is wrong at tile edges unless the halo is respected."""
+    den = OnnxDenoiser(box_onnx, Device.CPU)
+    data = speckled(rng, (203, 341)).astype(np.float64)
+    # reference: the same filter on the whole reflect-padded image, in the normalised log domain
+    u = np.log(data)
+    c = np.median(u)
+    x = np.pad(u - c, 3, mode="reflect")
+    win = np.lib.stride_tricks.sliding_window_view(x, (7, 7)).mean(axis=(2, 3))
+    expected = np.exp(win + c)
+    results = [despeckle_array(data, den, tile_size=t) for t in (32, 64, 100, 512)]
+    for r in results:
+        np.testing.assert_allclose(r, expected, rtol=1e-5)
+    np.testing.assert_allclose(results[0], results[-1], rtol=1e-5)
+
+
+def test_array_and_raster_paths_agree(tmp_path, box_onnx, rng):
+    den = OnnxDenoiser(box_onnx, Device.CPU)
+    data = speckled(rng, (150, 170))
+    src = make_raster(tmp_path / "in.tif", data)
+    despeckle_raster(src, str(tmp_path / "out.tif"), den, tile_size=64)
+    out, _ = read(tmp_path / "out.tif")
+    np.testing.assert_allclose(out, despeckle_array(data, den, tile_size=64), rtol=1e-6)
+
+
+class CancelAfter:
+    def __init__(self, n):
+        self.calls, self.n, self.percent = 0, n, []
+
+    def set_progress(self, p):
+        self.percent.append(p)
+
+    def is_canceled(self):
+        self.calls += 1
+        return self.calls > self.n
+
+    def info(self, message):
+        pass
+
+
+def test_cancel_stops_and_leaves_no_output(tmp_path, identity, rng):
+    src = make_raster(tmp_path / "in.tif", speckled(rng, (300, 300)))
+    dst = tmp_path / "out.tif"
+    progress = CancelAfter(4)
+    with pytest.raises(CanceledError):
+        despeckle_raster(src, str(dst), identity, tile_size=64, progress=progress)
+    assert progress.calls == 5  # stopped at the first check after the cancel
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_progress_reaches_100(tmp_path, identity, rng):
+    src = make_raster(tmp_path / "in.tif", speckled(rng, (200, 200)))
+    progress = CancelAfter(10 ** 9)
+    despeckle_raster(src, str(tmp_path / "out.tif"), identity, tile_size=64, progress=progress)
+    assert progress.percent == sorted(progress.percent) and progress.percent[-1] == 100
+
+
+def test_user_errors_are_typed(tmp_path, identity, rng):
+    src = make_raster(tmp_path / "in.tif", speckled(rng, (20, 20)))
+    dst = str(tmp_path / "out.tif")
+    with pytest.raises(InvalidInputError, match="band 2 does not exist"):
+        despeckle_raster(src, dst, identity, band=2)
+    with pytest.raises(InvalidInputError, match="looks"):
+        despeckle_raster(src, dst, identity, looks=0)
+    with pytest.raises(InvalidInputError, match="'Complex SLC' needs a complex band"):
+        despeckle_raster(src, dst, identity, domain=4)
+    with pytest.raises(InvalidInputError, match="no valid pixel"):
+        despeckle_raster(make_raster(tmp_path / "zeros.tif", np.zeros((8, 8), np.float32)), dst, identity)
+    with pytest.raises(ModelError, match="not found"):
+        OnnxDenoiser(str(tmp_path / "nope.onnx"))
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00\x01 not onnx")
+    with pytest.raises(ModelError, match="cannot load"):
+        OnnxDenoiser(str(garbage))
+    bare = identity_model(tmp_path / "bare.onnx", model_card=None)
+    import onnx
+    m = onnx.load(bare)
+    del m.metadata_props[:]
+    onnx.save(m, bare)
+    with pytest.raises(ModelCardError, match="'name'"):
+        OnnxDenoiser(bare)
+    assert not os.path.exists(dst)
+
+
+def test_explicit_cuda_without_a_gpu_is_a_clear_error(identity_onnx):
+    ort = import_onnxruntime()
+    if CUDA in ort.get_available_providers():
+        try:
+            den = OnnxDenoiser(identity_onnx, Device.CUDA)
+        except DeviceUnavailableError as err:
+            assert "CUDA" in str(err)
+            return
+        pytest.skip(f"a working CUDA device is present ({den.providers})")
+    with pytest.raises(DeviceUnavailableError, match="CUDA"):
+        OnnxDenoiser(identity_onnx, Device.CUDA)
+    # Auto falls back to the CPU quietly
+    assert OnnxDenoiser(identity_onnx, Device.AUTO).device_used == "CPU"
