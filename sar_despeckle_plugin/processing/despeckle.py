@@ -81,8 +81,10 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input SAR raster"))
-        band = QgsProcessingParameterBand(self.BAND, "Band", 1, self.INPUT)
-        band.setHelp("Band to despeckle (1 = first band).")
+        # Optional with a default so that scripts may omit it (QGIS 3.22 ignores the default of
+        # a mandatory band parameter that is not given).
+        band = QgsProcessingParameterBand(self.BAND, "Band", 1, self.INPUT, optional=True)
+        band.setHelp("Band to despeckle (default 1, the first band).")
         self.addParameter(band)
         self.addParameter(QgsProcessingParameterEnum(
             self.INPUT_DOMAIN, "Input domain", options=[DOMAIN_LABELS[d] for d in Domain], defaultValue=0))
@@ -110,7 +112,7 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(
                 f"'{layer.name()}' is served by the '{layer.providerType()}' provider; "
                 "despeckling needs a raster file readable by GDAL")
-        band = self.parameterAsInt(parameters, self.BAND, context)
+        band = self.parameterAsInt(parameters, self.BAND, context) or 1
         domain = self.parameterAsEnum(parameters, self.INPUT_DOMAIN, context)
         looks = self.parameterAsDouble(parameters, self.LOOKS, context)
         model_index = self.parameterAsEnum(parameters, self.MODEL, context)

@@ -1,0 +1,127 @@
+"""sardespeckle:despeckle through processing.run and through qgis_process."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from conftest import DATA, ROOT
+from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser
+from sar_despeckle_plugin.runtime.pipeline import despeckle_array
+
+HILL = str(DATA / "s1_vh_hill_20171021.tif")
+
+
+def read(path):
+    ds = gdal.Open(str(path))
+    return ds.GetRasterBand(1).ReadAsArray().astype(np.float64), ds
+
+
+def test_algorithm_is_registered_with_the_public_parameters(provider):
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().algorithmById("sardespeckle:despeckle")
+    assert alg is not None and alg.displayName() == "Despeckle SAR image (deep learning)"
+    names = [p.name() for p in alg.parameterDefinitions()]
+    assert names == ["INPUT", "BAND", "INPUT_DOMAIN", "LOOKS", "MODEL", "MODEL_FILE", "DEVICE",
+                     "TILE_SIZE", "OUTPUT"]
+    assert alg.parameterDefinition("INPUT_DOMAIN").options() == [
+        "Auto", "Intensity (linear power)", "Amplitude", "Decibels (10·log10 intensity)", "Complex SLC"]
+    assert alg.parameterDefinition("DEVICE").options()[:3] == ["Auto (CUDA when available)", "CPU",
+                                                               "CUDA (NVIDIA GPU)"]
+    assert alg.parameterDefinition("BAND").defaultValue() == 1
+    assert alg.parameterDefinition("LOOKS").defaultValue() == 1.0
+
+
+def test_processing_run_on_a_real_sentinel1_crop(provider, tmp_path, default_model_path):
+    import processing
+
+    out = str(tmp_path / "despeckled.tif")
+    result = processing.run("sardespeckle:despeckle", {
+        "INPUT": HILL, "BAND": 1, "INPUT_DOMAIN": 1, "LOOKS": 1, "DEVICE": 1, "TILE_SIZE": 256, "OUTPUT": out})
+    assert result["OUTPUT"] == out
+    got, ds = read(out)
+    noisy, _ = read(HILL)
+    # the algorithm gives exactly what the runtime gives on the same data
+    expected = despeckle_array(noisy, OnnxDenoiser(default_model_path, Device.CPU), looks=1, tile_size=256)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # and it removes speckle: the ratio noisy / despeckled behaves like single-look speckle
+    ratio = noisy / got
+    assert 0.8 < np.mean(ratio) < 1.25
+    assert 0.7 < np.mean(ratio) ** 2 / np.var(ratio) < 1.6
+    # the result is much smoother than the input: the local coefficient of variation falls
+    lag = lambda a: np.mean(np.abs(np.diff(np.log(a), axis=1)))  # noqa: E731
+    assert lag(got) < 0.5 * lag(noisy)
+    assert ds.GetMetadataItem("SAR_DESPECKLE_MODEL_SHA256") == OnnxDenoiser(default_model_path, 1).sha256
+    assert ds.GetMetadataItem("SAR_DESPECKLE_LOOKS") == "1.0"
+
+
+def test_processing_run_identity_model_file_keeps_values_and_georeferencing(provider, tmp_path, identity_onnx):
+    import processing
+
+    src = str(DATA / "s1_vv_temporal_mean_834.tif")
+    out = str(tmp_path / "same.tif")
+    processing.run("sardespeckle:despeckle", {"INPUT": src, "MODEL_FILE": identity_onnx, "DEVICE": 1,
+                                              "TILE_SIZE": 64, "OUTPUT": out})
+    got, ds = read(out)
+    want, ref = read(src)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert ds.GetGeoTransform() == ref.GetGeoTransform()
+    assert ds.GetProjection() == ref.GetProjection()
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"BAND": 2}, "band 2 does not exist"),
+    ({"MODEL_FILE": "/nonexistent/model.onnx"}, "not found"),
+    ({"INPUT_DOMAIN": 4}, "Complex SLC"),
+    ({"TILE_SIZE": 40}, "too small"),
+])
+def test_user_errors_end_in_a_processing_exception(provider, tmp_path, identity_onnx, params, message):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    out = tmp_path / "out.tif"
+    args = {"INPUT": HILL, "MODEL_FILE": identity_onnx, "DEVICE": 1, "OUTPUT": str(out)}
+    args.update(params)
+    if "TILE_SIZE" in params:
+        # the identity model's halo is 1; a tiny tile must still be refused for a large-field model
+        args["MODEL_FILE"] = ""
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run("sardespeckle:despeckle", args)
+    assert not out.exists()
+
+
+def test_qgis_process_headless(tmp_path, identity_onnx):
+    """The exact command the README documents, in a subprocess."""
+    exe = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
+    if not os.path.exists(exe):
+        pytest.skip("qgis_process.bin is not installed")
+    build = ROOT / "build"
+    if not (build / "sar_despeckle_plugin" / "metadata.txt").exists():
+        pytest.skip("run 'make plugin' first (make test does)")
+    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
+    env = dict(os.environ, QGIS_PLUGINPATH=str(build), QT_QPA_PLATFORM="offscreen",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(site) if site else "", str(ROOT)])))
+    enable = subprocess.run([exe, "plugins", "enable", "sar_despeckle_plugin"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert enable.returncode == 0 or "already enabled" in enable.stdout + enable.stderr, enable.stderr
+    out = tmp_path / "out.tif"
+    proc = subprocess.run([exe, "--json", "run", "sardespeckle:despeckle", "--", f"INPUT={HILL}",
+                           "INPUT_DOMAIN=1", "LOOKS=1", f"MODEL_FILE={identity_onnx}", "TILE_SIZE=128",
+                           f"OUTPUT={out}"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert result["results"]["OUTPUT"] == str(out)
+    got, _ = read(out)
+    want, _ = read(HILL)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # a user error: clear message, non-zero exit, no output
+    bad = subprocess.run([exe, "run", "sardespeckle:despeckle", "--", f"INPUT={HILL}", "BAND=5",
+                          f"OUTPUT={tmp_path / 'bad.tif'}"], env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0
+    assert "band 5 does not exist" in bad.stdout + bad.stderr
+    assert not (tmp_path / "bad.tif").exists()
