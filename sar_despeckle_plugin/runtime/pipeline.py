@@ -21,6 +21,7 @@ from ..core.transforms import Domain, from_intensity, output_domain, resolve_dom
 from .raster_io import OutputSpec, RasterSource, RasterWriter
 
 VERSION = "0.1.0"
+WRITE_ROWS = 64  # rows converted and written at a time
 
 
 class Progress(Protocol):
@@ -103,7 +104,9 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
             progress.set_progress(start + (stop - start) * done / total)
         final = (grid.rows.spans[i + 1].keep_start if i + 1 < n_rows else span.keep_stop) - span.keep_start
         write_rows(span.keep_start, acc[:final], valid[:final])
-        carry_out, carry_valid = acc[final:], valid[final:]
+        # copies, so that the finished strip is freed before the next one is allocated
+        carry_out, carry_valid = acc[final:].copy(), valid[final:].copy()
+        del acc, valid
 
 
 def _prepare(card, looks: float, tile_size: Optional[int]):
@@ -152,8 +155,8 @@ def _median_offset(src: RasterSource, domain: Domain, looks: float, debias: bool
         h = min(rows_per_read, src.height - r0)
         raw = src.read(Window(r0, 0, h, src.width))[::k, ::k]
         samples.append(_to_intensity(src, raw, domain).ravel())
+        src.release_cache()
         progress.set_progress(stop * min(1.0, (r0 + h) / src.height))
-    src.release_cache()
     return log_offset_from_sample(np.concatenate(samples), looks, debias)
 
 
@@ -215,9 +218,10 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
 
         with RasterWriter(dst_path, spec) as writer:
             def write_rows(row_off, y, valid):
-                values = from_intensity(norm.inverse(y), out_domain)
-                values[~valid] = nodata
-                writer.write(row_off, 0, values)
+                for r in range(0, y.shape[0], WRITE_ROWS):  # small chunks: few full-width temporaries
+                    values = from_intensity(norm.inverse(y[r:r + WRITE_ROWS]), out_domain)
+                    values[~valid[r:r + WRITE_ROWS]] = nodata
+                    writer.write(row_off + r, 0, values)
                 writer.release_cache()
                 src.release_cache()
 
