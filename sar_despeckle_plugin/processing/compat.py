@@ -31,6 +31,10 @@ class QgisProgress:
         if self.feedback is not None:
             self.feedback.pushInfo(message)
 
+    def warn(self, message: str) -> None:
+        if self.feedback is not None:
+            self.feedback.pushWarning(message)
+
 
 try:  # QGIS >= 3.36 / QGIS 4
     NUMBER_DOUBLE = Qgis.ProcessingNumberParameterType.Double

@@ -15,7 +15,9 @@ from typing import Callable, Dict, Optional, Protocol, Tuple
 import numpy as np
 
 from ..core.errors import CanceledError, InvalidInputError
-from ..core.normalisation import LogNormaliser, log_offset_from_sample, sample_step
+from ..core.normalisation import (
+    LogNormaliser, log_offset_from_sample, looks_mismatch, model_log_bias, sample_step,
+)
 from ..core.tiling import Tile, TileGrid, Window, halo_for, pad_tile
 from ..core.transforms import Domain, from_intensity, output_domain, resolve_domain, to_intensity
 from .raster_io import OutputSpec, RasterSource, RasterWriter
@@ -28,6 +30,7 @@ class Progress(Protocol):
     def set_progress(self, percent: float) -> None: ...
     def is_canceled(self) -> bool: ...
     def info(self, message: str) -> None: ...
+    def warn(self, message: str) -> None: ...
 
 
 class NullProgress:
@@ -38,6 +41,9 @@ class NullProgress:
         return False
 
     def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
         pass
 
 
@@ -128,8 +134,9 @@ def despeckle_array(intensity: np.ndarray, denoiser, looks: float = 1.0,
     card = denoiser.card
     tile, halo = _prepare(card, looks, tile_size)
     k = sample_step(*intensity.shape)
-    offset = log_offset_from_sample(intensity[::k, ::k], looks, card.debias) if card.norm_offset == "median" else None
-    norm = LogNormaliser.from_card(card, looks, offset)
+    bias = model_log_bias(card)
+    offset = log_offset_from_sample(intensity[::k, ::k], bias) if card.norm_offset == "median" else None
+    norm = LogNormaliser.from_card(card, offset)
     grid = TileGrid.build(*intensity.shape, tile, halo, multiple=card.size_multiple)
     out = np.full(intensity.shape, np.nan)
 
@@ -143,8 +150,7 @@ def despeckle_array(intensity: np.ndarray, denoiser, looks: float = 1.0,
     return out
 
 
-def _median_offset(src: RasterSource, domain: Domain, looks: float, debias: bool,
-                   progress: Progress, stop: float) -> float:
+def _median_offset(src: RasterSource, domain: Domain, bias: float, progress: Progress, stop: float) -> float:
     """Median log level over the regular sample grid, read strip by strip."""
     k = sample_step(src.height, src.width)
     rows_per_read = max(k, (256 // k) * k)
@@ -157,7 +163,7 @@ def _median_offset(src: RasterSource, domain: Domain, looks: float, debias: bool
         samples.append(_to_intensity(src, raw, domain).ravel())
         src.release_cache()
         progress.set_progress(stop * min(1.0, (r0 + h) / src.height))
-    return log_offset_from_sample(np.concatenate(samples), looks, debias)
+    return log_offset_from_sample(np.concatenate(samples), bias)
 
 
 def _to_intensity(src: RasterSource, raw: np.ndarray, domain: Domain) -> np.ndarray:
@@ -185,11 +191,14 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
         out_domain = output_domain(domain)
         if src.is_complex and src.nodata is not None:
             raise InvalidInputError("complex rasters with a nodata value are not supported")
+        warning = looks_mismatch(card, looks)
+        if warning:
+            progress.warn(warning)
         offset = None
         if card.norm_offset == "median":
             progress.info("Measuring the raster's log level (median)...")
-            offset = _median_offset(src, domain, looks, card.debias, progress, 5.0)
-        norm = LogNormaliser.from_card(card, looks, offset)
+            offset = _median_offset(src, domain, model_log_bias(card), progress, 5.0)
+        norm = LogNormaliser.from_card(card, offset)
         grid = TileGrid.build(src.height, src.width, tile, halo, multiple=card.size_multiple)
         nodata = src.nodata if src.nodata is not None else float("nan")
         metadata = {

@@ -49,10 +49,11 @@ def test_processing_run_on_a_real_sentinel1_crop(provider, tmp_path, default_mod
     # the algorithm gives exactly what the runtime gives on the same data
     expected = despeckle_array(noisy, OnnxDenoiser(default_model_path, Device.CPU), looks=1, tile_size=256)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    # and it removes speckle: the ratio noisy / despeckled behaves like single-look speckle
+    # and it removes speckle: the ratio noisy / despeckled has mean 1 and the ENL of a
+    # Sentinel-1 GRD (about 3 to 4.5 on this crop's flattest blocks; measured 3.1)
     ratio = noisy / got
-    assert 0.8 < np.mean(ratio) < 1.25
-    assert 0.7 < np.mean(ratio) ** 2 / np.var(ratio) < 1.6
+    assert np.mean(ratio) == pytest.approx(1.0, abs=0.05)
+    assert 2.0 < np.mean(ratio) ** 2 / np.var(ratio) < 5.0
     # the result is much smoother than the input: the local coefficient of variation falls
     lag = lambda a: np.mean(np.abs(np.diff(np.log(a), axis=1)))  # noqa: E731
     assert lag(got) < 0.5 * lag(noisy)

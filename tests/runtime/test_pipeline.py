@@ -82,14 +82,27 @@ def test_identity_in_every_domain(tmp_path, identity, rng, domain, encode, gdal_
     assert ds.GetMetadataItem("SAR_DESPECKLE_OUTPUT_DOMAIN") == expected_domain
 
 
-def test_debiasing_scales_an_identity_network_by_exp_minus_bias(tmp_path, rng):
-    """With debias=true an identity network returns exp(log I - b): I * exp(-(digamma(L) - log L))."""
-    path = identity_model(tmp_path / "id_debias.onnx", card("id-debias", debias=True))
+@pytest.mark.parametrize("model_looks", [1.0, 4.0])
+def test_debiasing_uses_the_models_looks(tmp_path, rng, model_looks):
+    """With debias=true an identity network returns exp(log I - b(L_m)) = I * exp(-b(L_m)), where
+    L_m is the card's looks, whatever the input's declared looks."""
+    path = identity_model(tmp_path / "id_debias.onnx", card("id-debias", debias=True, looks=model_looks))
     den = OnnxDenoiser(path, Device.CPU)
     data = speckled(rng, (40, 50))
     for looks in (1, 4.4):
         out = despeckle_array(data, den, looks=looks)
-        np.testing.assert_allclose(out, data * np.exp(-log_bias(looks)), rtol=1e-6)
+        np.testing.assert_allclose(out, data * np.exp(-log_bias(model_looks)), rtol=1e-6)
+
+
+def test_a_looks_mismatch_is_reported(tmp_path, identity, rng):
+    src = make_raster(tmp_path / "in.tif", speckled(rng, (20, 20)))
+    progress = CancelAfter(10 ** 9)
+    despeckle_raster(src, str(tmp_path / "a.tif"), identity, looks=1.2, progress=progress)
+    assert progress.warnings == []
+    despeckle_raster(src, str(tmp_path / "b.tif"), identity, looks=4.4, progress=progress)
+    assert len(progress.warnings) == 1 and "1-look" in progress.warnings[0] and "4.4-look" in progress.warnings[0]
+    _, ds = read(tmp_path / "b.tif")
+    assert ds.GetMetadataItem("SAR_DESPECKLE_LOOKS") == "4.4"
 
 
 def test_uint16_amplitude_input(tmp_path, identity, rng):
@@ -153,7 +166,10 @@ def test_array_and_raster_paths_agree(tmp_path, box_onnx, rng):
 
 class CancelAfter:
     def __init__(self, n):
-        self.calls, self.n, self.percent = 0, n, []
+        self.calls, self.n, self.percent, self.warnings = 0, n, [], []
+
+    def warn(self, message):
+        self.warnings.append(message)
 
     def set_progress(self, p):
         self.percent.append(p)
