@@ -56,8 +56,15 @@ test: plugin
 bench: plugin
 	$(QGIS_ENV) $(PY) benchmarks/bench_pipeline.py
 
+# Retrain the bundled models from scratch (CPU: days, see sar_despeckle_plugin/models/README.md;
+# DEVICE=cuda: minutes). Each run exports runs/<name>/<name>.onnx with its card and metrics.
+DEVICE ?= cpu
+TRAIN := $(PY) -m training.train_dncnn --device $(DEVICE) --batch 128 --patch 64 --depth 17 --width 64 \
+	--lr 0.001 --warmup 200 --loss l2 --looks 1 --norm-scale 2 --jitter 0.5 --s1-weight 0.4 --seed 0 --bf16
 models: setup-training
-	$(PY) -m training.train_dncnn --device cpu --out $(PLUGIN)/models
+	$(TRAIN) --steps 28982 --out runs/dncnn-l1-general
+	$(TRAIN) --steps 14041 --looks-max 8 --single-look-fraction 0.5 --out runs/dncnn-l1to8-blind --name dncnn-l1to8-blind
+	@echo "Compare runs/*/*.onnx with sar_despeckle_plugin/models/ (python -m training.evaluate FILE), then copy them there."
 
 clean:
 	rm -rf $(BUILD) dist $(VENV)

@@ -19,6 +19,16 @@ def to_db(values, domain):
         return 10 * np.log10(v)
 
 
+def read_band(path):
+    ds = gdal.Open(path)  # keep the dataset alive while its band is read
+    band = ds.GetRasterBand(1)
+    values = band.ReadAsArray().astype(np.float64)
+    nodata = band.GetNoDataValue()
+    if nodata is not None and not np.isnan(nodata):
+        values[values == nodata] = np.nan
+    return values
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("noisy")
@@ -26,8 +36,8 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--domain", default="intensity", choices=["intensity", "amplitude", "decibels"])
     args = ap.parse_args()
-    a = to_db(gdal.Open(args.noisy).GetRasterBand(1).ReadAsArray(), args.domain)
-    b = to_db(gdal.Open(args.despeckled).GetRasterBand(1).ReadAsArray(), args.domain)
+    a = to_db(read_band(args.noisy), args.domain)
+    b = to_db(read_band(args.despeckled), args.domain)
     lo, hi = np.nanpercentile(a[np.isfinite(a)], [2, 98])
     # stretch on the despeckled image's range too, so both use one honest scale
     lo = min(lo, np.nanpercentile(b[np.isfinite(b)], 1))

@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # so that `python training/...` also finds the plugin's core
     sys.path.insert(0, str(REPO_ROOT))
 
-from sar_despeckle_plugin.core.speckle import simulate_intensity  # noqa: E402
+from sar_despeckle_plugin.core.speckle import gamma_speckle, simulate_intensity  # noqa: E402
 from sar_despeckle_plugin.core.transforms import debiased_log  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -150,7 +150,8 @@ class PatchSampler:
 
     def __init__(self, refs: Sequence[References], patch: int = 64, batch: int = 128,
                  looks: float = 1.0, norm_scale: float = 2.0, jitter: float = 0.5,
-                 set_weights: Optional[Sequence[float]] = None, seed: int = 0):
+                 set_weights: Optional[Sequence[float]] = None, seed: int = 0,
+                 looks_max: Optional[float] = None, single_look_fraction: float = 0.5):
         self.images = [im for r in refs for im in r.images if min(im.shape) >= patch]
         sizes = [sum(im.size for im in r.images if min(im.shape) >= patch) for r in refs]
         counts = [sum(1 for im in r.images if min(im.shape) >= patch) for r in refs]
@@ -167,6 +168,11 @@ class PatchSampler:
         self.probs = np.concatenate(probs)
         self.patch, self.batch, self.looks = int(patch), int(batch), float(looks)
         self.scale, self.jitter = float(norm_scale), float(jitter)
+        # optional noise-level-blind training: the speckle of a patch has `looks` looks with
+        # probability single_look_fraction, else a log-uniform number in [looks, looks_max];
+        # debiasing always uses `looks` (the card's), as the plugin does
+        self.looks_max = float(looks_max) if looks_max else self.looks
+        self.single_look_fraction = float(single_look_fraction)
         self.rng = np.random.default_rng(seed)
         self.c = np.array([noisy_median(im, looks, self.rng) for im in self.images])
         self.log_ref = [np.log(im.astype(np.float64)) for im in self.images]
@@ -187,7 +193,12 @@ class PatchSampler:
             i = int(rng.integers(len(self.images)))
             self.c[i] = noisy_median(self.images[i], self.looks, rng)
         cs = cs + rng.uniform(-self.jitter, self.jitter, size=b)
-        noisy = simulate_intensity(clean, self.looks, rng)
+        if self.looks_max > self.looks:
+            lk = np.exp(rng.uniform(np.log(self.looks), np.log(self.looks_max), size=b))
+            lk[rng.random(b) < self.single_look_fraction] = self.looks
+            noisy = clean * np.stack([gamma_speckle((p, p), L, rng) for L in lk])
+        else:
+            noisy = simulate_intensity(clean, self.looks, rng)
         noisy = np.maximum(noisy, np.finfo(np.float64).tiny)  # an exact 0 (probability 2**-53) would give -inf
         u = debiased_log(noisy, self.looks)
         x = (u - cs[:, None, None]) / self.scale

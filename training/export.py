@@ -28,9 +28,9 @@ from sar_despeckle_plugin.core.model_card import ModelCard
 
 OPSET = 18
 PARITY_TOL = 1e-4
-LICENSE = ("Weights: CC-BY-4.0 (this project). Trained on BSD400 (Berkeley Segmentation Dataset, free for "
-           "non-commercial research and education) and on Sentinel-1 temporal means (contains modified "
-           "Copernicus Sentinel data 2018-2021, Sebastianelli et al., IEEE JSTARS 2022).")
+LICENSE = ("Weights: GPL-2.0, the plugin's licence. Trained on BSD400 (Berkeley Segmentation Dataset; free for "
+           "non-commercial research and education) and on Sentinel-1 GRD temporal means (Sebastianelli et al., "
+           "IEEE JSTARS 2022; contains modified Copernicus Sentinel data).")
 
 
 def sha256(path: Path | str) -> str:
@@ -41,6 +41,14 @@ def sha256(path: Path | str) -> str:
     return h.hexdigest()
 
 
+def _reproduce(command: str, name: Optional[str]) -> str:
+    """The training command, with ``--name`` when the card's name is not the default one."""
+    command = command or "python -m training.train_dncnn (see sar_despeckle_plugin/models/README.md)"
+    if name and "--name" not in command:
+        command += f" --name {name}"
+    return command
+
+
 def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] = None,
                reproduce: Optional[str] = None, name: Optional[str] = None) -> ModelCard:
     """The model card of a DnCNN trained by :mod:`training.train_dncnn` with ``config``."""
@@ -49,6 +57,10 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
     looks = float(config.get("looks", 1.0))
     loss = str(config.get("loss", "l2")).upper()
     lk = "l1" if looks == 1 else f"l{looks:g}"
+    lmax = config.get("looks_max")
+    blind = (f"; speckle looks {looks:g} for {float(config.get('single_look_fraction', 0.5)):.0%} of the patches, "
+             f"else log-uniform in [{looks:g}, {float(lmax):g}] (noise-level blind; debiased with L={looks:g})"
+             if lmax and float(lmax) > looks else "")
     return ModelCard(
         name=name or f"dncnn-{lk}-general",
         architecture=model.describe(),
@@ -58,23 +70,31 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
         norm_offset="median",
         norm_scale=float(config["norm_scale"]),
         receptive_field=model.receptive_field,
-        training_strategy=(f"supervised: simulated {looks:g}-look Gamma speckle on clean references, "
+        training_strategy=(f"supervised: simulated {looks:g}" + (f"-{float(lmax):g}" if blind else "") +
+                           "-look Gamma speckle on clean references, "
                            f"{loss} loss on debiased normalised log-intensity (offset = median of the noisy "
                            f"debiased log of the whole image, jitter +-{float(config.get('jitter', 0.5)):g}); "
                            f"{int(config.get('steps_done', config.get('steps', 0)))} Adam steps of "
-                           f"{int(config['batch'])} x {int(config['patch'])}x{int(config['patch'])} patches"),
+                           f"{int(config['batch'])} x {int(config['patch'])}x{int(config['patch'])} patches{blind}"),
         training_data=("BSD400 natural grey images (8-bit values clipped to >= 1 read as amplitude, intensity = v^2) "
                        "and Sentinel-1 GRD temporal means (train/s1_grd_temporal_mean, linear intensity); "
                        "random crops with the 8 flips/rotations; speckle simulated with "
                        "sar_despeckle_plugin.core.speckle (Gamma(L, 1/L), white)"),
         metrics=metrics or {},
-        reproduce=reproduce or str(config.get("reproduce", "")) or "see training/README",
+        reproduce=_reproduce(reproduce or str(config.get("reproduce", "")), name),
         tile_size=512,
         size_multiple=1,
-        description=(f"DnCNN despeckler for {looks:g}-look intensity (any sensor; trained on white simulated "
-                     f"speckle, so spatially correlated speckle, e.g. Sentinel-1 GRD, should be decorrelated "
-                     f"or downsampled first). Works on debiased log-intensity."),
+        looks_max=float(lmax) if blind else None,
+        description=(f"DnCNN despeckler for {looks:g}" + (f"- to {float(lmax):g}" if blind else "") +
+                     "-look intensity (any sensor; trained on white simulated "
+                     "speckle, so spatially correlated speckle, e.g. Sentinel-1 GRD, may keep some "
+                     "structure). Works on debiased log-intensity."),
         license=LICENSE,
+        extra=({"training_run": (f"{int(config['steps_done'])} steps on {config.get('device_name', config.get('device'))} "
+                                 f"(torch {config.get('torch_version', '?')}, "
+                                 f"{'bf16 autocast' if config.get('bf16') else 'float32'}), "
+                                 f"{config.get('train_minutes', '?')} min, seed {config.get('seed', 0)}")}
+               if "steps_done" in config else {}),
     )
 
 
@@ -168,7 +188,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
     model, cfg = load_checkpoint(args.checkpoint)
-    res = export_and_evaluate(model, cfg, args.out, args.data, evaluate=not args.no_eval, name=args.name)
+    history = torch.load(str(args.checkpoint), map_location="cpu", weights_only=False).get("history", [])
+    extra = {}
+    if history and "final_val_psnr_heldout" in history[-1]:
+        extra["psnr_heldout_train_refs"] = history[-1]["final_val_psnr_heldout"]
+    res = export_and_evaluate(model, cfg, args.out, args.data, evaluate=not args.no_eval, name=args.name,
+                              extra_metrics=extra)
     print(json.dumps({k: res[k] for k in ("onnx", "sha256", "parity_max_abs", "metrics")}, indent=1))
     return 0
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from .data import DEFAULT_DATA, PatchSampler, load_references, split_holdout
 from .dncnn import DnCNN
-from .evaluate import despeckle_intensity, psnr_amplitude
+from .evaluate import contract_card, despeckle_intensity, psnr_amplitude
 from sar_despeckle_plugin.core.speckle import simulate_intensity
 
 DEFAULTS = dict(depth=17, width=64, batch=128, patch=64, lr=1e-3, looks=1.0, norm_scale=2.0, jitter=0.5,
@@ -50,6 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
     ap.add_argument("--loss", choices=["l2", "l1"], default=DEFAULTS["loss"])
     ap.add_argument("--looks", type=float, default=DEFAULTS["looks"])
+    ap.add_argument("--looks-max", type=float, default=None,
+                    help="noise-level-blind training: speckle looks drawn in [looks, looks-max] (debias with --looks)")
+    ap.add_argument("--single-look-fraction", type=float, default=0.5,
+                    help="with --looks-max: fraction of patches with exactly --looks looks")
     ap.add_argument("--norm-scale", type=float, default=DEFAULTS["norm_scale"])
     ap.add_argument("--jitter", type=float, default=DEFAULTS["jitter"])
     ap.add_argument("--s1-weight", type=float, default=DEFAULTS["s1_weight"],
@@ -111,9 +115,8 @@ def validate(model: nn.Module, val, args, device) -> float:
         with torch.no_grad():
             return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
-    scores = [psnr_amplitude(np.sqrt(despeckle_intensity(noisy, args.looks, args.norm_scale,
-                                                         model.receptive_field, run)), ref)
-              for _, ref, noisy in val]
+    card = contract_card(args.looks, args.norm_scale, model.receptive_field)
+    scores = [psnr_amplitude(np.sqrt(despeckle_intensity(noisy, card, run)), ref) for _, ref, noisy in val]
     model.train()
     return float(np.mean(scores))
 
@@ -124,11 +127,15 @@ def reproduce_command(args, steps: int, stop_after=None) -> str:
         parts.append(f"--stop-after {stop_after}")
     parts += [f"--batch {args.batch}", f"--patch {args.patch}", f"--depth {args.depth}", f"--width {args.width}",
               f"--lr {args.lr:g}", f"--warmup {args.warmup}", f"--loss {args.loss}", f"--looks {args.looks:g}",
+              *([f"--looks-max {args.looks_max:g}", f"--single-look-fraction {args.single_look_fraction:g}"]
+                if args.looks_max else []),
               f"--norm-scale {args.norm_scale:g}", f"--jitter {args.jitter:g}", f"--s1-weight {args.s1_weight:g}",
               f"--seed {args.seed}"]
     if args.bf16:
         parts.append("--bf16")
     parts.append("--out runs/dncnn")
+    if args.name:
+        parts.append(f"--name {args.name}")
     return " ".join(parts)
 
 
@@ -153,7 +160,8 @@ def train(args: argparse.Namespace) -> Dict:
     train_refs, held = split_holdout(refs, [args.holdout_bsd, args.holdout_s1])
     weights = [1.0 - args.s1_weight, args.s1_weight]
     kwargs = dict(patch=args.patch, batch=args.batch, looks=args.looks, norm_scale=args.norm_scale,
-                  jitter=args.jitter, set_weights=weights)
+                  jitter=args.jitter, set_weights=weights, looks_max=args.looks_max,
+                  single_look_fraction=args.single_look_fraction)
     workers = args.workers if args.workers is not None else max(0, min(12, (os.cpu_count() or 1) - 1))
     loader = torch.utils.data.DataLoader(_Batches(train_refs, kwargs, args.seed), batch_size=None,
                                          num_workers=workers, pin_memory=device.type == "cuda",

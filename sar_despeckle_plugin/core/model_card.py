@@ -21,6 +21,8 @@ training_strategy   yes      supervised / pairs / masking, and the loss
 training_data       yes      which data, which speckle simulation
 metrics             yes      JSON object of validation figures (e.g. PSNR against a boxcar)
 reproduce           yes      the command that rebuilds this file from the repository
+looks_max           no       highest number of looks in the training speckle, for models trained
+                             over a range of speckle levels (float >= looks; default: looks)
 tile_size           no       default tile size (int, default 512)
 size_multiple       no       tile sizes must be multiples of it (int, default 1; U-Net: 2**depth)
 description         no       one paragraph for the help
@@ -40,7 +42,7 @@ INPUT_DOMAIN_LOG_INTENSITY = "log_intensity"
 REQUIRED_KEYS = ("name", "architecture", "input_domain", "looks", "debias", "norm_offset",
                  "norm_scale", "receptive_field", "training_strategy", "training_data",
                  "metrics", "reproduce")
-OPTIONAL_KEYS = ("tile_size", "size_multiple", "description", "license")
+OPTIONAL_KEYS = ("looks_max", "tile_size", "size_multiple", "description", "license")
 
 
 def _float(meta: Mapping[str, str], key: str, positive: bool = True) -> float:
@@ -81,6 +83,7 @@ class ModelCard:
     reproduce: str
     tile_size: int = 512
     size_multiple: int = 1
+    looks_max: Optional[float] = None
     description: str = ""
     license: str = ""
     extra: Dict[str, str] = field(default_factory=dict)
@@ -111,12 +114,16 @@ class ModelCard:
         size_multiple = _int(meta, "size_multiple", 1)
         if tile_size % size_multiple:
             raise ModelCardError("tile_size", f"{tile_size} is not a multiple of size_multiple={size_multiple}")
+        looks = _float(meta, "looks")
+        looks_max = _float(meta, "looks_max") if str(meta.get("looks_max", "")).strip() else None
+        if looks_max is not None and looks_max < looks:
+            raise ModelCardError("looks_max", f"{looks_max} is below looks={looks}")
         known = set(REQUIRED_KEYS) | set(OPTIONAL_KEYS)
         return cls(
             name=str(meta["name"]).strip(),
             architecture=str(meta["architecture"]),
             input_domain=str(meta["input_domain"]),
-            looks=_float(meta, "looks"),
+            looks=looks,
             debias=debias == "true",
             norm_offset=offset,
             norm_scale=_float(meta, "norm_scale"),
@@ -127,6 +134,7 @@ class ModelCard:
             reproduce=str(meta["reproduce"]),
             tile_size=tile_size,
             size_multiple=size_multiple,
+            looks_max=looks_max,
             description=str(meta.get("description", "")),
             license=str(meta.get("license", "")),
             extra={k: str(v) for k, v in meta.items() if k not in known},
@@ -149,8 +157,14 @@ class ModelCard:
             "reproduce": self.reproduce,
             "tile_size": str(int(self.tile_size)),
             "size_multiple": str(int(self.size_multiple)),
+            "looks_max": "" if self.looks_max is None else repr(float(self.looks_max)),
             "description": self.description,
             "license": self.license,
         }
         meta.update(self.extra)
-        return meta
+        return {k: v for k, v in meta.items() if not (k == "looks_max" and v == "")}
+
+    @property
+    def looks_range(self) -> tuple:
+        """(lowest, highest) number of looks of the training speckle."""
+        return self.looks, self.looks if self.looks_max is None else self.looks_max

@@ -83,9 +83,11 @@ class LogNormaliser:
 
 
 def looks_mismatch(card: ModelCard, looks: float) -> str | None:
-    """A warning when the input's declared looks differ from the model's by more than 25 %."""
-    if abs(math.log(float(looks) / card.looks)) <= math.log(1.25):
+    """A warning when the input's declared looks lie outside the model's training range (+-25 %)."""
+    low, high = card.looks_range
+    if low / 1.25 <= float(looks) <= high * 1.25:
         return None
-    return (f"model '{card.name}' was trained on {card.looks:g}-look speckle and the input is declared "
+    trained = f"{low:g}-look" if low == high else f"{low:g}- to {high:g}-look"
+    return (f"model '{card.name}' was trained on {trained} speckle and the input is declared "
             f"{float(looks):g}-look: the output keeps its radiometry (the model is debiased with its own "
             "statistics) but may smooth more or less than a model trained for this speckle level")

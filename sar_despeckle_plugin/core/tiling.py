@@ -66,7 +66,11 @@ def _round_up(value: int, multiple: int) -> int:
 
 @dataclass(frozen=True)
 class AxisPlan:
-    """Tiles along one axis of length ``n`` and their blending weights."""
+    """Tiles along one axis of length ``n`` and their blending weights.
+
+    ``tile`` is the largest tile input size; neighbouring kept ranges overlap by at least
+    ``overlap`` pixels, where the blending happens.
+    """
 
     n: int
     spans: Tuple[AxisSpan, ...]
@@ -89,11 +93,14 @@ class AxisPlan:
             # One tile covers the axis: shrink it to what the image needs.
             size = _round_up(n + 2 * halo, multiple)
             return cls(n, (AxisSpan(-halo, size, 0, n),), halo)
+        # As few tiles as the size allows, then shrunk evenly so that no tile computes much more
+        # than it keeps (a 1024-pixel axis with 512-pixel tiles needs 3 tiles of 399, not 512).
+        count = -(-(n - overlap) // (core - overlap))
+        size = _round_up(-(-(n + (count - 1) * overlap) // count) + 2 * halo, multiple)
+        core = min(size, tile) - 2 * halo
         stride = core - overlap
-        starts = list(range(0, n - core, stride)) + [n - core]
-        if len(starts) > 1 and starts[-1] <= starts[-2]:
-            starts.pop()
-        spans = tuple(AxisSpan(s - halo, tile, s, s + core) for s in starts)
+        starts = [min(i * stride, n - core) for i in range(count)]
+        spans = tuple(AxisSpan(s - halo, core + 2 * halo, s, s + core) for s in starts)
         return cls(n, spans, halo)
 
     def weights(self, index: int) -> np.ndarray:

@@ -37,6 +37,16 @@ def test_bad_values_are_rejected(key, value):
     assert info.value.key == key
 
 
+def test_looks_range():
+    assert card().looks_range == (1.0, 1.0)
+    blind = ModelCard.from_metadata(card(looks_max=8.0).to_metadata())
+    assert blind.looks_range == (1.0, 8.0)
+    meta = card().to_metadata()
+    meta["looks_max"] = "0.5"
+    with pytest.raises(ModelCardError, match="looks_max"):
+        ModelCard.from_metadata(meta)
+
+
 def test_fixed_offset_is_a_number():
     meta = card(norm_offset=-2.5).to_metadata()
     assert ModelCard.from_metadata(meta).norm_offset == -2.5
