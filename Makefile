@@ -50,7 +50,8 @@ package: plugin
 demo: plugin
 	bash demo/run_demo.sh
 
-test: plugin
+# The suite includes the training tests (a few steps on tiny data), hence setup-training.
+test: plugin setup-training
 	$(QGIS_ENV) $(PY) -m pytest -q tests
 
 bench: plugin
