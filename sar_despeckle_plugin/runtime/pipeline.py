@@ -18,7 +18,7 @@ from ..core.errors import CanceledError, InvalidInputError
 from ..core.normalisation import (
     LogNormaliser, log_offset_from_sample, looks_mismatch, model_log_bias, sample_step,
 )
-from ..core.tiling import Tile, TileGrid, Window, halo_for, pad_tile
+from ..core.tiling import TileGrid, Window, halo_for, pad_tile
 from ..core.transforms import Domain, from_intensity, output_domain, resolve_domain, to_intensity
 from .raster_io import OutputSpec, RasterSource, RasterWriter
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from conftest import DATA
-from onnx_models import box_model, card, identity_model
+from onnx_models import card, identity_model
 from sar_despeckle_plugin.core.errors import (
     CanceledError, DeviceUnavailableError, InvalidInputError, ModelCardError, ModelError,
 )
