@@ -56,6 +56,7 @@ test: plugin setup-training
 
 bench: plugin
 	$(QGIS_ENV) $(PY) benchmarks/bench_pipeline.py
+	$(QGIS_ENV) $(PY) benchmarks/bench_filters.py
 
 # Retrain the bundled models from scratch (CPU: days, see sar_despeckle_plugin/models/README.md;
 # DEVICE=cuda: minutes). Each run exports runs/<name>/<name>.onnx with its card and metrics.

@@ -195,14 +195,21 @@ class TileGrid:
         return np.outer(self.rows.weights(tile.row), self.cols.weights(tile.col))
 
 
-def pad_tile(data: np.ndarray, tile: Tile) -> np.ndarray:
-    """Reflect-pad the data read for ``tile`` (shape of ``tile.read``) to the tile's input shape."""
-    if data.shape != (tile.read.height, tile.read.width):
+def pad_tile(data: np.ndarray, tile: Tile, mode: str = "reflect") -> np.ndarray:
+    """Pad the data read for ``tile`` (shape ``(..., tile.read.height, tile.read.width)``) to the
+    tile's input shape: ``reflect`` (networks) or ``nan`` (nodata-aware filters, whose windows
+    then hold only real pixels at the image borders)."""
+    if data.shape[-2:] != (tile.read.height, tile.read.width):
         raise InvalidInputError(f"tile data has shape {data.shape}, expected "
                                 f"{(tile.read.height, tile.read.width)}")
     if tile.pad == ((0, 0), (0, 0)):
         return data
-    return np.pad(data, tile.pad, mode="reflect")
+    pads = ((0, 0),) * (data.ndim - 2) + tile.pad
+    if mode == "reflect":
+        return np.pad(data, pads, mode="reflect")
+    if mode == "nan":
+        return np.pad(data.astype(np.float64, copy=False), pads, mode="constant", constant_values=np.nan)
+    raise InvalidInputError(f"unknown padding mode {mode!r}")
 
 
 def halo_for(receptive_field: int) -> int:

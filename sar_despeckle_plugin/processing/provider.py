@@ -4,6 +4,8 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .assessment import AssessmentAlgorithm
+from .classicalfilter import ClassicalFilterAlgorithm, ClassicalPolsarFilterAlgorithm
 from .despeckle import DespeckleAlgorithm
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.svg")
@@ -26,4 +28,6 @@ class SarDespeckleProvider(QgsProcessingProvider):
         return ICON
 
     def loadAlgorithms(self):
-        self.addAlgorithm(DespeckleAlgorithm())
+        for alg in (DespeckleAlgorithm(), ClassicalFilterAlgorithm(), ClassicalPolsarFilterAlgorithm(),
+                    AssessmentAlgorithm()):
+            self.addAlgorithm(alg)

@@ -75,43 +75,43 @@ def check_tile_size(tile_size: Optional[int], card) -> int:
 def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np.ndarray]],
               infer: Callable[[np.ndarray], np.ndarray],
               write_rows: Callable[[int, np.ndarray, np.ndarray], None],
-              progress: Progress, start: float = 0.0, stop: float = 100.0) -> None:
+              progress: Progress, start: float = 0.0, stop: float = 100.0, pad: str = "reflect") -> None:
     """Run ``infer`` over every tile and hand finished rows to ``write_rows``.
 
-    ``read_tile(window)`` returns (network input float32, valid mask) for an image window;
-    ``write_rows(row_off, blended_output, valid_mask)`` receives full-width strips in order.
-    Raises :class:`CanceledError` as soon as the progress says so (checked per tile).
+    ``read_tile(window)`` returns (input, valid mask) for an image window, the input shaped
+    (h, w) or (channels, h, w); ``infer`` keeps the shape; ``pad`` is the border padding
+    (:func:`pad_tile`). ``write_rows(row_off, blended_output, valid_mask)`` receives full-width
+    strips in order. Raises :class:`CanceledError` as soon as the progress says so (per tile).
     """
     width = grid.width
     n_rows = len(grid.rows.spans)
     done, total = 0, len(grid)
-    carry_out = np.zeros((0, width))
-    carry_valid = np.zeros((0, width), dtype=bool)
+    carry_out = carry_valid = None
     for i in range(n_rows):
         span = grid.rows.spans[i]
         height = span.keep_stop - span.keep_start
-        acc = np.zeros((height, width))
-        valid = np.zeros((height, width), dtype=bool)
-        acc[:carry_out.shape[0]] = carry_out
-        valid[:carry_valid.shape[0]] = carry_valid
+        acc = valid = None
         for tile in grid.tile_row(i):
             if progress.is_canceled():
                 raise CanceledError("canceled by the user")
             x, ok = read_tile(tile.read)
-            y = infer(pad_tile(x, tile))
-            k = tile.keep_in_tile
-            rows = slice(0, tile.keep.height)
+            y = infer(pad_tile(x, tile, pad))
+            if acc is None:
+                acc = np.zeros(y.shape[:-2] + (height, width))
+                valid = np.zeros((height, width), dtype=bool)
+                if carry_out is not None:
+                    acc[..., :carry_out.shape[-2], :] = carry_out
+                    valid[:carry_valid.shape[0]] = carry_valid
             cols = slice(tile.keep.col_off, tile.keep.col_off + tile.keep.width)
-            acc[rows, cols] += grid.weights(tile) * y[k.slices()]
-            kr = slice(tile.keep.row_off - tile.read.row_off, tile.keep.row_off - tile.read.row_off + tile.keep.height)
-            kc = slice(tile.keep.col_off - tile.read.col_off, tile.keep.col_off - tile.read.col_off + tile.keep.width)
-            valid[rows, cols] = ok[kr, kc]
+            acc[..., :tile.keep.height, cols] += grid.weights(tile) * y[(Ellipsis,) + tile.keep_in_tile.slices()]
+            r0, c0 = tile.keep.row_off - tile.read.row_off, tile.keep.col_off - tile.read.col_off
+            valid[:tile.keep.height, cols] = ok[r0:r0 + tile.keep.height, c0:c0 + tile.keep.width]
             done += 1
             progress.set_progress(start + (stop - start) * done / total)
         final = (grid.rows.spans[i + 1].keep_start if i + 1 < n_rows else span.keep_stop) - span.keep_start
-        write_rows(span.keep_start, acc[:final], valid[:final])
+        write_rows(span.keep_start, acc[..., :final, :], valid[:final])
         # copies, so that the finished strip is freed before the next one is allocated
-        carry_out, carry_valid = acc[final:].copy(), valid[final:].copy()
+        carry_out, carry_valid = acc[..., final:, :].copy(), valid[final:].copy()
         del acc, valid
 
 
@@ -173,6 +173,45 @@ def _to_intensity(src: RasterSource, raw: np.ndarray, domain: Domain) -> np.ndar
     return intensity
 
 
+def stream_band(src: RasterSource, dst_path: str, domain: Domain, grid: TileGrid,
+                forward: Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]],
+                infer: Callable[[np.ndarray], np.ndarray], inverse: Callable[[np.ndarray], np.ndarray],
+                spec: OutputSpec, progress: Progress, start: float = 0.0, pad: str = "reflect") -> None:
+    """Stream one band through ``forward`` (intensity -> (input, valid)), ``infer`` per tile and
+    ``inverse`` (blended output -> intensity) into a Float32 raster in ``output_domain(domain)``.
+
+    The destination appears only when everything succeeded (see :class:`RasterWriter`)."""
+    out_domain = output_domain(domain)
+
+    def read_tile(window: Window):
+        return forward(_to_intensity(src, src.read(window), domain))
+
+    with RasterWriter(dst_path, spec) as writer:
+        def write_rows(row_off, y, valid):
+            for r in range(0, y.shape[0], WRITE_ROWS):  # small chunks: few full-width temporaries
+                values = from_intensity(inverse(y[r:r + WRITE_ROWS]), out_domain)
+                values[~valid[r:r + WRITE_ROWS]] = spec.nodata
+                writer.write(row_off + r, 0, values)
+            writer.release_cache()
+            src.release_cache()
+
+        run_tiles(grid, read_tile, infer, write_rows, progress, start, 100.0, pad)
+        writer.commit()
+
+
+def output_nodata(src: RasterSource) -> float:
+    """The input's nodata value, or NaN where it declares none."""
+    return src.nodata if src.nodata is not None else float("nan")
+
+
+def provenance(**items) -> Dict[str, str]:
+    """Common output metadata: version, date and the given SAR_DESPECKLE_<KEY> items."""
+    meta = {"SAR_DESPECKLE_VERSION": VERSION,
+            "SAR_DESPECKLE_DATE": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    meta.update({f"SAR_DESPECKLE_{k.upper()}": str(v) for k, v in items.items()})
+    return meta
+
+
 def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
                      domain: Domain | int = Domain.AUTO, looks: float = 1.0,
                      tile_size: Optional[int] = None, progress: Optional[Progress] = None,
@@ -200,41 +239,17 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
             offset = _median_offset(src, domain, model_log_bias(card), progress, 5.0)
         norm = LogNormaliser.from_card(card, offset)
         grid = TileGrid.build(src.height, src.width, tile, halo, multiple=card.size_multiple)
-        nodata = src.nodata if src.nodata is not None else float("nan")
-        metadata = {
-            "SAR_DESPECKLE_VERSION": VERSION,
-            "SAR_DESPECKLE_MODEL": card.name,
-            "SAR_DESPECKLE_MODEL_FILE": denoiser.path.replace("\\", "/").rsplit("/", 1)[-1],
-            "SAR_DESPECKLE_MODEL_SHA256": denoiser.sha256,
-            "SAR_DESPECKLE_LOOKS": repr(float(looks)),
-            "SAR_DESPECKLE_INPUT_BAND": str(band),
-            "SAR_DESPECKLE_INPUT_DOMAIN": domain.name.lower(),
-            "SAR_DESPECKLE_OUTPUT_DOMAIN": out_domain.name.lower(),
-            "SAR_DESPECKLE_TILE_SIZE": str(tile),
-            "SAR_DESPECKLE_HALO": str(halo),
-            "SAR_DESPECKLE_LOG_OFFSET": repr(norm.offset),
-            "SAR_DESPECKLE_DEVICE": denoiser.device_used,
-            "SAR_DESPECKLE_DATE": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
+        metadata = provenance(
+            model=card.name, model_file=denoiser.path.replace("\\", "/").rsplit("/", 1)[-1],
+            model_sha256=denoiser.sha256, looks=repr(float(looks)), input_band=band,
+            input_domain=domain.name.lower(), output_domain=out_domain.name.lower(), tile_size=tile,
+            halo=halo, log_offset=repr(norm.offset), device=denoiser.device_used)
         metadata.update(extra_metadata or {})
-        spec = OutputSpec(src.width, src.height, src.geotransform, src.projection, nodata, metadata,
+        spec = OutputSpec(src.width, src.height, src.geotransform, src.projection, output_nodata(src), metadata,
                           description=f"despeckled {out_domain.name.lower()} ({card.name})",
                           gcps=src.gcps, gcp_projection=src.gcp_projection)
         progress.info(f"{len(grid)} tiles of {tile}x{tile} (halo {halo}) on {denoiser.device_used}")
 
-        def read_tile(window: Window):
-            return norm.forward(_to_intensity(src, src.read(window), domain))
-
-        with RasterWriter(dst_path, spec) as writer:
-            def write_rows(row_off, y, valid):
-                for r in range(0, y.shape[0], WRITE_ROWS):  # small chunks: few full-width temporaries
-                    values = from_intensity(norm.inverse(y[r:r + WRITE_ROWS]), out_domain)
-                    values[~valid[r:r + WRITE_ROWS]] = nodata
-                    writer.write(row_off + r, 0, values)
-                writer.release_cache()
-                src.release_cache()
-
-            run_tiles(grid, read_tile, denoiser, write_rows, progress, 5.0, 100.0)
-            writer.commit()
+        stream_band(src, dst_path, domain, grid, norm.forward, denoiser, norm.inverse, spec, progress, 5.0)
     return DespeckleReport(dst_path, domain, out_domain, len(grid), tile, halo, norm.offset,
                            denoiser.device_used, metadata)

@@ -58,6 +58,9 @@ class RasterSource:
         self.projection = ds.GetProjection()
         self.gcps = ds.GetGCPs()
         self.gcp_projection = ds.GetGCPProjection()
+        self.count = ds.RasterCount
+        self.band_descriptions = tuple(ds.GetRasterBand(i + 1).GetDescription() for i in range(self.count))
+        self.band_nodata = tuple(ds.GetRasterBand(i + 1).GetNoDataValue() for i in range(self.count))
 
     def read(self, window: Window) -> np.ndarray:
         """Raw values of ``window`` (native dtype, complex for complex bands)."""
@@ -66,13 +69,23 @@ class RasterSource:
             raise InvalidInputError(_gdal_error(f"cannot read {window} from '{self.path}'"))
         return arr
 
+    def read_bands(self, window: Window) -> np.ndarray:
+        """Raw values of every band in ``window``: (bands, height, width), native dtype."""
+        arr = self._ds.ReadAsArray(window.col_off, window.row_off, window.width, window.height)
+        if arr is None:
+            raise InvalidInputError(_gdal_error(f"cannot read {window} from '{self.path}'"))
+        return arr.reshape((self.count, window.height, window.width))
+
     def invalid_mask(self, values: np.ndarray) -> np.ndarray:
-        """True where ``values`` equal the band's nodata value."""
-        if self.nodata is None:
-            return np.zeros(values.shape, dtype=bool)
-        if np.isnan(self.nodata):
-            return np.isnan(values)
-        return values == self.nodata
+        """True where ``values`` (one band) equal the band's nodata value."""
+        return _nodata_mask(values, self.nodata)
+
+    def invalid_mask_bands(self, values: np.ndarray) -> np.ndarray:
+        """(height, width): True where any band is nodata or not finite."""
+        bad = ~np.isfinite(values).all(axis=0)
+        for b, nodata in enumerate(self.band_nodata):
+            bad |= _nodata_mask(values[b], nodata)
+        return bad
 
     def release_cache(self) -> None:
         """Drop GDAL's cached blocks of this dataset so memory stays bounded by the tile size."""
@@ -87,6 +100,14 @@ class RasterSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _nodata_mask(values: np.ndarray, nodata: Optional[float]) -> np.ndarray:
+    if nodata is None:
+        return np.zeros(values.shape, dtype=bool)
+    if np.isnan(nodata):
+        return np.isnan(values)
+    return values == nodata
 
 
 def driver_for_path(path: str) -> str:
@@ -116,10 +137,12 @@ class OutputSpec:
     description: str = ""
     gcps: tuple = ()
     gcp_projection: str = ""
+    bands: int = 1
+    band_descriptions: tuple = ()
 
 
 class RasterWriter:
-    """Writes a Float32 single-band raster into a temporary GeoTIFF beside the destination.
+    """Writes a Float32 raster (``spec.bands`` bands) into a temporary GeoTIFF beside the destination.
 
     Only :meth:`commit` puts the result at ``path`` (renamed, or converted with CreateCopy for
     other formats); :meth:`abort` (also called when leaving a ``with`` block on an exception)
@@ -137,7 +160,8 @@ class RasterWriter:
                 raise InvalidInputError(f"cannot create the output folder '{directory}': {err}") from None
         self.tmp_path = os.path.join(directory, f".{os.path.basename(self.path)}.{uuid.uuid4().hex[:8]}.partial.tif")
         drv = gdal.GetDriverByName("GTiff")
-        ds = drv.Create(self.tmp_path, spec.width, spec.height, 1, gdal.GDT_Float32, GTIFF_OPTIONS)
+        options = GTIFF_OPTIONS + (["INTERLEAVE=BAND"] if spec.bands > 1 else [])
+        ds = drv.Create(self.tmp_path, spec.width, spec.height, spec.bands, gdal.GDT_Float32, options)
         if ds is None:
             raise InvalidInputError(_gdal_error(f"cannot create the output raster '{self.path}'"))
         if spec.geotransform is not None:
@@ -146,19 +170,26 @@ class RasterWriter:
             ds.SetProjection(spec.projection)
         if spec.gcps:
             ds.SetGCPs(spec.gcps, spec.gcp_projection)
-        band = ds.GetRasterBand(1)
-        if spec.nodata is not None:
-            band.SetNoDataValue(float(spec.nodata))
-        if spec.description:
-            band.SetDescription(spec.description)
+        descriptions = spec.band_descriptions or (spec.description,) * spec.bands
+        self._bands = [ds.GetRasterBand(i + 1) for i in range(spec.bands)]
+        for band, description in zip(self._bands, descriptions):
+            if spec.nodata is not None:
+                band.SetNoDataValue(float(spec.nodata))
+            if description:
+                band.SetDescription(description)
         ds.SetMetadata({k: str(v) for k, v in spec.metadata.items()})
         self._ds = ds
-        self._band = band
         self.spec = spec
 
     def write(self, row_off: int, col_off: int, data: np.ndarray) -> None:
-        if self._band.WriteArray(np.ascontiguousarray(data, dtype=np.float32), col_off, row_off) != 0:
-            raise InvalidInputError(_gdal_error(f"cannot write to '{self.path}' (disk full?)"))
+        """Write (height, width) data to a single-band raster or (bands, height, width) to all bands."""
+        data = np.asarray(data)
+        planes = data[None] if data.ndim == 2 else data
+        if planes.shape[0] != len(self._bands):
+            raise InvalidInputError(f"{planes.shape[0]} planes given for {len(self._bands)} bands")
+        for band, plane in zip(self._bands, planes):
+            if band.WriteArray(np.ascontiguousarray(plane, dtype=np.float32), col_off, row_off) != 0:
+                raise InvalidInputError(_gdal_error(f"cannot write to '{self.path}' (disk full?)"))
 
     def release_cache(self) -> None:
         self._ds.FlushCache()
@@ -166,7 +197,7 @@ class RasterWriter:
     def commit(self) -> str:
         self._ds.FlushCache()
         if self.driver == "GTiff":
-            self._ds = self._band = None
+            self._ds, self._bands = None, []
             for suffix in ("", ".aux.xml"):
                 if suffix and os.path.exists(self.path + suffix):
                     os.remove(self.path + suffix)
@@ -179,12 +210,12 @@ class RasterWriter:
                 raise InvalidInputError(err)
             out.FlushCache()
             out = None
-            self._ds = self._band = None
+            self._ds, self._bands = None, []
             gdal.Unlink(self.tmp_path)
         return self.path
 
     def abort(self) -> None:
-        self._ds = self._band = None
+        self._ds, self._bands = None, []
         if os.path.exists(self.tmp_path):
             gdal.Unlink(self.tmp_path)
 
