@@ -33,12 +33,21 @@ def test_core_and_runtime_import_without_qgis_or_torch():
     assert proc.stdout.strip() == "ok []"
 
 
-def test_core_needs_neither_gdal_nor_onnxruntime():
-    proc = run("""
-        import sar_despeckle_plugin.core.transforms, sar_despeckle_plugin.core.tiling
-        import sar_despeckle_plugin.core.speckle, sar_despeckle_plugin.core.normalisation
-        print('ok')
-    """, ["qgis", "osgeo", "onnxruntime", "scipy", "torch"])
+def test_every_core_module_imports_without_gdal_onnxruntime_scipy_or_matplotlib():
+    modules = sorted(p.stem for p in (ROOT / "sar_despeckle_plugin" / "core").glob("*.py") if p.stem != "__init__")
+    assert {"transforms", "tiling", "filters", "assessment", "polsar", "model_card"} <= set(modules)
+    proc = run("import importlib\n" + "".join(
+        f"importlib.import_module('sar_despeckle_plugin.core.{m}')\n" for m in modules) + "print('ok')",
+        ["qgis", "PyQt5", "osgeo", "onnxruntime", "scipy", "matplotlib", "torch"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_every_runtime_module_imports_without_qgis():
+    modules = sorted(p.stem for p in (ROOT / "sar_despeckle_plugin" / "runtime").glob("*.py") if p.stem != "__init__")
+    proc = run("import importlib\n" + "".join(
+        f"importlib.import_module('sar_despeckle_plugin.runtime.{m}')\n" for m in modules) + "print('ok')",
+        ["qgis", "PyQt5", "PyQt6", "torch", "training", "matplotlib"])
     assert proc.returncode == 0, proc.stderr
 
 
