@@ -49,3 +49,21 @@ def box_model(path, size: int = 5, model_card: ModelCard | None = None) -> str:
     node = helper.make_node("Conv", ["input", "w"], ["output"], pads=[p, p, p, p])
     graph = helper.make_graph([node], "box", [x], [y], initializer=[w])
     return _save(graph, path, card("box", receptive_field=size) if model_card is None else model_card)
+
+
+def gaussian_card(name: str = "gauss-test", **kw) -> ModelCard:
+    values = dict(name=name, architecture="test graph", input_domain="gaussian", looks=1.0, debias=False,
+                  norm_offset=0.5, norm_scale=2.0, receptive_field=1, training_strategy="none (test model)",
+                  training_data="none", metrics={}, reproduce="tests/onnx_models.py", sigma_max=3.0)
+    values.update(kw)
+    return ModelCard(**values)
+
+
+def sum_channels_model(path, model_card: ModelCard | None = None) -> str:
+    """(N, 2, H, W) -> (N, 1, H, W): image + sigma map, to check the Gaussian wrapper's units."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 2, "H", "W"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    node = helper.make_node("ReduceSum", ["input", "axes"], ["output"], keepdims=1)
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    graph = helper.make_graph([node], "sum", [x], [y], initializer=[axes])
+    return _save(graph, path, gaussian_card() if model_card is None else model_card)

@@ -1,20 +1,32 @@
-"""The model card: the contract an ONNX despeckler carries in its ``metadata_props``.
+"""The model card: the contract an ONNX network carries in its ``metadata_props``.
 
-Every value is a string in ONNX; :class:`ModelCard` parses them once and checks them. Keys:
+Every value is a string in ONNX; :class:`ModelCard` parses them once and checks them. Two kinds
+of network exist, told apart by ``input_domain``:
+
+* ``log_intensity`` despecklers: input (N, 1, H, W) normalised log-intensity, output the same
+  shape, normalised log-reflectivity;
+* ``gaussian`` denoisers (used inside MuLog): input (N, 2, H, W) = [noisy image, constant map of
+  the noise standard deviation], both divided by ``norm_scale`` after subtracting
+  ``norm_offset`` from the image; output (N, 1, H, W), the denoised image in the same units.
+
+Keys ("yes" = required for both kinds, "log" = required for despecklers, "gauss" = required for
+Gaussian denoisers):
 
 =================== ======== ==============================================================
 key                 required meaning
 =================== ======== ==============================================================
 name                yes      short unique name, shown in the MODEL list
 architecture        yes      e.g. ``DnCNN(depth=17, width=64, residual)``
-input_domain        yes      ``log_intensity``: the network maps normalised log-intensity to
-                             normalised log-reflectivity (same shape, 1 channel, NCHW float32)
-looks               yes      number of looks of the speckle it was trained on (float > 0)
-debias              yes      ``true``: the pipeline subtracts digamma(L) - log(L) from log I
+input_domain        yes      ``log_intensity`` or ``gaussian`` (see above)
+looks               log      number of looks of the speckle it was trained on (float > 0)
+debias              log      ``true``: the pipeline subtracts digamma(L) - log(L) from log I
                              before normalising (the network sees an unbiased log); ``false``:
                              the network sees log I as is
 norm_offset         yes      ``median`` (the median of the input's log values, measured once
                              per raster so that every tile uses the same value) or a number
+sigma_max           gauss    largest noise standard deviation it was trained for, in the
+                             network's (normalised) units
+sigma_min           no       smallest one (default 0)
 norm_scale          yes      divisor applied after the offset (float > 0)
 receptive_field     yes      receptive field in pixels (int >= 1); the tiling halo is half of it
 training_strategy   yes      supervised / pairs / masking, and the loss
@@ -39,10 +51,12 @@ from typing import Dict, Mapping, Optional, Union
 from .errors import ModelCardError
 
 INPUT_DOMAIN_LOG_INTENSITY = "log_intensity"
-REQUIRED_KEYS = ("name", "architecture", "input_domain", "looks", "debias", "norm_offset",
-                 "norm_scale", "receptive_field", "training_strategy", "training_data",
-                 "metrics", "reproduce")
-OPTIONAL_KEYS = ("looks_max", "tile_size", "size_multiple", "description", "license")
+INPUT_DOMAIN_GAUSSIAN = "gaussian"
+COMMON_KEYS = ("name", "architecture", "input_domain", "norm_offset", "norm_scale", "receptive_field",
+               "training_strategy", "training_data", "metrics", "reproduce")
+DOMAIN_KEYS = {INPUT_DOMAIN_LOG_INTENSITY: ("looks", "debias"), INPUT_DOMAIN_GAUSSIAN: ("sigma_max",)}
+REQUIRED_KEYS = COMMON_KEYS + DOMAIN_KEYS[INPUT_DOMAIN_LOG_INTENSITY]  # of a despeckler
+OPTIONAL_KEYS = ("looks_max", "tile_size", "size_multiple", "description", "license", "sigma_min")
 
 
 def _float(meta: Mapping[str, str], key: str, positive: bool = True) -> float:
@@ -84,6 +98,8 @@ class ModelCard:
     tile_size: int = 512
     size_multiple: int = 1
     looks_max: Optional[float] = None
+    sigma_min: float = 0.0
+    sigma_max: Optional[float] = None
     description: str = ""
     license: str = ""
     extra: Dict[str, str] = field(default_factory=dict)
@@ -91,14 +107,22 @@ class ModelCard:
     @classmethod
     def from_metadata(cls, meta: Mapping[str, str]) -> "ModelCard":
         """Parse ONNX ``metadata_props``; a missing or bad key raises :class:`ModelCardError`."""
-        for key in REQUIRED_KEYS:
-            if key not in meta or str(meta[key]).strip() == "":
+        def missing(key):
+            return key not in meta or str(meta[key]).strip() == ""
+
+        for key in COMMON_KEYS:
+            if missing(key):
                 raise ModelCardError(key, "missing from the model's metadata; this ONNX file has no "
                                           "valid sar-despeckle model card")
-        if meta["input_domain"] != INPUT_DOMAIN_LOG_INTENSITY:
-            raise ModelCardError("input_domain", f"only '{INPUT_DOMAIN_LOG_INTENSITY}' is supported, "
+        domain = str(meta["input_domain"]).strip()
+        if domain not in DOMAIN_KEYS:
+            raise ModelCardError("input_domain", f"expected one of {', '.join(sorted(DOMAIN_KEYS))}, "
                                                  f"got {meta['input_domain']!r}")
-        debias = str(meta["debias"]).strip().lower()
+        for key in DOMAIN_KEYS[domain]:
+            if missing(key):
+                raise ModelCardError(key, f"missing from the model's metadata (required for '{domain}' networks)")
+        gaussian = domain == INPUT_DOMAIN_GAUSSIAN
+        debias = str(meta.get("debias", "false")).strip().lower()
         if debias not in ("true", "false"):
             raise ModelCardError("debias", f"expected 'true' or 'false', got {meta['debias']!r}")
         offset: Union[str, float] = str(meta["norm_offset"]).strip()
@@ -114,15 +138,19 @@ class ModelCard:
         size_multiple = _int(meta, "size_multiple", 1)
         if tile_size % size_multiple:
             raise ModelCardError("tile_size", f"{tile_size} is not a multiple of size_multiple={size_multiple}")
-        looks = _float(meta, "looks")
-        looks_max = _float(meta, "looks_max") if str(meta.get("looks_max", "")).strip() else None
+        looks = _float(meta, "looks") if not missing("looks") else 1.0
+        looks_max = _float(meta, "looks_max") if not missing("looks_max") else None
+        sigma_max = _float(meta, "sigma_max") if gaussian else None
+        sigma_min = _float(meta, "sigma_min", positive=False) if not missing("sigma_min") else 0.0
+        if sigma_max is not None and not 0 <= sigma_min < sigma_max:
+            raise ModelCardError("sigma_min", f"expected 0 <= sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         if looks_max is not None and looks_max < looks:
             raise ModelCardError("looks_max", f"{looks_max} is below looks={looks}")
         known = set(REQUIRED_KEYS) | set(OPTIONAL_KEYS)
         return cls(
             name=str(meta["name"]).strip(),
             architecture=str(meta["architecture"]),
-            input_domain=str(meta["input_domain"]),
+            input_domain=domain,
             looks=looks,
             debias=debias == "true",
             norm_offset=offset,
@@ -135,6 +163,8 @@ class ModelCard:
             tile_size=tile_size,
             size_multiple=size_multiple,
             looks_max=looks_max,
+            sigma_min=sigma_min,
+            sigma_max=sigma_max,
             description=str(meta.get("description", "")),
             license=str(meta.get("license", "")),
             extra={k: str(v) for k, v in meta.items() if k not in known},
@@ -161,8 +191,15 @@ class ModelCard:
             "description": self.description,
             "license": self.license,
         }
+        if self.sigma_max is not None:
+            meta["sigma_min"] = repr(float(self.sigma_min))
+            meta["sigma_max"] = repr(float(self.sigma_max))
         meta.update(self.extra)
         return {k: v for k, v in meta.items() if not (k == "looks_max" and v == "")}
+
+    @property
+    def is_gaussian(self) -> bool:
+        return self.input_domain == INPUT_DOMAIN_GAUSSIAN
 
     @property
     def looks_range(self) -> tuple:

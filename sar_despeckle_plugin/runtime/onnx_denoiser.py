@@ -74,8 +74,12 @@ def _check_file(path: str) -> None:
         raise ModelError(f"model file not found: '{path}'")
 
 
-class OnnxDenoiser:
-    """A log-domain despeckling network: float32 (H, W) normalised log in, same shape out."""
+class _OnnxNetwork:
+    """An onnxruntime session on the requested device, with its parsed model card."""
+
+    input_channels = 1
+    kind = "log_intensity"
+    kind_label = "a despeckling network"
 
     def __init__(self, path: str, device: Device | int = Device.AUTO, threads: int = 0):
         ort = import_onnxruntime()
@@ -106,13 +110,16 @@ class OnnxDenoiser:
                 "CUDA was requested but no usable NVIDIA GPU / CUDA runtime was found "
                 "(onnxruntime fell back to CPU); choose CPU or Auto")
         self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map)
+        if self.card.input_domain != self.kind:
+            raise ModelError(f"model '{self.card.name}' is a '{self.card.input_domain}' network, "
+                             f"not {self.kind_label}")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"the model must have one input and one output, it has "
                              f"{len(inputs)} and {len(outputs)}")
         shape = inputs[0].shape
-        if len(shape) != 4 or shape[1] not in (1, "1"):
-            raise ModelError(f"the model input must be (N, 1, H, W), got {shape}")
+        if len(shape) != 4 or shape[1] not in (self.input_channels, str(self.input_channels)):
+            raise ModelError(f"the model input must be (N, {self.input_channels}, H, W), got {shape}")
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         self.sha256 = file_sha256(self.path)
@@ -121,14 +128,45 @@ class OnnxDenoiser:
     def device_used(self) -> str:
         return "CUDA" if CUDA in self.providers else "CPU"
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Run on one tile: float32 (H, W) -> float32 (H, W)."""
-        batch = np.ascontiguousarray(x, dtype=np.float32)[None, None]
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         try:
             y = self.session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as err:
-            raise ModelError(f"the model failed on a {x.shape[0]}x{x.shape[1]} tile: {err}") from None
-        if y.shape != batch.shape:
-            raise ModelError(f"the model returned shape {y.shape} for input {batch.shape}; "
-                             "despeckling models must keep the shape")
-        return y[0, 0]
+            raise ModelError(f"the model failed on a {batch.shape[-2]}x{batch.shape[-1]} tile: {err}") from None
+        expected = (batch.shape[0], 1) + batch.shape[2:]
+        if y.shape != expected:
+            raise ModelError(f"the model returned shape {y.shape} for input {batch.shape}; expected {expected}")
+        return y
+
+
+class OnnxDenoiser(_OnnxNetwork):
+    """A log-domain despeckling network: float32 (H, W) normalised log in, same shape out."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run on one tile: float32 (H, W) -> float32 (H, W)."""
+        return self._run(np.ascontiguousarray(x, dtype=np.float32)[None, None])[0, 0]
+
+
+class OnnxGaussianDenoiser(_OnnxNetwork):
+    """A Gaussian denoiser with a noise-level map input (MuLog's regulariser).
+
+    ``denoiser(x, sigma)``: x float32 (K, H, W), K channels, each with white Gaussian noise of
+    standard deviation sigma[k] in the channel's own units, zero-centred by the caller (the card's
+    ``norm_offset`` is subtracted too); returns float32 (K, H, W). Channels run as one batch.
+    """
+
+    input_channels = 2
+    kind = "gaussian"
+    kind_label = "a Gaussian denoiser"
+
+    def __call__(self, x: np.ndarray, sigma) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 2:
+            return self(x[None], np.atleast_1d(sigma))[0]
+        sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float32), (x.shape[0],))
+        offset = 0.0 if isinstance(self.card.norm_offset, str) else float(self.card.norm_offset)
+        scale = float(self.card.norm_scale)
+        batch = np.empty((x.shape[0], 2) + x.shape[1:], dtype=np.float32)
+        batch[:, 0] = (x - offset) / scale
+        batch[:, 1] = (sigma / scale)[:, None, None]
+        return self._run(batch)[:, 0] * scale + offset
