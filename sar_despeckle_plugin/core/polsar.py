@@ -69,3 +69,74 @@ def invalid_pixels(channels: np.ndarray) -> np.ndarray:
         for d in diagonal_indices(channels.shape[0]):
             bad |= ~(channels[d] > 0)
     return bad
+
+
+class CovarianceKind(enum.IntEnum):
+    """Public ``OUTPUT_MATRIX`` enum of ``sardespeckle:slctocovariance``."""
+
+    COVARIANCE = 0   # C2 from 2 channels, C3 (lexicographic: HH, sqrt(2) HV, VV) from 3
+    COHERENCY = 1    # T3 (Pauli: (HH+VV, HH-VV, 2 HV) / sqrt(2)) from 3 channels HH, HV, VV
+
+
+def scattering_vector(slc: np.ndarray, kind: CovarianceKind | int) -> np.ndarray:
+    """Target vector k (D, H, W) complex128 from D = 2 or 3 co-registered SLC channels (D, H, W).
+
+    Two channels (a dual-pol pair or an interferometric pair) give k = (s1, s2). Three channels
+    must be HH, HV, VV (monostatic full-pol): covariance k = (HH, sqrt(2) HV, VV), coherency
+    k = (HH + VV, HH - VV, 2 HV) / sqrt(2).
+    """
+    s = np.asarray(slc, dtype=np.complex128)
+    kind = CovarianceKind(int(kind))
+    if s.ndim != 3 or s.shape[0] not in (2, 3):
+        raise InvalidInputError(f"covariance needs 2 or 3 SLC channels, got {s.shape[0] if s.ndim == 3 else s.shape}")
+    if s.shape[0] == 2:
+        if kind == CovarianceKind.COHERENCY:
+            raise InvalidInputError("a coherency matrix (T3) needs 3 channels HH, HV, VV; 2 channels give C2")
+        return s
+    hh, hv, vv = s
+    if kind == CovarianceKind.COVARIANCE:
+        return np.stack([hh, np.sqrt(2.0) * hv, vv])
+    return np.stack([hh + vv, hh - vv, 2.0 * hv]) / np.sqrt(2.0)
+
+
+def outer_product_bands(k: np.ndarray) -> np.ndarray:
+    """Single-look matrix k k^H as real bands (B, H, W) in PolSARpro order (4 for D=2, 9 for D=3)."""
+    d = k.shape[0]
+    bands = []
+    for i in range(d):
+        for j in range(i, d):
+            v = k[i] * np.conj(k[j])
+            if i == j:
+                bands.append(v.real)
+            else:
+                bands.extend([v.real, v.imag])
+    # the upper triangle row by row is PolSARpro's order: 11, 12r, 12i, (13r, 13i,) 22, ...
+    return np.stack(bands)
+
+
+def box_mean(channels: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Nodata-aware rows x cols moving average of (B, H, W) channels (NaN = invalid pixel; the
+    window keeps only valid pixels inside the array). NaN stays NaN."""
+    for n, name in ((rows, "rows"), (cols, "columns")):
+        if int(n) != n or n < 1 or n % 2 == 0:
+            raise InvalidInputError(f"the multilook window {name} must be an odd integer >= 1, got {n}")
+    x = np.asarray(channels, dtype=np.float64)
+    bad = ~np.isfinite(x).all(axis=0)
+    if rows == 1 and cols == 1:
+        out = x.copy()
+        out[:, bad] = np.nan
+        return out
+    valid = (~bad).astype(np.float64)
+    vals = np.where(bad, 0.0, x)
+
+    def box(a, r, c):  # sums over the window inside the array, via cumulative sums
+        pr, pc = r // 2, c // 2
+        a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(pr + 1, pr), (pc + 1, pc)])
+        cs = a.cumsum(axis=-2).cumsum(axis=-1)
+        h, w = a.shape[-2] - r, a.shape[-1] - c
+        return (cs[..., r:r + h, c:c + w] - cs[..., :h, c:c + w] - cs[..., r:r + h, :w] + cs[..., :h, :w])
+
+    counts = box(valid, rows, cols)
+    out = box(vals, rows, cols) / np.maximum(counts, 1)
+    out[:, bad] = np.nan
+    return out

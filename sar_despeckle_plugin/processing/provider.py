@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 from .assessment import AssessmentAlgorithm
 from .classicalfilter import ClassicalFilterAlgorithm, ClassicalPolsarFilterAlgorithm
 from .despeckle import DespeckleAlgorithm
+from .polsar_io import ImportPolsarproAlgorithm, SlcToCovarianceAlgorithm
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.svg")
 
@@ -29,5 +30,5 @@ class SarDespeckleProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):
         for alg in (DespeckleAlgorithm(), ClassicalFilterAlgorithm(), ClassicalPolsarFilterAlgorithm(),
-                    AssessmentAlgorithm()):
+                    AssessmentAlgorithm(), ImportPolsarproAlgorithm(), SlcToCovarianceAlgorithm()):
             self.addAlgorithm(alg)
