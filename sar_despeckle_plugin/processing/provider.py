@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 from .assessment import AssessmentAlgorithm
 from .classicalfilter import ClassicalFilterAlgorithm, ClassicalPolsarFilterAlgorithm
 from .despeckle import DespeckleAlgorithm
+from .despecklepolsar import DespecklePolsarAlgorithm
 from .polsar_io import ImportPolsarproAlgorithm, SlcToCovarianceAlgorithm
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.svg")
@@ -29,6 +30,6 @@ class SarDespeckleProvider(QgsProcessingProvider):
         return ICON
 
     def loadAlgorithms(self):
-        for alg in (DespeckleAlgorithm(), ClassicalFilterAlgorithm(), ClassicalPolsarFilterAlgorithm(),
+        for alg in (DespeckleAlgorithm(), DespecklePolsarAlgorithm(), ClassicalFilterAlgorithm(), ClassicalPolsarFilterAlgorithm(),
                     AssessmentAlgorithm(), ImportPolsarproAlgorithm(), SlcToCovarianceAlgorithm()):
             self.addAlgorithm(alg)
