@@ -12,7 +12,7 @@ export QT_QPA_PLATFORM ?= offscreen
 QGIS_ENV = QGIS_PLUGINPATH=$(abspath $(BUILD)) PYTHONPATH=$(abspath $(VENV))/lib/python3.11/site-packages:$(abspath .)
 APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv python3-pip python3-scipy
 
-.PHONY: setup setup-training demo test plugin package bench models clean
+.PHONY: setup setup-training demo test plugin package bench bench-polsar models clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,11 @@ bench: plugin
 DEVICE ?= cpu
 TRAIN := $(PY) -m training.train_dncnn --device $(DEVICE) --batch 128 --patch 64 --depth 17 --width 64 \
 	--lr 0.001 --warmup 200 --loss l2 --looks 1 --norm-scale 2 --jitter 0.5 --s1-weight 0.4 --seed 0 --bf16
+# MuLog against boxcar, polarimetric Refined Lee and the reference MuLoG+BM3D (installed apart,
+# in .venv/ref-mulog, when it installs): PSNR, coherence error, seconds per MPx.
+bench-polsar: plugin
+	$(QGIS_ENV) $(PY) benchmarks/bench_polsar.py --onnx $(PLUGIN)/models/gaussian_dncnn_log.onnx
+
 models: setup-training
 	$(TRAIN) --steps 28982 --out runs/dncnn-l1-general
 	$(TRAIN) --steps 14041 --looks-max 8 --single-look-fraction 0.5 --out runs/dncnn-l1to8-blind --name dncnn-l1to8-blind

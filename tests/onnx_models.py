@@ -67,3 +67,17 @@ def sum_channels_model(path, model_card: ModelCard | None = None) -> str:
     axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
     graph = helper.make_graph([node], "sum", [x], [y], initializer=[axes])
     return _save(graph, path, gaussian_card() if model_card is None else model_card)
+
+
+def gaussian_box_model(path, size: int = 5, model_card: ModelCard | None = None) -> str:
+    """(N, 2, H, W) -> (N, 1, H, W): a size x size mean of the image channel (the sigma map is
+    ignored): a crude but translation-equivariant Gaussian denoiser for pipeline tests."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 2, "H", "W"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    w = np.zeros((1, 2, size, size), np.float32)
+    w[0, 0] = 1.0 / size ** 2
+    p = size // 2
+    node = helper.make_node("Conv", ["input", "w"], ["output"], pads=[p, p, p, p])
+    graph = helper.make_graph([node], "gauss_box", [x], [y], initializer=[numpy_helper.from_array(w, "w")])
+    card_ = gaussian_card("gauss-box", receptive_field=size, norm_offset=0.0, norm_scale=1.0, tile_size=256)
+    return _save(graph, path, card_ if model_card is None else model_card)

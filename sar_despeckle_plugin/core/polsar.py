@@ -62,13 +62,16 @@ def resolve_matrix(matrix: MatrixType | int, band_count: int, descriptions: Sequ
 
 
 def invalid_pixels(channels: np.ndarray) -> np.ndarray:
-    """(H, W) mask of pixels that are not a valid covariance: a non-finite channel or a
-    diagonal term <= 0."""
+    """(H, W) mask of pixels that are not a usable covariance: a non-finite channel, a negative
+    diagonal term, or a span (trace) <= 0. A single zero power is allowed: single-look data has
+    such pixels, and the filters and MuLog regularise them."""
     bad = ~np.isfinite(channels).all(axis=0)
+    span = np.zeros(channels.shape[1:])
     with np.errstate(invalid="ignore"):
         for d in diagonal_indices(channels.shape[0]):
-            bad |= ~(channels[d] > 0)
-    return bad
+            bad |= channels[d] < 0
+            span = span + np.nan_to_num(channels[d])
+    return bad | ~(span > 0)
 
 
 class CovarianceKind(enum.IntEnum):

@@ -29,7 +29,8 @@ def test_resolve_matrix():
 def test_invalid_pixels():
     c = np.zeros((4, 2, 3))
     c[0] = c[3] = 1.0
-    c[0, 0, 0] = 0.0        # zero power
+    c[0, 0, 0] = 0.0        # one zero power: allowed (single-look data has them)
+    c[:, 0, 1] = 0.0        # the zero matrix: no power at all
     c[1, 1, 1] = np.nan     # broken off-diagonal
     c[3, 1, 2] = -1.0       # negative power
-    np.testing.assert_array_equal(invalid_pixels(c), [[True, False, False], [False, True, True]])
+    np.testing.assert_array_equal(invalid_pixels(c), [[False, True, False], [False, True, True]])

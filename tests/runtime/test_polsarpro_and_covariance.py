@@ -113,8 +113,7 @@ def test_full_pol_coherency_and_errors(tmp_path, rng):
     with pytest.raises(InvalidInputError, match="odd"):
         slc_to_covariance([(src, 1), (src, 2)], str(tmp_path / "x.tif"), window_rows=2)
     real = tmp_path / "real.tif"
-    ds = gdal.GetDriverByName("GTiff").Create(str(real), 40, 30, 1, gdal.GDT_Float32)
-    ds = None
+    gdal.GetDriverByName("GTiff").Create(str(real), 40, 30, 1, gdal.GDT_Float32).FlushCache()
     with pytest.raises(InvalidInputError, match="not complex"):
         slc_to_covariance([(str(real), 1), (src, 2)], str(tmp_path / "x.tif"))
     assert not (tmp_path / "x.tif").exists()

@@ -1,0 +1,183 @@
+"""MuLoG benchmark on simulated Wishart speckle (issue 3). Figures only, no assertions.
+
+Clean field: the AIRSAR San Francisco covariance (../shared/data/polsar/mulog_samples/
+sanfrancisco_airsar.npy) smoothed by a 9 x 9 boxcar, centre crop SIZE x SIZE; C3 is the full
+matrix, C2 its upper-left 2 x 2 block. Speckle: complex Wishart with L = 1 and 4 looks (fixed
+seeds). For every method: PSNR of the diagonal amplitudes (sqrt of the diagonal terms, peak = 99th
+percentile of the clean amplitude), mean absolute error of the coherence magnitudes
+|C_ij| / sqrt(C_ii C_jj) over all pairs, and seconds per megapixel on this CPU.
+
+Methods: the noisy input; boxcar 7 x 7 (core.filters.polsar_boxcar); polarimetric Refined Lee
+7 x 7 (core.filters.polsar_refined_lee); ours (core.mulog.mulog, 6 ADMM iterations) with the
+ONNX Gaussian denoiser given by --onnx, else with the numpy non-local-means stand-in
+(core.mulog.nlm_denoiser, said in the output); and the reference PyPI ``mulog`` package with
+BM3D when it can be imported. The reference needs scipy >= 1.13 (through bm3d/bm4d), which must not
+replace the venv's scipy, so it runs in a subprocess with its own package folder on PYTHONPATH
+(default .venv/ref-mulog, or --reference-path), installed with
+
+    .venv/bin/pip install --no-deps --target .venv/ref-mulog mulog bm3d bm4d scipy==1.15.3 \
+        PyWavelets==1.8.0 nptyping strenum typing_extensions
+
+(``mulog`` may also sit in the venv itself; skimage is stubbed, only BM3D is used). It is optional
+and slow (about 20000 s/MPx for C3): --reference-size crops its input (default 64), and the
+table then gives our figures on the same crop for comparison.
+
+    .venv/bin/python benchmarks/bench_polsar.py [--onnx MODEL.onnx] [--size 128] [--no-reference]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from sar_despeckle_plugin.core import mulog as M  # noqa: E402
+from sar_despeckle_plugin.core.filters import polsar_boxcar, polsar_refined_lee  # noqa: E402
+
+SAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "data", "polsar", "mulog_samples",
+                      "sanfrancisco_airsar.npy")
+
+REFERENCE_SCRIPT = r"""
+import sys, time, types, numpy as np
+sk = types.ModuleType("skimage"); skr = types.ModuleType("skimage.restoration")
+skr.denoise_tv_chambolle = None; sk.restoration = skr
+sys.modules.setdefault("skimage", sk); sys.modules.setdefault("skimage.restoration", skr)
+from mulog.mulog_algorithm import run_mulog
+from mulog.gaussian_denoisers import run_autoscaled_bm3d
+c = np.load(sys.argv[1]); looks = float(sys.argv[2])
+t = time.perf_counter(); out = run_mulog(c, looks, run_autoscaled_bm3d); dt = time.perf_counter() - t
+np.save(sys.argv[3], out); print(dt)
+"""
+
+
+def diag(c):
+    return np.real(np.einsum("...ii->...i", c))
+
+
+def amp_psnr(est, ref):
+    ea, ra = np.sqrt(np.maximum(diag(est), 0)), np.sqrt(diag(ref))
+    peak = np.percentile(ra, 99)
+    return 10 * np.log10(peak ** 2 / np.mean((ea - ra) ** 2))
+
+
+def coh_mae(est, ref):
+    d = ref.shape[-1]
+    errs = []
+    for i in range(d):
+        for j in range(i + 1, d):
+            ce = np.abs(est[..., i, j]) / np.sqrt(np.maximum(est[..., i, i].real * est[..., j, j].real, 1e-300))
+            cr = np.abs(ref[..., i, j]) / np.sqrt(ref[..., i, i].real * ref[..., j, j].real)
+            errs.append(np.abs(np.clip(ce, 0, 1) - cr))
+    return float(np.mean(errs))
+
+
+def clean_field(size):
+    sf = np.load(SAMPLE)
+    smooth = M.bands_to_matrix(polsar_boxcar(M.matrix_to_bands(sf), 9))
+    h, w = smooth.shape[:2]
+    size = min(size, h, w)
+    y0, x0 = (h - size) // 2, (w - size) // 2
+    return smooth[y0:y0 + size, x0:x0 + size]
+
+
+def run_reference(noisy, looks, path):
+    """(output, seconds) or (None, reason)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = path + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.npy"), os.path.join(tmp, "out.npy")
+        np.save(src, noisy)
+        proc = subprocess.run([sys.executable, "-c", REFERENCE_SCRIPT, src, str(looks), dst],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            return None, lines[-1] if lines else f"exit status {proc.returncode}"
+        return np.load(dst), float(proc.stdout.strip().splitlines()[-1])
+
+
+def timed(fn, *args, **kw):
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--onnx", help="Gaussian denoiser ONNX model (default: numpy NLM stand-in)")
+    ap.add_argument("--size", type=int, default=128, help="side of the simulated crop (default 128)")
+    ap.add_argument("--looks", type=float, nargs="+", default=[1.0, 4.0])
+    ap.add_argument("--matrix", nargs="+", default=["C3", "C2"], choices=["C3", "C2"])
+    ap.add_argument("--iterations", type=int, default=M.DEFAULT_ITERATIONS)
+    ap.add_argument("--no-reference", action="store_true", help="skip PyPI mulog + BM3D")
+    ap.add_argument("--reference-size", type=int, default=64,
+                    help="crop side for PyPI mulog + BM3D (slow; default 64)")
+    ap.add_argument("--reference-path", default=os.path.join(ROOT, ".venv", "ref-mulog"))
+    args = ap.parse_args(argv)
+
+    if not os.path.exists(SAMPLE):
+        print(f"{SAMPLE} is absent: nothing to benchmark")
+        return 0
+    if args.onnx:
+        from sar_despeckle_plugin.runtime.onnx_denoiser import OnnxGaussianDenoiser
+        denoise = OnnxGaussianDenoiser(args.onnx, device=1)
+        ours = f"ours (MuLoG + ONNX {os.path.basename(args.onnx)}, CPU)"
+    else:
+        denoise = M.nlm_denoiser
+        ours = "ours (MuLoG + numpy NLM stand-in; no --onnx given)"
+    print(f"MuLoG benchmark: AIRSAR San Francisco, boxcar 9x9 clean field, {args.iterations} ADMM "
+          f"iterations, {os.cpu_count()} CPUs visible")
+    print(f"denoiser: {ours}")
+
+    clean3 = clean_field(args.size)
+    fmt = "{:<60s} {:>9s} {:>9s} {:>10s}"
+    for matrix in args.matrix:
+        clean = clean3 if matrix == "C3" else np.ascontiguousarray(clean3[..., :2, :2])
+        d = clean.shape[-1]
+        for looks in args.looks:
+            noisy = M.simulate_wishart(clean, looks, rng=int(looks * 10) + d)
+            mpx = noisy.shape[0] * noisy.shape[1] / 1e6
+            print(f"\n{matrix}, L = {looks:g}, {noisy.shape[0]} x {noisy.shape[1]}")
+            print(fmt.format("method", "PSNR dB", "coh MAE", "s/MPx"))
+            bands = M.matrix_to_bands(noisy)
+            rows = [("noisy input", noisy, 0.0)]
+            out, dt = timed(polsar_boxcar, bands, 7)
+            rows.append(("boxcar 7x7", M.bands_to_matrix(out), dt))
+            out, dt = timed(polsar_refined_lee, bands, 7, looks)
+            rows.append(("refined Lee 7x7", M.bands_to_matrix(out), dt))
+
+            def run_ours(c):
+                t = M.fit_transform(c.reshape(-1, d, d)[::7], looks)
+                return M.mulog(c, looks, denoise, t, iterations=args.iterations)
+
+            out, dt = timed(run_ours, noisy)
+            rows.append((ours, out, dt))
+            for name, est, dt in rows:
+                print(fmt.format(name, f"{amp_psnr(est, clean):.2f}", f"{coh_mae(est, clean):.4f}",
+                                 f"{dt / mpx:.1f}" if dt else "-"))
+            if args.no_reference:
+                continue
+            r = min(args.reference_size, noisy.shape[0])
+            crop_n, crop_c = noisy[:r, :r], clean[:r, :r]
+            ref, info = run_reference(crop_n, looks, args.reference_path)
+            if ref is None:
+                print(f"PyPI mulog + BM3D skipped: {info}")
+                continue
+            mine, dt_mine = timed(run_ours, crop_n)
+            print(f"  on the top-left {r} x {r} crop:")
+            for name, est, dt in [("noisy input", crop_n, 0.0), (ours, mine, dt_mine),
+                                  ("PyPI mulog + BM3D (reference)", ref, info)]:
+                print(fmt.format("  " + name, f"{amp_psnr(est, crop_c):.2f}", f"{coh_mae(est, crop_c):.4f}",
+                                 f"{dt / (r * r / 1e6):.1f}" if dt else "-"))
+            print(f"  speed ratio reference / ours: {info / dt_mine:.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

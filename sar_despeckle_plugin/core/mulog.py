@@ -1,0 +1,597 @@
+"""MuLoG: multi-channel logarithm with Gaussian denoising, for covariance (C2/C3/T3) and intensity.
+
+Pure numpy at import time (no scipy, QGIS, GDAL, onnxruntime or torch).
+
+References
+----------
+* C.-A. Deledalle, L. Denis, S. Tabti, F. Tupin, "MuLoG, or how to apply Gaussian denoisers to
+  multi-channel SAR speckle reduction?", IEEE TIP 26(9):4389-4403, 2017.
+* C.-A. Deledalle, L. Denis, F. Tupin, "Speckle reduction in matrix-log domain for synthetic
+  aperture radar imaging", JMIV 64(3):298-320, 2022.
+
+Model
+-----
+Each valid pixel holds a D x D Hermitian covariance C (D = 1: intensity, 2: C2, 3: C3/T3) that
+follows a complex Wishart law of L looks around the unknown Sigma. With S = log Sigma (matrix
+logarithm) the negative log-likelihood is, up to a constant,
+
+    F(S) = L * (tr(S) + tr(C exp(-S))).
+
+The log-matrix S is unfolded into D^2 real channels (:func:`to_channels`, an isometry), centred and
+rotated by a PCA computed once per raster (:class:`MulogTransform`) and divided by the per-channel
+speckle noise std, so that the speckle becomes roughly additive, white, unit-variance noise.
+A plug-and-play ADMM then alternates
+
+* a proximal step on F (per pixel, ``NEWTON_ITERATIONS`` = 3 quasi-Newton iterations: gradient by the first-order
+  Daleckii-Krein formula, step from the exact curvature along the gradient by the second-order
+  Daleckii-Krein formula, i.e. an exact Cauchy step), and
+* the Gaussian denoiser on each channel, for noise std ``noise_std / sqrt(beta)``,
+
+and the result is exp(S): Hermitian positive definite by construction.
+
+Method choices (see :func:`mulog` for the exact sequence)
+----------------------------------------------------------
+* Invalid pixels: a non-finite entry, a negative diagonal term, or a span <= 0 (zero matrix), as
+  the validity rule of ``filters.polsar_boxcar``; a single zero diagonal term with a positive
+  span (quantised single-look data: 28 of the first 64 x 64 Labrador pixels) is valid.
+  They come back NaN. Inside the ADMM they carry no likelihood (their proximal step is the
+  identity), so the denoiser inpaints them and they never inject NaN into their neighbours.
+* Singular / non-positive-definite input (e.g. single-look rank-one matrices): the data term
+  only needs C positive semi-definite; C is symmetrised and its eigenvalues are clipped to
+  ``DATA_INVERSE_CONDITION * lambda_max`` (no effect on well-conditioned matrices). The
+  *initial* log-matrix additionally gets MuLoG's diagonal loading: the magnitudes of the
+  correlation coefficients are replaced by those of a slightly smoothed image (Gaussian of std
+  sqrt(2D / (4 pi r)), r = clip(L, 1, D), i.e. about 0.7 pixel for single-look C3), intensities
+  and phases kept, then eigenvalues are floored at ``INIT_INVERSE_CONDITION * lambda_max``, and
+  the log is debiased by ``-(digamma(L) - log L)`` on the identity direction.
+* Noise std per PCA channel: derived, not estimated on the image. The log-matrix speckle
+  covariance (D^2 x D^2, in channel space) is computed by a fixed-seed Monte-Carlo simulation of
+  Wishart speckle around Sigma = I that goes through exactly the same preprocessing (diagonal
+  loading, floor, debiased log); the std of PCA channel k is sqrt(b_k' K b_k). For D = 1 this is
+  exactly sqrt(trigamma(L)). It is deterministic and identical for every tile.
+* beta schedule: beta_0 = 1 + 2/L (MuLoG's default) and beta_k = beta_0 * 1.05^k, a fixed
+  schedule (MuLoG's adaptive rule depends on whole-image residual norms, which would make tiles
+  disagree).
+* Debiasing: denoising in the log domain leaves a multiplicative (Jensen) bias, mostly on bright
+  structures. The estimate is corrected by the congruence Sigma <- G Sigma G, G = diag(g_i),
+  g_i^2 = mean_W(C_ii) / mean_W(Sigma_ii) over the valid pixels of a (2R+1)^2 window
+  (R = ``DEBIAS_RADIUS`` = 8), clipped to [1/4, 4]: local means of each intensity match the
+  data's (E[C_ii] = Sigma_ii), positive definiteness and every coherence are kept exactly.
+  On simulated single-look C3 this moves the mean intensity from about -7 % to about -1 %
+  and gains about 0.5 dB of amplitude PSNR; a trace-ratio (ML scalar gain) variant was tried and
+  rejected (it corrected almost nothing).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .transforms import digamma
+
+DEFAULT_ITERATIONS = 6
+NEWTON_ITERATIONS = 3
+BETA_GROWTH = 1.05
+DEBIAS_RADIUS = 8
+DATA_INVERSE_CONDITION = 1e-4
+INIT_INVERSE_CONDITION = 1e-3
+_CHUNK = 32768           # pixels per block in the proximal step (bounds memory)
+_MC_SIZE = 96            # side of the Monte-Carlo speckle image used for the noise std
+_MC_SEED = 20170901
+
+Denoiser = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+# ------------------------------------------------------------------------------ layouts
+
+def _dim_from_bands(bands: int) -> int:
+    dims = {1: 1, 4: 2, 9: 3}
+    if bands not in dims:
+        raise InvalidInputError(f"MuLog needs 1 (intensity), 4 (C2) or 9 (C3/T3) bands, got {bands}")
+    return dims[bands]
+
+
+def _pairs(d: int):
+    return [(i, j) for i in range(d) for j in range(i + 1, d)]
+
+
+def bands_to_matrix(bands: np.ndarray) -> np.ndarray:
+    """(B, H, W) real bands, B in (1, 4, 9), PolSARpro order -> (H, W, D, D) complex128 Hermitian.
+
+    B = 1 is an intensity image (D = 1); C2 = C11, C12_real, C12_imag, C22; C3/T3 = X11,
+    X12_real, X12_imag, X13_real, X13_imag, X22, X23_real, X23_imag, X33.
+    """
+    b = np.asarray(bands, dtype=np.float64)
+    if b.ndim != 3:
+        raise InvalidInputError(f"bands must be a (B, H, W) array, got shape {b.shape}")
+    d = _dim_from_bands(b.shape[0])
+    out = np.zeros(b.shape[1:] + (d, d), dtype=np.complex128)
+    k = 0
+    for i in range(d):
+        out[..., i, i] = b[k]
+        k += 1
+        for j in range(i + 1, d):
+            out[..., i, j] = b[k] + 1j * b[k + 1]
+            out[..., j, i] = b[k] - 1j * b[k + 1]
+            k += 2
+    return out
+
+
+def matrix_to_bands(c: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`bands_to_matrix`: (H, W, D, D) -> (B, H, W) float64 (upper triangle)."""
+    c = np.asarray(c)
+    if c.ndim != 4 or c.shape[2] != c.shape[3] or c.shape[2] not in (1, 2, 3):
+        raise InvalidInputError(f"expected an (H, W, D, D) matrix field with D in 1..3, got {c.shape}")
+    d = c.shape[2]
+    out = []
+    for i in range(d):
+        out.append(c[..., i, i].real)
+        for j in range(i + 1, d):
+            out.append(c[..., i, j].real)
+            out.append(c[..., i, j].imag)
+    return np.stack(out).astype(np.float64)
+
+
+def to_channels(s: np.ndarray) -> np.ndarray:
+    """(..., D, D) Hermitian -> (..., D*D) real: the D diagonal entries, then sqrt(2) Re and
+    sqrt(2) Im of each upper off-diagonal entry (pairs (0,1), (0,2), (1,2)). An isometry:
+    the Euclidean norm of the channels is the Frobenius norm of the matrix."""
+    s = np.asarray(s)
+    d = s.shape[-1]
+    r2 = math.sqrt(2.0)
+    parts = [s[..., i, i].real for i in range(d)]
+    for i, j in _pairs(d):
+        parts.append(r2 * s[..., i, j].real)
+        parts.append(r2 * s[..., i, j].imag)
+    return np.stack(parts, axis=-1)
+
+
+def from_channels(x: np.ndarray) -> np.ndarray:
+    """Inverse (and adjoint) of :func:`to_channels`: (..., D*D) real -> (..., D, D) Hermitian."""
+    x = np.asarray(x, dtype=np.float64)
+    k = x.shape[-1]
+    d = int(round(math.sqrt(k)))
+    if d * d != k:
+        raise InvalidInputError(f"the number of channels must be a square (1, 4, 9), got {k}")
+    out = np.zeros(x.shape[:-1] + (d, d), dtype=np.complex128)
+    for i in range(d):
+        out[..., i, i] = x[..., i]
+    r = 1.0 / math.sqrt(2.0)
+    k = d
+    for i, j in _pairs(d):
+        v = r * (x[..., k] + 1j * x[..., k + 1])
+        out[..., i, j] = v
+        out[..., j, i] = np.conj(v)
+        k += 2
+    return out
+
+
+# ------------------------------------------------------------------------ matrix functions
+
+def _hermitian(c: np.ndarray) -> np.ndarray:
+    c = np.asarray(c, dtype=np.complex128)
+    return 0.5 * (c + np.conj(np.swapaxes(c, -1, -2)))
+
+
+def _apply_eig(u: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """U diag(w) U^H for stacks."""
+    return (u * w[..., None, :]) @ np.conj(np.swapaxes(u, -1, -2))
+
+
+def herm_log(c: np.ndarray) -> np.ndarray:
+    """Matrix logarithm of Hermitian positive definite matrices (..., D, D), by eigendecomposition.
+    Non-positive eigenvalues give -inf/NaN: regularise first."""
+    w, u = np.linalg.eigh(_hermitian(c))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _apply_eig(u, np.log(w))
+
+
+def herm_exp(s: np.ndarray) -> np.ndarray:
+    """Matrix exponential of Hermitian matrices (..., D, D): Hermitian positive definite."""
+    w, u = np.linalg.eigh(_hermitian(s))
+    return _apply_eig(u, np.exp(w))
+
+
+def _dd1_exp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """First divided difference of exp: (e^a - e^b) / (a - b), stable (e^a where a == b)."""
+    m = np.maximum(a, b)
+    t = -np.abs(a - b)
+    small = t > -1e-12
+    ts = np.where(small, -1.0, t)
+    ratio = np.where(small, 1.0 + 0.5 * t, np.expm1(ts) / ts)
+    return np.exp(m) * ratio
+
+
+def _dd2_exp(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Second divided difference of exp at (a, b, c) (symmetric), stable for near-equal points."""
+    a, b, c = np.broadcast_arrays(a, b, c)
+    s = np.sort(np.stack([a, b, c], axis=-1), axis=-1)
+    lo, mid, hi = s[..., 0], s[..., 1], s[..., 2]
+    spread = hi - lo
+    close = spread < 1e-5
+    denom = np.where(close, 1.0, spread)
+    general = (_dd1_exp(mid, hi) - _dd1_exp(lo, mid)) / denom
+    return np.where(close, 0.5 * np.exp((lo + mid + hi) / 3.0), general)
+
+
+_COMBOS: dict = {}
+
+
+def _dd2_table(mu: np.ndarray) -> np.ndarray:
+    """(P, D, D, D) table exp[mu_i, mu_j, mu_k]: computed once per multiset {i, j, k} (10 of
+    the 27 entries for D = 3) and scattered to every permutation."""
+    p, d = mu.shape
+    if d not in _COMBOS:
+        from itertools import combinations_with_replacement, permutations
+        combos = list(combinations_with_replacement(range(d), 3))
+        index = np.zeros((d, d, d), dtype=np.intp)
+        for n, cmb in enumerate(combos):
+            for perm in set(permutations(cmb)):
+                index[perm] = n
+        _COMBOS[d] = (np.array(combos), index)
+    combos, index = _COMBOS[d]
+    vals = _dd2_exp(mu[:, combos[:, 0]], mu[:, combos[:, 1]], mu[:, combos[:, 2]])
+    return vals[:, index]
+
+
+# ------------------------------------------------------------------------------ preprocessing
+
+def _invalid_mask(c: np.ndarray) -> np.ndarray:
+    """(...) mask of pixels that are not a covariance: a non-finite entry, a negative diagonal
+    term or a span (trace) <= 0 (the zero matrix). A zero diagonal term with a positive span
+    (e.g. a quantised single-look intensity) is valid: rank-deficient, regularised."""
+    d = c.shape[-1]
+    bad = ~np.isfinite(c).all(axis=(-1, -2))
+    span = np.zeros(c.shape[:-2])
+    with np.errstate(invalid="ignore"):
+        for i in range(d):
+            di = c[..., i, i].real
+            bad |= di < 0
+            span = span + np.where(np.isfinite(di), di, 0.0)
+        bad |= ~(span > 0)
+    return bad
+
+
+def _floor_eigenvalues(c: np.ndarray, inverse_condition: float) -> np.ndarray:
+    """Symmetrise and clip eigenvalues to ``inverse_condition * lambda_max`` (positive definite)."""
+    w, u = np.linalg.eigh(_hermitian(c))
+    top = np.maximum(w[..., -1:], np.finfo(float).tiny)
+    return _apply_eig(u, np.maximum(w, inverse_condition * top))
+
+
+def _gauss_blur_2d(img: np.ndarray, tau: float) -> np.ndarray:
+    """Separable Gaussian blur of the first two axes (reflect borders), radius ceil(3 tau)."""
+    r = max(1, int(math.ceil(3 * tau)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / tau) ** 2)
+    k /= k.sum()
+    h, w = img.shape[:2]
+    pad = [(r, r), (r, r)] + [(0, 0)] * (img.ndim - 2)
+    p = np.pad(img, pad, mode="reflect" if min(h, w) > r else "edge")
+    tmp = sum(k[i] * p[i:i + h] for i in range(2 * r + 1))
+    return sum(k[i] * tmp[:, i:i + w] for i in range(2 * r + 1))
+
+
+def _diagonal_loading(c: np.ndarray, looks: float) -> np.ndarray:
+    """MuLoG's diagonal loading of an (H, W, D, D) field (valid pixels, PSD): the correlation
+    magnitudes |C_ij| / sqrt(C_ii C_jj) are replaced by those of a Gaussian-smoothed image."""
+    d = c.shape[-1]
+    if d == 1:
+        return c
+    r = max(min(float(looks), d), 1.0)
+    tau = math.sqrt(2 * d / r / (4 * math.pi))
+    blurred = _gauss_blur_2d(c, tau)
+    out = c.copy()
+    for i, j in _pairs(d):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g_s = np.abs(blurred[..., i, j]) / np.sqrt(blurred[..., i, i].real * blurred[..., j, j].real)
+            g_0 = np.abs(c[..., i, j]) / np.sqrt(c[..., i, i].real * c[..., j, j].real)
+            g_s = np.where(np.isfinite(g_s), g_s, 0.0)
+            f = np.where(g_0 > 0, np.minimum(g_s, 1.0) / np.where(g_0 > 0, g_0, 1.0), 0.0)
+        out[..., i, j] = c[..., i, j] * f
+        out[..., j, i] = np.conj(out[..., i, j])
+    return out
+
+
+def _log_bias(looks: float) -> float:
+    return digamma(looks) - math.log(looks)
+
+
+def _initial_log(c_img: np.ndarray, looks: float, spatial: bool = True) -> np.ndarray:
+    """Debiased, regularised log-matrix used to initialise the ADMM (and to fit the PCA)."""
+    x = _diagonal_loading(c_img, looks) if spatial else c_img
+    s = herm_log(_floor_eigenvalues(x, INIT_INVERSE_CONDITION))
+    d = c_img.shape[-1]
+    return s - _log_bias(looks) * np.eye(d)
+
+
+# ------------------------------------------------------------------------------ transform
+
+@dataclass(frozen=True)
+class MulogTransform:
+    """Channel transform of one raster: PCA of the log-channels (``mean``, orthonormal ``basis``
+    whose columns are the principal directions) and the speckle noise std of each PCA channel.
+    Fitted once (from a subsample) and reused by every tile so that tiles agree."""
+
+    looks: float
+    dim: int
+    mean: np.ndarray
+    basis: np.ndarray
+    noise_std: np.ndarray
+
+    @property
+    def whitening(self) -> np.ndarray:
+        """(K, K) map from normalised PCA coordinates (unit noise) to centred log-channels."""
+        return self.basis * self.noise_std[None, :]
+
+    def forward(self, channels: np.ndarray) -> np.ndarray:
+        """(..., K) log-channels -> (..., K) normalised PCA coordinates."""
+        return ((channels - self.mean) @ self.basis) / self.noise_std
+
+    def inverse(self, u: np.ndarray) -> np.ndarray:
+        return u @ self.whitening.T + self.mean
+
+
+def _check_looks(looks) -> float:
+    try:
+        looks = float(looks)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"the number of looks must be a positive number, got {looks!r}") from None
+    if not (math.isfinite(looks) and looks > 0):
+        raise InvalidInputError(f"the number of looks must be a positive number, got {looks}")
+    return looks
+
+
+_NOISE_COV_CACHE: dict = {}
+
+
+def _speckle_log_covariance(dim: int, looks: float) -> np.ndarray:
+    """(K, K) covariance of the log-channels of Wishart speckle around Sigma = I after the same
+    preprocessing as the data (fixed-seed Monte Carlo, cached)."""
+    key = (dim, round(looks, 9))
+    if key not in _NOISE_COV_CACHE:
+        if dim == 1:
+            from .transforms import trigamma
+            cov = np.array([[trigamma(looks)]])
+        else:
+            rng = np.random.default_rng(_MC_SEED)
+            c = simulate_wishart(np.broadcast_to(np.eye(dim), (_MC_SIZE, _MC_SIZE, dim, dim)), looks, rng)
+            ch = to_channels(_initial_log(c, looks)).reshape(-1, dim * dim)
+            cov = np.cov(ch, rowvar=False)
+        _NOISE_COV_CACHE[key] = cov
+    return _NOISE_COV_CACHE[key]
+
+
+def fit_transform(sample_matrices: np.ndarray, looks: float) -> MulogTransform:
+    """Fit the PCA and the noise std from (N, D, D) covariance matrices of one raster (a
+    subsample; invalid ones are dropped). Deterministic."""
+    looks = _check_looks(looks)
+    c = np.asarray(sample_matrices)
+    if c.ndim == 1:
+        c = c[:, None, None]
+    if c.ndim != 3 or c.shape[1] != c.shape[2] or c.shape[1] not in (1, 2, 3):
+        raise InvalidInputError(f"sample_matrices must be (N, D, D) with D in 1..3, got {c.shape}")
+    c = c[~_invalid_mask(c)]
+    d = c.shape[1]
+    if c.shape[0] < 2:
+        raise InvalidInputError(f"MuLog needs at least 2 valid covariance matrices to fit its transform, "
+                                f"got {c.shape[0]}")
+    ch = to_channels(_initial_log(c, looks, spatial=False))
+    mean = ch.mean(axis=0)
+    cov = np.cov(ch - mean, rowvar=False).reshape(d * d, d * d)
+    w, v = np.linalg.eigh(cov)
+    order = np.argsort(w)[::-1]
+    basis = v[:, order]
+    # deterministic sign: largest-magnitude component of each direction positive
+    idx = np.argmax(np.abs(basis), axis=0)
+    basis = basis * np.sign(basis[idx, np.arange(d * d)])[None, :]
+    ncov = _speckle_log_covariance(d, looks)
+    noise = np.sqrt(np.maximum(np.einsum("ik,ij,jk->k", basis, ncov, basis), 1e-12))
+    return MulogTransform(looks=looks, dim=d, mean=mean, basis=basis, noise_std=noise)
+
+
+# ------------------------------------------------------------------------------ simulation
+
+def simulate_wishart(sigma: np.ndarray, looks: float, rng=None) -> np.ndarray:
+    """L-look complex Wishart speckle around a (..., D, D) covariance field (integer L >= 1;
+    a fractional L is rounded). Returns (..., D, D) complex128."""
+    rng = np.random.default_rng(rng)
+    sigma = _hermitian(sigma)
+    d = sigma.shape[-1]
+    n = max(1, int(round(looks)))
+    w, u = np.linalg.eigh(sigma)
+    half = _apply_eig(u, np.sqrt(np.maximum(w, 0)))
+    shape = sigma.shape[:-2] + (d, n)
+    z = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / math.sqrt(2)
+    y = half @ z
+    return _hermitian(y @ np.conj(np.swapaxes(y, -1, -2)) / n)
+
+
+# ------------------------------------------------------------------------------ proximal step
+
+def _prox_wishart(v, u0, c, whitening, mean, looks, lbd, iterations):
+    """Per pixel: argmin_u 1/2 |u - v|^2 + lbd L (tr S + tr(C exp(-S))), S = from_channels(mean +
+    W u). v, u0: (P, K); c: (P, D, D) PSD. Exact-curvature steepest-descent (Cauchy) steps."""
+    d = c.shape[-1]
+    u = u0.copy()
+    eye = np.eye(d)
+    lL = lbd * looks
+    for _ in range(iterations):
+        s = from_channels(u @ whitening.T + mean)
+        lam, q = np.linalg.eigh(s)
+        qh = np.conj(np.swapaxes(q, -1, -2))
+        a = qh @ c @ q                                        # C in the eigenbasis
+        mu = -lam
+        g1 = -_dd1_exp(mu[:, :, None], mu[:, None, :])         # divided differences of exp(-x)
+        grad_s = eye + q @ (g1 * a) @ qh                       # d/dS (tr S + tr(C exp(-S)))
+        grad = (u - v) + lL * (to_channels(grad_s) @ whitening)
+        h = qh @ from_channels(grad @ whitening.T) @ q         # direction in the eigenbasis
+        g2 = _dd2_table(mu)
+        m = ((h[:, :, :, None] * h[:, None, :, :]) * g2).sum(axis=2)
+        curv2 = 2.0 * np.einsum("pki,pik->p", a, m).real       # D^2 tr(C exp(-S))[H, H]
+        gg = np.einsum("pk,pk->p", grad, grad)
+        curv = gg + lL * np.maximum(curv2, 0.0)
+        step = np.where(curv > 0, gg / np.where(curv > 0, curv, 1.0), 0.0)
+        u = u - step[:, None] * grad
+    return u
+
+
+# ------------------------------------------------------------------------------ debiasing
+
+def _box_mean_valid(values: np.ndarray, valid: np.ndarray, r: int) -> np.ndarray:
+    """Mean of ``values`` over the valid pixels of each (2r+1)^2 window (window clipped at the
+    borders), fixed summation order (sliding windows, no cumulative sums)."""
+    v = np.where(valid, values, 0.0)
+    n = valid.astype(np.float64)
+    from numpy.lib.stride_tricks import sliding_window_view as swv
+
+    def box(a):
+        p = np.pad(a, r)
+        a = swv(p, 2 * r + 1, axis=0).sum(axis=-1)
+        return swv(a, 2 * r + 1, axis=1).sum(axis=-1)
+
+    num, den = box(v), box(n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+
+
+# ------------------------------------------------------------------------------ MuLoG
+
+def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransform,
+          iterations: int = DEFAULT_ITERATIONS, beta: Optional[float] = None,
+          progress_check: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    """Despeckle an (H, W, D, D) Hermitian covariance field (D = 1: intensity) with MuLoG.
+
+    c: (H, W, D, D) complex (or real for D = 1); invalid pixels (non-finite entry, negative
+    diagonal term or span <= 0, e.g. NaN or zero matrices) come back NaN and do not affect their neighbours'
+    finiteness. Singular (rank-deficient) PSD matrices are valid (see the module docstring).
+    looks: equivalent number of looks L (> 0), as given to :func:`fit_transform`.
+    denoise(x: float32 (K, H, W), sigma: float32 (K,)) -> float32 (K, H, W): Gaussian denoiser
+    applied to the K = D^2 zero-mean-ish PCA channels in their own (log) units, for white noise
+    of std sigma[k].
+    transform: from :func:`fit_transform` on the whole raster (same for every tile).
+    iterations: ADMM iterations (= denoiser calls). beta: initial ADMM penalty (default 1 + 2/L).
+    progress_check(done, total): called after each ADMM iteration; it may raise (e.g. to cancel).
+    Returns (H, W, D, D) complex128, Hermitian positive definite on valid pixels (matrix
+    exponential), debiased.
+    """
+    looks = _check_looks(looks)
+    c = np.asarray(c)
+    if c.ndim != 4 or c.shape[2] != c.shape[3]:
+        raise InvalidInputError(f"mulog needs an (H, W, D, D) matrix field, got shape {c.shape}")
+    h, w, d, _ = c.shape
+    if d != transform.dim:
+        raise InvalidInputError(f"the transform was fitted for D = {transform.dim}, the input has D = {d}")
+    iterations = int(iterations)
+    if iterations < 1:
+        raise InvalidInputError(f"the number of MuLog iterations must be >= 1, got {iterations}")
+    beta = 1.0 + 2.0 / looks if beta is None else float(beta)
+    if not (math.isfinite(beta) and beta > 0):
+        raise InvalidInputError(f"beta must be a positive number, got {beta}")
+    k = d * d
+
+    c = c.astype(np.complex128)
+    invalid = _invalid_mask(c)
+    valid = ~invalid
+    out = np.full(c.shape, np.nan, dtype=np.complex128)
+    if not valid.any() or h * w == 0:
+        return out
+    # placeholder identity-scaled matrices at invalid pixels so that local operations stay finite
+    fill = np.zeros_like(c)
+    fill[...] = np.eye(d) * np.nanmedian(np.real(np.trace(c[valid], axis1=-2, axis2=-1))) / d
+    cv = np.where(valid[..., None, None], _hermitian(np.where(valid[..., None, None], c, 0)), fill)
+
+    data = _floor_eigenvalues(cv, DATA_INVERSE_CONDITION)[valid]          # (P, D, D)
+    init_ch = to_channels(_initial_log(cv, looks)).reshape(h * w, k)
+    u_init = transform.forward(init_ch)                                     # (HW, K) unit noise
+    u_init[invalid.ravel()] = 0.0
+    wm, mean, sd = transform.whitening, transform.mean, transform.noise_std
+    vmask = valid.ravel()
+
+    def call_denoiser(u, b):
+        x = (u * sd).T.reshape(k, h, w).astype(np.float32)
+        sig = (sd / math.sqrt(b)).astype(np.float32)
+        y = np.asarray(denoise(x, sig), dtype=np.float64)
+        if y.shape != (k, h, w):
+            raise InvalidInputError(f"the denoiser returned shape {y.shape}, expected {(k, h, w)}")
+        y = y.reshape(k, h * w).T / sd
+        return np.where(np.isfinite(y), y, 0.0)
+
+    def prox(vv, b, start):
+        res = vv.copy()                         # invalid pixels: no likelihood, prox = identity
+        idx = np.flatnonzero(vmask)
+        lbd = 1.0 / b
+        for s0 in range(0, idx.size, _CHUNK):
+            sl = idx[s0:s0 + _CHUNK]
+            v = vv[sl]
+            u0 = (v + lbd * start[sl]) / (1.0 + lbd)
+            res[sl] = _prox_wishart(v, u0, data[s0:s0 + _CHUNK], wm, mean, looks, lbd, NEWTON_ITERATIONS)
+        return res
+
+    # plug-and-play ADMM (as in MuLoG's iter_pnp_admm, with a fixed beta schedule)
+    x = u_init
+    z = call_denoiser(x, 1.0)
+    e = z - x
+    b = beta
+    for it in range(iterations):
+        x = prox(z + e, b, u_init)
+        if progress_check is not None:
+            progress_check(it + 1, iterations)
+        if it == iterations - 1:
+            break
+        b = beta * BETA_GROWTH ** (it + 1)
+        z = call_denoiser(x - e, b)
+        e = e + z - x
+
+    sigma_hat = herm_exp(from_channels(transform.inverse(x)).reshape(h, w, d, d))
+
+    # debiasing: congruence by the local ratio of means of each diagonal term (noisy / estimate)
+    if DEBIAS_RADIUS > 0:
+        g = np.empty((h, w, d))
+        for i in range(d):
+            num = _box_mean_valid(cv[..., i, i].real, valid, DEBIAS_RADIUS)
+            den = _box_mean_valid(sigma_hat[..., i, i].real, valid, DEBIAS_RADIUS)
+            g[..., i] = np.sqrt(np.clip(num / den, 0.25, 4.0))
+        sigma_hat = sigma_hat * g[..., :, None] * g[..., None, :]
+    out[valid] = _hermitian(sigma_hat[valid])
+    return out
+
+
+def mulog_halo(denoiser_receptive_field: int, iterations: int = DEFAULT_ITERATIONS) -> int:
+    """Context pixels a tile needs on each side so that its centre does not see the tile edge:
+    each ADMM iteration propagates information by the denoiser's half receptive field (the
+    proximal step is per pixel), plus the diagonal loading (2 px) and the debiasing window."""
+    return iterations * (int(denoiser_receptive_field) // 2) + 2 + DEBIAS_RADIUS
+
+
+# ------------------------------------------------------------------------------ stand-in denoiser
+
+def nlm_denoiser(x: np.ndarray, sigma: np.ndarray, search: int = 7, patch: int = 3,
+                 h: float = 1.0) -> np.ndarray:
+    """A small non-local means Gaussian denoiser in numpy, a stand-in for tests and benchmarks
+    (not the production denoiser). x: (K, H, W), sigma: (K,) noise std per channel. Weights
+    exp(-max(d2 - 2 sigma^2, 0) / (h^2 sigma^2)), d2 the mean squared difference of ``patch`` x
+    ``patch`` patches, over a ``search`` x ``search`` window (its support: 49 pixels by default,
+    receptive field 9 with the patches); its strength follows sigma. Returns float32 (K, H, W)."""
+    x = np.asarray(x, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64).reshape(-1, 1, 1)
+    kk, hh, ww = x.shape
+    r, p = search // 2, patch // 2
+    pad = r + p
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    from numpy.lib.stride_tricks import sliding_window_view as swv
+    num = np.zeros_like(x)
+    den = np.zeros_like(x)
+    centre = xp[:, r:r + hh + 2 * p, r:r + ww + 2 * p]
+    s2 = np.maximum(sigma ** 2, 1e-12)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            shifted = xp[:, r + dy:r + dy + hh + 2 * p, r + dx:r + dx + ww + 2 * p]
+            diff = (shifted - centre) ** 2
+            d2 = swv(swv(diff, patch, axis=1).sum(-1), patch, axis=2).sum(-1) / (patch * patch)
+            wgt = np.exp(-np.maximum(d2 - 2 * s2, 0.0) / (h * h * s2))
+            num += wgt * shifted[:, p:p + hh, p:p + ww]
+            den += wgt
+    return (num / den).astype(np.float32)
