@@ -10,8 +10,8 @@ import numpy as np
 from ..core.errors import InvalidInputError
 from ..core.polsar import CovarianceKind, MatrixType, band_names, box_mean, outer_product_bands, scattering_vector
 from ..core.tiling import TileGrid, Window
-from .pipeline import NullProgress, Progress, provenance, run_tiles
-from .raster_io import OutputSpec, RasterSource, RasterWriter
+from .pipeline import NullProgress, Progress, provenance, stream_channels
+from .raster_io import OutputSpec, RasterSource
 
 TILE = 512
 
@@ -73,16 +73,6 @@ def slc_to_covariance(sources: Sequence[Tuple[str, int]], dst_path: str,
             bands[:, bad] = np.nan
             return bands, ~bad
 
-        with RasterWriter(dst_path, spec) as writer:
-            def write_rows(row_off, y, valid):
-                y = y.copy()
-                y[:, ~valid] = np.nan
-                writer.write(row_off, 0, y)
-                writer.release_cache()
-                for src in srcs:
-                    src.release_cache()
-
-            run_tiles(grid, read_tile, lambda c: box_mean(c, window_rows, window_cols), write_rows,
-                      progress, 0.0, 100.0, pad="nan")
-            writer.commit()
+        stream_channels(dst_path, spec, grid, read_tile, lambda c: box_mean(c, window_rows, window_cols), srcs,
+                        progress, 0.0, pad="nan")
     return CovarianceReport(dst_path, matrix, window_rows * window_cols, metadata)

@@ -18,8 +18,8 @@ from ..core.filters import (
 from ..core.polsar import MatrixType, band_names, invalid_pixels, resolve_matrix
 from ..core.tiling import TileGrid, Window
 from ..core.transforms import Domain, output_domain, resolve_domain
-from .pipeline import NullProgress, Progress, output_nodata, provenance, run_tiles, stream_band
-from .raster_io import OutputSpec, RasterSource, RasterWriter
+from .pipeline import NullProgress, Progress, output_nodata, provenance, stream_band, stream_channels
+from .raster_io import OutputSpec, RasterSource
 
 TILE = 512
 
@@ -109,13 +109,12 @@ def filter_polsar_raster(src_path: str, dst_path: str, kind: int = PolsarFilter.
         if src.is_complex:
             raise InvalidInputError("covariance bands must be real (C12_real, C12_imag...), not complex")
         names = band_names(matrix)
-        nodata = output_nodata(src)
         tile = _tile_for(halo)
         grid = TileGrid.build(src.height, src.width, tile, halo, overlap=0)
         metadata = provenance(filter=PolsarFilter.LABELS[int(kind)], window=window, looks=repr(looks),
                               matrix=matrix.name)
         metadata.update(extra_metadata or {})
-        spec = OutputSpec(src.width, src.height, src.geotransform, src.projection, nodata, metadata,
+        spec = OutputSpec(src.width, src.height, src.geotransform, src.projection, output_nodata(src), metadata,
                           gcps=src.gcps, gcp_projection=src.gcp_projection, bands=src.count,
                           band_descriptions=names)
 
@@ -125,14 +124,5 @@ def filter_polsar_raster(src_path: str, dst_path: str, kind: int = PolsarFilter.
             raw[:, bad] = np.nan
             return raw, ~bad
 
-        with RasterWriter(dst_path, spec) as writer:
-            def write_rows(row_off, y, valid):
-                y = y.copy()
-                y[:, ~valid] = nodata
-                writer.write(row_off, 0, y)
-                writer.release_cache()
-                src.release_cache()
-
-            run_tiles(grid, read_tile, infer, write_rows, progress, 0.0, 100.0, pad="nan")
-            writer.commit()
+        stream_channels(dst_path, spec, grid, read_tile, infer, [src], progress, 0.0, pad="nan")
     return FilterReport(dst_path, len(grid), halo, metadata)

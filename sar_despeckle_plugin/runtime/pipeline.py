@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Protocol, Tuple
+from typing import Callable, Dict, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -194,6 +194,26 @@ def stream_band(src: RasterSource, dst_path: str, domain: Domain, grid: TileGrid
                 writer.write(row_off + r, 0, values)
             writer.release_cache()
             src.release_cache()
+
+        run_tiles(grid, read_tile, infer, write_rows, progress, start, 100.0, pad)
+        writer.commit()
+
+
+def stream_channels(dst_path: str, spec: OutputSpec, grid: TileGrid,
+                    read_tile: Callable[[Window], Tuple[np.ndarray, np.ndarray]],
+                    infer: Callable[[np.ndarray], np.ndarray], sources: Sequence[RasterSource],
+                    progress: Progress, start: float = 0.0, pad: str = "reflect") -> None:
+    """Stream (bands, h, w) tiles through ``infer`` into a ``spec.bands``-band Float32 raster,
+    invalid pixels set to ``spec.nodata`` in every band; the destination appears only when
+    everything succeeded. ``sources`` have their GDAL cache released after each strip."""
+    with RasterWriter(dst_path, spec) as writer:
+        def write_rows(row_off, y, valid):
+            y = y.copy()
+            y[:, ~valid] = spec.nodata
+            writer.write(row_off, 0, y)
+            writer.release_cache()
+            for src in sources:
+                src.release_cache()
 
         run_tiles(grid, read_tile, infer, write_rows, progress, start, 100.0, pad)
         writer.commit()

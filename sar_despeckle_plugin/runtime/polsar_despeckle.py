@@ -17,8 +17,8 @@ from ..core.mulog import DEFAULT_ITERATIONS, bands_to_matrix, fit_transform, mat
 from ..core.normalisation import sample_step
 from ..core.polsar import MatrixType, band_names, invalid_pixels, resolve_matrix
 from ..core.tiling import TileGrid, Window
-from .pipeline import NullProgress, Progress, provenance, run_tiles
-from .raster_io import OutputSpec, RasterSource, RasterWriter
+from .pipeline import NullProgress, Progress, provenance, stream_channels
+from .raster_io import OutputSpec, RasterSource
 
 SAMPLE_PIXELS = 200_000
 
@@ -103,16 +103,6 @@ def despeckle_polsar_raster(src_path: str, dst_path: str, denoiser, matrix: Matr
             return matrix_to_bands(mulog(bands_to_matrix(bands), looks, denoiser, transform, int(iterations),
                                          progress_check=check))
 
-        with RasterWriter(dst_path, spec) as writer:
-            def write_rows(row_off, y, valid):
-                y = y.copy()
-                y[:, ~valid] = np.nan
-                writer.write(row_off, 0, y)
-                writer.release_cache()
-                src.release_cache()
-
-            progress.info(f"{len(grid)} tiles of up to {tile} pixels (halo {halo}) on {denoiser.device_used}")
-            run_tiles(grid, lambda w: _read_valid(src, w, single), infer, write_rows, progress, 5.0, 100.0,
-                      pad="reflect")
-            writer.commit()
+        progress.info(f"{len(grid)} tiles of up to {tile} pixels (halo {halo}) on {denoiser.device_used}")
+        stream_channels(dst_path, spec, grid, lambda w: _read_valid(src, w, single), infer, [src], progress, 5.0)
     return PolsarReport(dst_path, label, len(grid), tile, halo, metadata)
