@@ -66,6 +66,9 @@ TRAIN := $(PY) -m training.train_dncnn --device $(DEVICE) --batch 128 --patch 64
 # MuLog against boxcar, polarimetric Refined Lee and the reference MuLoG+BM3D (installed apart,
 # in .venv/ref-mulog, when it installs): PSNR, coherence error, seconds per MPx.
 bench-polsar: plugin
+	test -d $(VENV)/ref-mulog || $(PY) -m pip install -q --disable-pip-version-check --no-deps \
+	  --target $(VENV)/ref-mulog mulog bm3d bm4d scipy==1.15.3 PyWavelets==1.8.0 nptyping strenum \
+	  typing_extensions || echo "reference MuLoG+BM3D not installable: the benchmark skips it"
 	$(QGIS_ENV) $(PY) benchmarks/bench_polsar.py --onnx $(PLUGIN)/models/gaussian_dncnn_log.onnx
 
 models: setup-training

@@ -24,8 +24,8 @@ debias              log      ``true``: the pipeline subtracts digamma(L) - log(L
                              the network sees log I as is
 norm_offset         yes      ``median`` (the median of the input's log values, measured once
                              per raster so that every tile uses the same value) or a number
-sigma_max           gauss    largest noise standard deviation it was trained for, in the
-                             network's (normalised) units
+sigma_max           gauss    largest noise standard deviation it was trained for, in the data's
+                             units (before the division by norm_scale)
 sigma_min           no       smallest one (default 0)
 norm_scale          yes      divisor applied after the offset (float > 0)
 receptive_field     yes      receptive field in pixels (int >= 1); the tiling halo is half of it
@@ -56,7 +56,7 @@ COMMON_KEYS = ("name", "architecture", "input_domain", "norm_offset", "norm_scal
                "training_strategy", "training_data", "metrics", "reproduce")
 DOMAIN_KEYS = {INPUT_DOMAIN_LOG_INTENSITY: ("looks", "debias"), INPUT_DOMAIN_GAUSSIAN: ("sigma_max",)}
 REQUIRED_KEYS = COMMON_KEYS + DOMAIN_KEYS[INPUT_DOMAIN_LOG_INTENSITY]  # of a despeckler
-OPTIONAL_KEYS = ("looks_max", "tile_size", "size_multiple", "description", "license", "sigma_min")
+OPTIONAL_KEYS = ("looks_max", "tile_size", "size_multiple", "description", "license", "sigma_min", "sigma_max")
 
 
 def _float(meta: Mapping[str, str], key: str, positive: bool = True) -> float:

@@ -51,3 +51,29 @@ def test_slc_layers_to_c2(provider, tmp_path, rng):
     # interior pixel: mean over 1 x 3
     np.testing.assert_allclose(got[1, 10, 10], prod[10, 9:12].real.mean(), rtol=1e-5)
     np.testing.assert_allclose(got[3, 10, 10], (np.abs(z[1, 10, 9:12]) ** 2).mean(), rtol=1e-5)
+
+
+def test_import_then_mulog_through_processing(provider, tmp_path):
+    """importpolsarpro then despecklepolsar, as a user chains them (tiny box 'denoiser' via MODEL_FILE)."""
+    import processing
+    from onnx_models import gaussian_box_model
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().algorithmById("sardespeckle:despecklepolsar")
+    assert [p.name() for p in alg.parameterDefinitions()] == [
+        "INPUT", "MATRIX", "LOOKS", "MODEL", "MODEL_FILE", "ITERATIONS", "DEVICE", "TILE_SIZE", "OUTPUT"]
+    assert alg.parameterDefinition("ITERATIONS").defaultValue() == 6
+    t3 = processing.run("sardespeckle:importpolsarpro", {
+        "INPUT": str(DATA / "polsarpro" / "sanfrancisco_t3_crop"), "OUTPUT": str(tmp_path / "t3.tif")})["OUTPUT"]
+    model = gaussian_box_model(tmp_path / "box.onnx", 5)
+    out = str(tmp_path / "t3_mulog.tif")
+    processing.run("sardespeckle:despecklepolsar", {"INPUT": t3, "LOOKS": 4, "MODEL_FILE": model, "ITERATIONS": 2,
+                                                    "DEVICE": 1, "OUTPUT": out})
+    ds = gdal.Open(out)
+    got = ds.ReadAsArray().astype(float)
+    src = gdal.Open(t3).ReadAsArray().astype(float)
+    assert ds.GetRasterBand(1).GetDescription() == "T11" and ds.GetMetadataItem("SAR_DESPECKLE_MATRIX") == "T3"
+    span, span_in = got[0] + got[5] + got[8], src[0] + src[5] + src[8]
+    assert np.isfinite(span).all() and (got[[0, 5, 8]] > 0).all()
+    assert np.var(np.diff(np.log(span), axis=1)) < 0.5 * np.var(np.diff(np.log(span_in), axis=1))
+    assert span.mean() == pytest.approx(span_in.mean(), rel=0.1)

@@ -1,0 +1,215 @@
+"""Quick CPU tests of the Gaussian denoiser training code (training/gaussian.py) and of the bundled model."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from sar_despeckle_plugin.core.model_card import ModelCard  # noqa: E402
+from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxGaussianDenoiser, read_card  # noqa: E402
+from training.gaussian import (GaussianDnCNN, GaussianPatchSampler, build_card, check_parity,  # noqa: E402
+                               export_onnx, log_matrix_channels, parse_train_args, pca_channels,
+                               reproduce_command, weighted_mse)
+from training.train_dncnn import lr_at  # noqa: E402
+
+BUNDLED = Path(__file__).parents[2] / "sar_despeckle_plugin" / "models" / "gaussian_dncnn_log.onnx"
+SCALE = 2.0
+
+
+def _blocks(h, w, rng, n=8):
+    """Zero-centred piecewise-constant log image with a few contrasted rectangles."""
+    im = np.zeros((h, w), np.float32)
+    for _ in range(n):
+        r, c = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        im[r:r + rng.integers(6, h // 2), c:c + rng.integers(6, w // 2)] = rng.uniform(-2, 2)
+    return im - np.median(im)
+
+
+def _synthetic_sets(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"synthetic": [(f"s{i}", _blocks(64, 64, rng)) for i in range(6)]}
+
+
+def _config(**kw):
+    cfg = dict(depth=4, width=12, batch=16, patch=32, norm_scale=SCALE, sigma_min=0.02, sigma_max=2.0,
+               steps_done=150, seed=0, reproduce="python -m training.gaussian train (test)", no_polsar=True)
+    cfg.update(kw)
+    return cfg
+
+
+def test_model_shape_residual_and_receptive_field():
+    model = GaussianDnCNN(4, 8).eval()
+    assert model.receptive_field == 9
+    x = torch.randn(3, 2, 21, 17)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (3, 1, 21, 17)
+    # the last layer starts near zero: the untrained network is close to the identity on channel 0
+    assert float((y - x[:, :1]).abs().max()) < 0.1
+
+
+def test_dilated_model_receptive_field_and_export(tmp_path):
+    torch.manual_seed(1)
+    model = GaussianDnCNN(4, 6, dilations=(1, 2, 2, 1)).eval()
+    assert model.receptive_field == 1 + 2 * 6
+    assert "dilations=1-2-2-1" in model.describe()
+    for m in model.modules():  # make every weight matter for the empirical receptive field
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.uniform_(m.weight, 0.05, 0.15)
+    x = torch.rand(1, 2, 31, 31) + 1.0
+    x2 = x.clone()
+    x2[0, 0, 15, 15] += 1.0
+    with torch.no_grad():
+        rows, cols = np.nonzero((model(x2) - model(x))[0, 0].abs().numpy() > 0)
+    assert rows.max() - rows.min() + 1 == model.receptive_field == cols.max() - cols.min() + 1
+    card = build_card(_config(depth=4, width=6, dilations="1,2,2,1"), {})
+    assert card.receptive_field == 13
+    assert export_onnx(model, tmp_path / "d.onnx", card, parity_shapes=((3, 37, 53),)) <= 1e-4
+    with pytest.raises(ValueError):
+        GaussianDnCNN(4, 6, dilations=(1, 2))
+
+
+def test_sampler_contract():
+    s = GaussianPatchSampler(_synthetic_sets(), {"synthetic": 1.0}, patch=32, batch=32, norm_scale=SCALE,
+                             sigma_min=0.05, sigma_max=1.5, seed=3)
+    x, y, sn = s.sample()
+    assert x.shape == (32, 2, 32, 32) and y.shape == (32, 1, 32, 32) and sn.shape == (32,)
+    assert x.dtype == y.dtype == sn.dtype == np.float32
+    np.testing.assert_allclose(x[:, 1], np.broadcast_to(sn[:, None, None], (32, 32, 32)))
+    assert sn.min() >= 0.05 / SCALE - 1e-7 and sn.max() <= 1.5 / SCALE + 1e-7
+    noise_std = (x[:, 0] - y[:, 0]).reshape(32, -1).std(axis=1)
+    np.testing.assert_allclose(noise_std, sn, rtol=0.15)
+
+
+def test_log_matrix_channels_isometry_and_pca():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(5, 6, 3, 3)) + 1j * rng.normal(size=(5, 6, 3, 3))
+    cov = a @ np.conj(np.swapaxes(a, -1, -2)) + 0.1 * np.eye(3)
+    ch = log_matrix_channels(cov)
+    assert ch.shape == (9, 5, 6)
+    lam = np.linalg.eigvalsh(cov)
+    # the unfolding is an isometry: |channels|^2 = |log C|_F^2 = sum(log(lambda)^2)
+    np.testing.assert_allclose((ch ** 2).sum(axis=0), (np.log(lam) ** 2).sum(axis=-1), rtol=1e-8)
+    diag = np.zeros((2, 2, 3, 3), complex)
+    diag[..., [0, 1, 2], [0, 1, 2]] = [1.0, np.e, np.e ** 2]
+    np.testing.assert_allclose(log_matrix_channels(diag)[:3, 0, 0], [0, 1, 2], atol=1e-12)
+    pcs = pca_channels(ch)
+    cov_pc = np.cov(pcs.reshape(9, -1))
+    np.testing.assert_allclose(cov_pc - np.diag(np.diag(cov_pc)), 0, atol=1e-8)
+    np.testing.assert_allclose(pcs.reshape(9, -1).mean(axis=1), 0, atol=1e-10)
+
+
+def test_reproduce_command_round_trips():
+    args = parse_train_args(["--steps", "9000", "--max-minutes", "30", "--bf16", "--seed", "3", "--no-polsar",
+                             "--out", "x"])
+    cmd = reproduce_command(args, 1234)
+    assert cmd.startswith("python -m training.gaussian train --steps 1234 ")
+    again = parse_train_args(cmd.split()[4:])
+    for key in ("batch", "patch", "depth", "width", "lr", "warmup", "norm_scale", "sigma_min", "sigma_max",
+                "weights", "seed", "bf16", "no_polsar"):
+        assert getattr(again, key) == getattr(args, key), key
+    assert again.steps == 1234 and again.max_minutes is None
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny network trained for 150 steps on synthetic blocks, exported with its card."""
+    torch.manual_seed(0)
+    cfg = _config()
+    model = GaussianDnCNN(cfg["depth"], cfg["width"])
+    sampler = GaussianPatchSampler(_synthetic_sets(), {"synthetic": 1.0}, patch=32, batch=16, norm_scale=SCALE,
+                                   seed=0)
+    fixed = [torch.from_numpy(a) for a in GaussianPatchSampler(_synthetic_sets(1), {"synthetic": 1.0}, patch=32,
+                                                                batch=32, norm_scale=SCALE, seed=9).sample()]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def fixed_loss():
+        model.eval()
+        with torch.no_grad():
+            v = float(weighted_mse(model(fixed[0]), fixed[1], fixed[2]))
+        model.train()
+        return v
+
+    before = fixed_loss()
+    for step in range(cfg["steps_done"]):
+        x, y, sn = (torch.from_numpy(a) for a in sampler.sample())
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg["steps_done"], 3e-3, 20)
+        loss = weighted_mse(model(x), y, sn)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = fixed_loss()
+    model.eval()
+    path = tmp_path_factory.mktemp("gauss") / "g.onnx"
+    parity = export_onnx(model, path, build_card(cfg, {"test": 1}, name="gaussian-test"),
+                         parity_shapes=((3, 37, 53),))
+    return dict(model=model, path=path, before=before, after=after, parity=parity)
+
+
+def test_few_steps_reduce_the_loss(trained):
+    # 1 = the noisy input's error (loss is MSE / sigma^2)
+    assert trained["before"] > 0.9
+    assert trained["after"] < 0.8 * trained["before"]
+
+
+def test_export_parity_odd_sizes_batch_of_three_sigmas(trained):
+    assert trained["parity"] <= 1e-4
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(trained["path"]), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    x = np.empty((3, 2, 29, 41), np.float32)
+    sig = np.array([0.05, 0.3, 0.9], np.float32)
+    x[:, 0] = rng.normal(size=(3, 29, 41))
+    x[:, 1] = sig[:, None, None]
+    out = sess.run(["output"], {"input": x})[0]
+    with torch.no_grad():
+        ref = trained["model"](torch.from_numpy(x)).numpy()
+    assert out.shape == (3, 1, 29, 41)
+    assert float(np.abs(out - ref).max()) <= 1e-4
+    # the noise map matters: the same image with another sigma gives another result
+    assert float(np.abs(out[1] - out[2]).max()) > 1e-3
+    assert check_parity(trained["model"], trained["path"], shapes=((2, 15, 9),)) <= 1e-4
+
+
+def test_card_reads_back(trained):
+    card = read_card(str(trained["path"]))
+    assert isinstance(card, ModelCard) and card.is_gaussian
+    assert card.name == "gaussian-test"
+    assert card.sigma_min == pytest.approx(0.02) and card.sigma_max == pytest.approx(2.0)
+    assert card.norm_offset == 0.0 and card.norm_scale == SCALE
+    assert card.receptive_field == 9 and card.metrics == {"test": 1}
+    assert card.reproduce.startswith("python -m training.gaussian train")
+    assert "150 steps" in card.extra.get("training_run", "")
+
+
+def _mse_gains(path, sigmas, seed=11):
+    den = OnnxGaussianDenoiser(str(path), Device.CPU)
+    rng = np.random.default_rng(seed)
+    clean = np.stack([_blocks(61, 67, rng) for _ in sigmas])
+    noisy = clean + np.asarray(sigmas, np.float32)[:, None, None] * rng.normal(size=clean.shape).astype(np.float32)
+    out = den(noisy, np.asarray(sigmas, np.float32))
+    assert out.shape == clean.shape and out.dtype == np.float32
+    return [10 * math.log10(np.mean((n - c) ** 2) / np.mean((o - c) ** 2)) for n, o, c in zip(noisy, out, clean)]
+
+
+def test_wrapper_runs_export_and_reduces_mse(trained):
+    gains = _mse_gains(trained["path"], [0.3, 1.0])
+    assert all(g > 1.0 for g in gains), gains
+
+
+@pytest.mark.skipif(not BUNDLED.exists(), reason="bundled Gaussian denoiser not built")
+def test_bundled_gaussian_model():
+    card = read_card(str(BUNDLED))
+    assert card.name == "gaussian-dncnn-log" and card.is_gaussian
+    assert card.sigma_min == pytest.approx(0.02) and card.sigma_max == pytest.approx(2.0)
+    assert card.norm_offset == 0.0 and card.tile_size == 512
+    assert "speed" in card.metrics and "heldout_mse_gain" in card.metrics
+    gains = _mse_gains(BUNDLED, [0.1, 0.3, 1.3])
+    assert all(g > 3.0 for g in gains), gains
