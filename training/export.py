@@ -16,7 +16,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -97,8 +97,8 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
     )
 
 
-def _export_bytes(model: torch.nn.Module) -> bytes:
-    x = torch.randn(1, 1, 37, 53)
+def _export_bytes(model: torch.nn.Module, channels: int = 1) -> bytes:
+    x = torch.randn(1, channels, 37, 53)
     batch = torch.export.Dim("batch", min=1)
     height = torch.export.Dim("height", min=1)
     width = torch.export.Dim("width", min=1)
@@ -120,14 +120,16 @@ def write_card(path: Path | str, card: ModelCard) -> None:
 
 
 def check_parity(model: torch.nn.Module, path: Path | str,
-                 shapes: Sequence[Tuple[int, int, int, int]] = ((1, 1, 37, 53),), seed: int = 0) -> float:
-    """Max |torch - onnxruntime| over random inputs of ``shapes``; raises when above PARITY_TOL."""
+                 shapes: Sequence[Tuple[int, ...]] = ((1, 1, 37, 53),), seed: int = 0,
+                 make_input: Optional[Callable[[Tuple[int, ...], np.random.Generator], np.ndarray]] = None) -> float:
+    """Max |torch - onnxruntime| over inputs ``make_input(shape, rng)`` (default: standard normal
+    of that shape); raises when above PARITY_TOL."""
     import onnxruntime as ort
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
     worst = 0.0
     for shape in shapes:
-        x = rng.standard_normal(shape).astype(np.float32)
+        x = (make_input(shape, rng) if make_input else rng.standard_normal(shape)).astype(np.float32)
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
         out = sess.run(["output"], {"input": x})[0]
@@ -140,18 +142,20 @@ def check_parity(model: torch.nn.Module, path: Path | str,
 
 
 def export_onnx(model: torch.nn.Module, path: Path | str, card: ModelCard,
-                parity_shapes: Sequence[Tuple[int, int, int, int]] = ((1, 1, 37, 53),)) -> float:
-    """Export ``model`` (eval, float32, CPU) to ``path`` with ``card``; returns the parity error."""
+                parity_shapes: Sequence[Tuple[int, ...]] = ((1, 1, 37, 53),), channels: int = 1,
+                make_input: Optional[Callable[[Tuple[int, ...], np.random.Generator], np.ndarray]] = None) -> float:
+    """Export ``model`` (eval, float32, CPU; ``channels`` input channels) to ``path`` with
+    ``card``; returns the torch vs onnxruntime parity error on ``parity_shapes``."""
     import onnx
     model = model.to("cpu").float().eval()
-    m = onnx.load_from_string(_export_bytes(model))
+    m = onnx.load_from_string(_export_bytes(model, channels))
     del m.metadata_props[:]
     onnx.helper.set_model_props(m, card.to_metadata())
     m.producer_name = "sar-despeckle training"
     onnx.checker.check_model(m)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     onnx.save(m, str(path))
-    return check_parity(model, path, parity_shapes)
+    return check_parity(model, path, parity_shapes, make_input=make_input)
 
 
 def load_checkpoint(path: Path | str) -> Tuple[DnCNN, Dict[str, object]]:

@@ -32,7 +32,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -42,7 +41,8 @@ from torch import nn
 
 from .data import DEFAULT_DATA, augment, load_references, split_holdout
 from .dncnn import DnCNN
-from .export import OPSET, PARITY_TOL, sha256, write_card
+from . import export as _export
+from .export import sha256, write_card
 from .train_dncnn import lr_at
 from sar_despeckle_plugin.core.model_card import INPUT_DOMAIN_GAUSSIAN, ModelCard
 
@@ -461,17 +461,6 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
     )
 
 
-def _export_bytes(model: nn.Module) -> bytes:
-    x = torch.randn(1, 2, 37, 53)
-    dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height", min=1),
-            3: torch.export.Dim("width", min=1)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(model, (x,), input_names=["input"], output_names=["output"], opset_version=OPSET,
-                                 dynamo=True, external_data=False, verbose=False, dynamic_shapes={"x": dims})
-    return prog.model_proto.SerializeToString()
-
-
 def random_inputs(shape: Tuple[int, int, int], rng, sigmas: Optional[Sequence[float]] = None) -> np.ndarray:
     """(K, H, W) -> a (K, 2, H, W) network input: noisy images and constant sigma maps (normalised units)."""
     k, h, w = shape
@@ -484,37 +473,14 @@ def random_inputs(shape: Tuple[int, int, int], rng, sigmas: Optional[Sequence[fl
 
 def check_parity(model: nn.Module, path: Path | str, shapes: Sequence[Tuple[int, int, int]] = ((3, 37, 53),),
                  seed: int = 0) -> float:
-    """Max |torch - onnxruntime| over random 2-channel inputs; raises when above PARITY_TOL."""
-    import onnxruntime as ort
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(seed)
-    worst = 0.0
-    for shape in shapes:
-        x = random_inputs(shape, rng)
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x)).numpy()
-        out = sess.run(["output"], {"input": x})[0]
-        if out.shape != ref.shape:
-            raise AssertionError(f"ONNX output shape {out.shape} != torch {ref.shape}")
-        worst = max(worst, float(np.abs(out - ref).max()))
-    if worst > PARITY_TOL:
-        raise AssertionError(f"torch vs onnxruntime differ by {worst:.3g} > {PARITY_TOL}")
-    return worst
+    """Max |torch - onnxruntime| over random 2-channel inputs of (K, H, W) shapes."""
+    return _export.check_parity(model, path, shapes, seed, make_input=random_inputs)
 
 
 def export_onnx(model: nn.Module, path: Path | str, card: ModelCard,
                 parity_shapes: Sequence[Tuple[int, int, int]] = ((3, 37, 53),)) -> float:
-    """Export ``model`` (eval, float32, CPU) to ``path`` with ``card``; returns the parity error."""
-    import onnx
-    model = model.to("cpu").float().eval()
-    m = onnx.load_from_string(_export_bytes(model))
-    del m.metadata_props[:]
-    onnx.helper.set_model_props(m, card.to_metadata())
-    m.producer_name = "sar-despeckle training"
-    onnx.checker.check_model(m)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(m, str(path))
-    return check_parity(model, path, parity_shapes)
+    """Export ``model`` with ``card``; returns the parity error on 2-channel (K, H, W) inputs."""
+    return _export.export_onnx(model, path, card, parity_shapes, channels=2, make_input=random_inputs)
 
 
 def load_checkpoint(path: Path | str) -> Tuple[GaussianDnCNN, Dict[str, object]]:
