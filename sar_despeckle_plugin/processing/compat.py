@@ -46,3 +46,11 @@ except (NameError, AttributeError):  # QGIS 3.22 - 3.34
     NUMBER_DOUBLE = QgsProcessingParameterNumber.Double
     NUMBER_INTEGER = QgsProcessingParameterNumber.Integer
     FILE_BEHAVIOR = QgsProcessingParameterFile.File
+
+
+try:  # QGIS >= 3.36 / QGIS 4
+    SOURCE_RASTER = Qgis.ProcessingSourceType.Raster
+except (NameError, AttributeError):  # QGIS 3.22 - 3.34
+    from qgis.core import QgsProcessing
+
+    SOURCE_RASTER = QgsProcessing.TypeRaster

@@ -3,7 +3,6 @@ data into the covariance rasters that MuLog and the PolSAR filters read."""
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterEnum,
@@ -17,7 +16,7 @@ from ..core.errors import CanceledError, DespeckleError
 from ..runtime.covariance import slc_to_covariance
 from ..runtime.polsarpro import import_polsarpro
 from ..runtime.raster_io import RasterSource
-from .compat import NUMBER_INTEGER, QgisProgress, advanced
+from .compat import NUMBER_INTEGER, SOURCE_RASTER, QgisProgress, advanced
 
 try:  # QGIS >= 3.36 / QGIS 4
     from qgis.core import Qgis
@@ -120,7 +119,7 @@ class SlcToCovarianceAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            self.INPUT, "Complex SLC layers (2 or 3 channels)", QgsProcessing.TypeRaster))
+            self.INPUT, "Complex SLC layers (2 or 3 channels)", SOURCE_RASTER))
         self.addParameter(QgsProcessingParameterEnum(
             self.OUTPUT_MATRIX, "Matrix", options=["Covariance (C2 / C3)", "Coherency (T3, full-pol only)"],
             defaultValue=0))
