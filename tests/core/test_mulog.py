@@ -12,6 +12,7 @@ from conftest import shared
 from sar_despeckle_plugin.core import mulog as M
 from sar_despeckle_plugin.core.errors import InvalidInputError
 from sar_despeckle_plugin.core.filters import polsar_boxcar
+from sar_despeckle_plugin.core.polsar import coherence_magnitudes, diagonal_amplitude_psnr, matrix_diagonal
 
 
 def random_hpd(rng, n, d):
@@ -19,20 +20,9 @@ def random_hpd(rng, n, d):
     return a @ np.conj(np.swapaxes(a, -1, -2)) + 0.1 * np.eye(d)
 
 
-def diag(c):
-    return np.real(np.einsum("...ii->...i", c))
-
-
-def amp_psnr(est, ref):
-    ea, ra = np.sqrt(np.maximum(diag(est), 0)), np.sqrt(diag(ref))
-    peak = np.percentile(ra, 99)
-    return 10 * np.log10(peak ** 2 / np.mean((ea - ra) ** 2))
-
-
-def coherence(c):
-    d = c.shape[-1]
-    return np.stack([np.abs(c[..., i, j]) / np.sqrt(c[..., i, i].real * c[..., j, j].real)
-                     for i in range(d) for j in range(i + 1, d)])
+diag = matrix_diagonal
+amp_psnr = diagonal_amplitude_psnr
+coherence = coherence_magnitudes
 
 
 def check_hpd(out):

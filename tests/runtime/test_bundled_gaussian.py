@@ -7,7 +7,10 @@ from sar_despeckle_plugin.core import mulog as M
 from sar_despeckle_plugin.core.filters import polsar_boxcar
 from sar_despeckle_plugin.runtime.models import GAUSSIAN, bundled_models, default_model_index
 from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxGaussianDenoiser, read_card
-from tests.core.test_mulog import amp_psnr, check_hpd, coherence, diag
+from sar_despeckle_plugin.core.polsar import coherence_magnitudes as coherence
+from sar_despeckle_plugin.core.polsar import diagonal_amplitude_psnr as amp_psnr
+from sar_despeckle_plugin.core.polsar import matrix_diagonal as diag
+from tests.core.test_mulog import check_hpd
 
 
 @pytest.fixture(scope="module")
