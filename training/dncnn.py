@@ -1,5 +1,8 @@
-"""DnCNN (Zhang et al., IEEE TIP 2017): fully convolutional, stride 1, residual."""
+"""DnCNN (Zhang et al., IEEE TIP 2017): fully convolutional, stride 1, residual; optional dilations (IRCNN)."""
 from __future__ import annotations
+
+import numbers
+from typing import Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -10,25 +13,37 @@ def receptive_field(depth: int, kernel: int = 3, dilation: int = 1) -> int:
     return int(depth) * (int(kernel) - 1) * int(dilation) + 1
 
 
+def _dilations(dilation: Union[int, Sequence[int]], depth: int) -> Tuple[int, ...]:
+    """One dilation per convolution from an int (all alike) or a sequence of length ``depth``; all >= 1."""
+    dil = (int(dilation),) * depth if isinstance(dilation, numbers.Integral) else tuple(int(d) for d in dilation)
+    if len(dil) != depth or min(dil) < 1:
+        raise ValueError(f"dilation must be an int >= 1 or {depth} ints >= 1, got {dilation!r}")
+    return dil
+
+
 class DnCNN(nn.Module):
     """``depth`` 3x3 convolutions: conv+ReLU, (depth-2) x (conv+BN+ReLU), conv.
 
-    The body predicts the noise; with ``residual`` the output is ``input - noise``.
+    The body predicts the noise; with ``residual`` the output is ``input - noise``. ``dilation``
+    (one int, or one per convolution) sets each convolution's dilation and padding, so the size
+    is kept and the receptive field is 1 + 2 * sum(dilations) at the same cost.
     """
 
     def __init__(self, depth: int = 17, width: int = 64, batch_norm: bool = True, residual: bool = True,
-                 channels: int = 1):
+                 channels: int = 1, dilation: Union[int, Sequence[int]] = 1):
         super().__init__()
         if depth < 2:
             raise ValueError("DnCNN needs depth >= 2")
         self.depth, self.width, self.batch_norm, self.residual = int(depth), int(width), bool(batch_norm), bool(residual)
-        layers = [nn.Conv2d(channels, width, 3, padding=1, bias=True), nn.ReLU(inplace=True)]
-        for _ in range(depth - 2):
-            layers.append(nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm))
+        self.dilations = _dilations(dilation, self.depth)
+        d = self.dilations
+        layers = [nn.Conv2d(channels, width, 3, padding=d[0], dilation=d[0], bias=True), nn.ReLU(inplace=True)]
+        for i in range(1, depth - 1):
+            layers.append(nn.Conv2d(width, width, 3, padding=d[i], dilation=d[i], bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.ReLU(inplace=True))
-        layers.append(nn.Conv2d(width, channels, 3, padding=1, bias=True))
+        layers.append(nn.Conv2d(width, channels, 3, padding=d[-1], dilation=d[-1], bias=True))
         self.body = nn.Sequential(*layers)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -39,10 +54,12 @@ class DnCNN(nn.Module):
 
     @property
     def receptive_field(self) -> int:
-        return receptive_field(self.depth)
+        """1 + 2 * sum of the dilations (2 * depth + 1 without dilation)."""
+        return 1 + 2 * sum(self.dilations)
 
     def describe(self) -> str:
-        return (f"DnCNN(depth={self.depth}, width={self.width}, kernel=3, "
+        dil = "" if set(self.dilations) == {1} else f"dilations={'-'.join(map(str, self.dilations))}, "
+        return (f"DnCNN(depth={self.depth}, width={self.width}, kernel=3, {dil}"
                 f"batch_norm={'yes' if self.batch_norm else 'no'}, {'residual' if self.residual else 'direct'})")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
