@@ -12,17 +12,43 @@ u = debiased_log(I, L), c = median of u over the *whole* noisy image (+ a random
 network input x = (u - c) / s and target y = (log R - c) / s.
 
 The references can also be read from a packed folder (``python -m training.data pack``):
-``bsd400.npy`` (uint8, N x 180 x 180) and ``s1_temporal_mean.npy`` (float32, N x 256 x 256),
-which is how they travel to a machine without GDAL.
+``bsd400.npy`` (uint8, N x 180 x 180), ``s1_temporal_mean.npy`` (float32, N x 256 x 256) and
+``s1_stacks.npz`` (the Sentinel-1 12-date stacks, see :func:`load_s1_stacks`), which is how
+they travel to a machine without GDAL or without the shared folder.
+
+Spatially correlated speckle (real sensors: the impulse response spreads each scatterer over
+a few pixels) is simulated by :func:`correlated_speckle` / :func:`correlated_slc`: each look
+is |h * z|^2 with z circular complex white Gaussian and h a separable sampled Gaussian
+point-spread function (PSF) of std ``psf_sigma`` pixels, normalised so that sum(h**2) = 1
+(then E|h * z|^2 = 1). The PSF acts on the speckle only (multiplicative model I = R * S):
+the scene R is not blurred, so the clean target stays sharp and E[I] = R exactly.
+
+Lag-1 intensity autocorrelation (one pixel along a row or a column). For a circular complex
+Gaussian field the intensity correlation coefficient is the squared modulus of the complex
+one (Siegert relation) and it does not depend on the number of looks, so
+
+    rho_I(1) = (sum_n h1[n] h1[n+1])**2        (h1: the 1-D taps, sum h1**2 = 1)
+
+(:func:`speckle_correlation`). The often quoted closed form exp(-1 / (2 psf_sigma**2)) is
+its continuous limit (sums replaced by integrals); it is accurate only for psf_sigma >~ 1
+and overestimates the sampled kernel's correlation below that, because the integer grid
+under-samples a narrow Gaussian: measured on 1024 x 1024 single-look intensity,
+psf_sigma = 0.644 gives 0.263 (closed form 0.300, exact sum 0.263) and psf_sigma = 0.989
+gives 0.600 (both formulas 0.600). Poisson summation gives the correction:
+rho_I(1) ~= exp(-1/(2 s**2)) * ((1 - 2 e) / (1 + 2 e))**2 with e = exp(-pi**2 s**2).
+:func:`psf_sigma_for_correlation` inverts the exact sum numerically.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,6 +65,12 @@ S1_DIR = "train/s1_grd_temporal_mean/tif"
 PACKED_BSD = "bsd400.npy"
 PACKED_S1 = "s1_temporal_mean.npy"
 TSX_DIR = "validate/tsx_clean_noisy_pairs"
+S1_STACK_DIR = "train/s1_grd_vv_stack_12dates"
+PACKED_STACKS = "s1_stacks.npz"
+# positions 05-08 of the 12-date stacks are sand at the Sentinel-1 noise floor
+SAND_POSITIONS = (5, 6, 7, 8)
+# dates always dropped, whatever index.csv says: position 00, January (another footprint)
+BAD_STACK_DATES = {0: {0}}
 
 
 @dataclass
@@ -66,6 +98,28 @@ def _read_tif(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             arr = np.asarray(im)
     return np.asarray(arr, dtype=np.float32)
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """Read one image file by its extension.
+
+    * ``.png``: 8-bit grey values (uint8, (H, W)), as stored (see :func:`bsd_to_intensity`);
+    * ``.tif`` / ``.tiff``: band 1 as float32 (GDAL);
+    * ``.npy``: a 2-D array, or a 3-D stack (T, H, W), returned as stored (dtype kept,
+      complex SLC included).
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext == ".png":
+        return _read_png(path)
+    if ext in (".tif", ".tiff"):
+        return _read_tif(path)
+    if ext == ".npy":
+        arr = np.load(path)
+        if arr.ndim not in (2, 3):
+            raise ValueError(f"{path}: expected a 2-D image or a 3-D stack, got shape {arr.shape}")
+        return arr
+    raise ValueError(f"{path}: unsupported image type {ext!r} (expected .png, .tif, .tiff or .npy)")
 
 
 def bsd_to_intensity(v: np.ndarray) -> np.ndarray:
@@ -115,8 +169,72 @@ def load_references(data: Path | str, sets: Sequence[str] = ("bsd400", "s1")) ->
     return out
 
 
-def pack(data: Path, out: Path) -> None:
-    """Write the clean training references as compact .npy files (no validation data)."""
+def stack_position(name: str) -> int:
+    """Position number of a 12-date stack from its name (``zone9_patch05_...`` -> 5)."""
+    m = re.search(r"patch(\d+)", name)
+    if m is None:
+        raise ValueError(f"no position number ('patchNN') in stack name {name!r}")
+    return int(m.group(1))
+
+
+def _excluded_dates(index_csv: Path) -> Dict[str, set]:
+    """Dates flagged 'exclude' in the stacks' index.csv: file name -> set of date indices."""
+    out: Dict[str, set] = {}
+    if not index_csv.exists():
+        return out
+    with open(index_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if "exclude" in (row.get("flag") or "").lower():
+                out.setdefault(row["file"], set()).add(int(row["index"]))
+    return out
+
+
+def _read_s1_stack_dir(root: Path) -> List[Tuple[str, np.ndarray]]:
+    """All stacks of ``root`` (the shared folder's layout), flagged dates dropped, pixels cleaned."""
+    excluded = _excluded_dates(root / "index.csv")
+    out = []
+    for f in sorted(root.glob("*.npy")):
+        arr = np.load(f)
+        bad = excluded.get(f.name, set()) | BAD_STACK_DATES.get(stack_position(f.stem), set())
+        keep = [t for t in range(arr.shape[0]) if t not in bad]
+        # non-finite / non-positive pixels get the smallest valid value of their date
+        out.append((f.stem, np.stack([s1_to_intensity(arr[t]) for t in keep]).astype(np.float32)))
+    return out
+
+
+def load_s1_stacks(data: Path | str, exclude_positions: Sequence[int] = SAND_POSITIONS
+                   ) -> List[Tuple[str, np.ndarray]]:
+    """The co-registered Sentinel-1 VV stacks: [(name, stack (T, H, W) float32 linear sigma0)].
+
+    Read from ``data/train/s1_grd_vv_stack_12dates`` (one ``.npy`` of 12 monthly dates per
+    position, 2018) or from a packed folder's ``s1_stacks.npz``. Dates flagged 'exclude' in
+    ``index.csv`` and those of ``BAD_STACK_DATES`` are dropped (January of position 00,
+    another footprint), so that stack has 11 dates. Non-finite or non-positive pixels get the
+    smallest valid value of their date. Positions in ``exclude_positions`` (by default 05-08,
+    sand near the noise floor) are left out. A packed folder holds only the positions that
+    were packed (see :func:`pack`).
+    """
+    data = Path(data)
+    excl = {int(p) for p in exclude_positions}
+    if (data / PACKED_STACKS).exists():
+        with np.load(data / PACKED_STACKS) as z:
+            stacks = [(name, z[name].astype(np.float32)) for name in sorted(z.files)]
+    else:
+        stacks = _read_s1_stack_dir(data / S1_STACK_DIR)
+    out = [(name, st) for name, st in stacks if stack_position(name) not in excl]
+    if not out:
+        raise FileNotFoundError(f"no Sentinel-1 stacks found under {data}")
+    return out
+
+
+def pack(data: Path, out: Path, stack_exclude_positions: Sequence[int] = SAND_POSITIONS) -> None:
+    """Write the clean training references as compact .npy files (no validation data).
+
+    The 12-date stacks (when ``data`` has them) go to ``s1_stacks.npz`` as
+    :func:`load_s1_stacks` returns them, without the positions of
+    ``stack_exclude_positions`` (the sand ones by default, which keeps the packed folder
+    under ~55 MB).
+    """
     out.mkdir(parents=True, exist_ok=True)
     bsd = np.stack([_read_png(f) for f in sorted((data / BSD_DIR).glob("*.png"))])
     s1 = np.stack([_read_tif(f) for f in sorted((data / S1_DIR).glob("*.tif"))]).astype(np.float32)
@@ -126,6 +244,127 @@ def pack(data: Path, out: Path) -> None:
         "source": str(data), "bsd400": list(bsd.shape), "s1_temporal_mean": list(s1.shape),
         "bsd400_files": [f.name for f in sorted((data / BSD_DIR).glob("*.png"))],
         "s1_files": [f.name for f in sorted((data / S1_DIR).glob("*.tif"))]}, indent=1))
+    if (data / S1_STACK_DIR).is_dir():
+        stacks = load_s1_stacks(data, exclude_positions=stack_exclude_positions)
+        np.savez(out / PACKED_STACKS, **dict(stacks))
+        info = json.loads((out / "index.json").read_text())
+        info["s1_stacks"] = {name: list(st.shape) for name, st in stacks}
+        (out / "index.json").write_text(json.dumps(info, indent=1))
+
+
+def psf_taps(psf_sigma: float) -> np.ndarray:
+    """1-D taps h1 of the separable Gaussian PSF (std ``psf_sigma`` pixels), sum(h1**2) = 1.
+
+    The 2-D PSF is h1 (outer) h1, so its squared taps also sum to 1. Taps reach
+    max(1, ceil(4 psf_sigma)) pixels; ``psf_sigma <= 0`` gives the identity [1.0].
+    """
+    s = float(psf_sigma)
+    if not math.isfinite(s):
+        raise ValueError(f"psf_sigma must be finite, got {psf_sigma}")
+    if s <= 0:
+        return np.ones(1)
+    r = max(1, int(math.ceil(4.0 * s)))
+    n = np.arange(-r, r + 1, dtype=np.float64)
+    h = np.exp(-n * n / (2.0 * s * s))
+    return h / math.sqrt(float(np.sum(h * h)))
+
+
+def speckle_correlation(psf_sigma: float, lag: int = 1) -> float:
+    """Intensity correlation coefficient at ``lag`` pixels (along a row or a column) of the
+    speckle of :func:`correlated_speckle`: (sum_n h1[n] h1[n+lag])**2, any number of looks."""
+    h = psf_taps(psf_sigma)
+    lag = abs(int(lag))
+    if lag == 0:
+        return 1.0
+    if lag >= len(h):
+        return 0.0
+    return float(np.sum(h[:-lag] * h[lag:]) ** 2)
+
+
+def psf_sigma_for_correlation(rho: float) -> float:
+    """The PSF std (pixels) whose speckle has lag-1 intensity correlation ``rho`` (in [0, 1)).
+
+    Inverts :func:`speckle_correlation` (increasing in psf_sigma) by bisection to ~1e-12.
+    """
+    rho = float(rho)
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(f"the lag-1 correlation must be in [0, 1), got {rho}")
+    if rho == 0.0:
+        return 0.0
+    lo, hi = 1e-3, 1.0
+    while speckle_correlation(hi) < rho:
+        hi *= 2.0
+        if hi > 1e4:
+            raise ValueError(f"correlation {rho} is too close to 1")
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if speckle_correlation(mid) < rho:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * hi:
+            break
+    return 0.5 * (lo + hi)
+
+
+def _filter_valid(x: np.ndarray, h: np.ndarray, axis: int) -> np.ndarray:
+    """'valid' filtering of ``x`` by the symmetric taps ``h`` along ``axis`` (shift and add)."""
+    n = x.shape[axis] - len(h) + 1
+    x = np.moveaxis(x, axis, -1)
+    out = h[0] * x[..., 0:n]
+    for k in range(1, len(h)):
+        out += h[k] * x[..., k:k + n]
+    return np.moveaxis(out, -1, axis)
+
+
+def _correlated_field(shape, psf_sigma: float, rng) -> np.ndarray:
+    """Circular complex Gaussian field of ``shape`` (..., H, W), E|f|^2 = 1, filtered by the PSF.
+
+    White noise is drawn on a grid larger by the PSF radius on each side and filtered in
+    'valid' mode, so the result is stationary up to its edges (no border effect).
+    """
+    g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    shape = tuple(int(v) for v in shape)
+    if len(shape) < 2:
+        raise ValueError(f"shape must have at least 2 dimensions, got {shape}")
+    h = psf_taps(psf_sigma)
+    r = len(h) // 2
+    big = shape[:-2] + (shape[-2] + 2 * r, shape[-1] + 2 * r)
+    z = (g.standard_normal(big) + 1j * g.standard_normal(big)) * math.sqrt(0.5)
+    if r:
+        z = _filter_valid(_filter_valid(z, h, -2), h, -1)
+    return z
+
+
+def correlated_speckle(shape, looks: int, psf_sigma: float, rng=None) -> np.ndarray:
+    """Spatially correlated multiplicative intensity speckle (float64, mean 1, variance 1/L).
+
+    Each look is |h * z|^2 (z circular complex white Gaussian, h the Gaussian PSF of
+    :func:`psf_taps`, sum h^2 = 1); ``looks`` independent looks are averaged, so the marginal
+    law is Gamma(L, 1/L) and the lag-1 intensity correlation is :func:`speckle_correlation`.
+    ``looks`` must be a whole number >= 1 when psf_sigma > 0. ``psf_sigma = 0`` gives white
+    speckle Gamma(looks, 1/looks) (then any looks > 0).
+    """
+    g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    if float(psf_sigma) <= 0:
+        return gamma_speckle(shape, looks, g)
+    n = int(round(float(looks)))
+    if n < 1 or abs(float(looks) - n) > 1e-9:
+        raise ValueError(f"correlated speckle needs a whole number of looks >= 1, got {looks}")
+    out = np.zeros(tuple(int(v) for v in shape))
+    for _ in range(n):
+        z = _correlated_field(shape, psf_sigma, g)
+        out += z.real ** 2 + z.imag ** 2
+    return out / n
+
+
+def correlated_slc(reflectivity: np.ndarray, psf_sigma: float, rng=None) -> np.ndarray:
+    """Single-look complex pixels (complex128) with E|z|^2 = ``reflectivity`` and PSF-correlated
+    speckle: z = sqrt(R) * (h * w) (the PSF acts on the speckle, not on the scene)."""
+    r = np.asarray(reflectivity, dtype=np.float64)
+    if np.any(~np.isfinite(r)) or np.any(r < 0):
+        raise ValueError("reflectivity must be finite and >= 0")
+    return np.sqrt(r) * _correlated_field(r.shape, psf_sigma, rng)
 
 
 def noisy_median(reference: np.ndarray, looks: float, rng) -> float:
@@ -146,12 +385,22 @@ class PatchSampler:
     default proportional to the number of pixels). ``c`` of each image is the median of the
     debiased log of a noisy realisation of the whole image (redrawn every ``refresh_c`` uses
     of that image's value, to keep its speckle-driven spread), plus uniform jitter.
+
+    Correlated speckle: a fraction ``correlated_fraction`` of the patches get the speckle of
+    :func:`correlated_speckle` with a PSF std drawn uniformly in [0, ``psf_sigma_max``] per
+    patch (the PSF filters a white-noise crop larger than the patch by its radius, so it does
+    not see the patch edge). Correlated speckle is a sum of whole looks: such patches use
+    round(looks) >= 1 looks (e.g. 4 for looks = 4.4; with ``looks_max``, the patch's drawn
+    looks rounded), while debiasing keeps using ``looks``. With ``correlated_fraction = 0``
+    (the default) no extra random number is drawn, so the batches are those of the white-only
+    sampler for the same seed.
     """
 
     def __init__(self, refs: Sequence[References], patch: int = 64, batch: int = 128,
                  looks: float = 1.0, norm_scale: float = 2.0, jitter: float = 0.5,
                  set_weights: Optional[Sequence[float]] = None, seed: int = 0,
-                 looks_max: Optional[float] = None, single_look_fraction: float = 0.5):
+                 looks_max: Optional[float] = None, single_look_fraction: float = 0.5,
+                 psf_sigma_max: float = 0.0, correlated_fraction: float = 0.0):
         self.images = [im for r in refs for im in r.images if min(im.shape) >= patch]
         sizes = [sum(im.size for im in r.images if min(im.shape) >= patch) for r in refs]
         counts = [sum(1 for im in r.images if min(im.shape) >= patch) for r in refs]
@@ -173,6 +422,12 @@ class PatchSampler:
         # debiasing always uses `looks` (the card's), as the plugin does
         self.looks_max = float(looks_max) if looks_max else self.looks
         self.single_look_fraction = float(single_look_fraction)
+        self.psf_sigma_max = float(psf_sigma_max)
+        self.correlated_fraction = float(correlated_fraction)
+        if not 0.0 <= self.correlated_fraction <= 1.0:
+            raise ValueError(f"correlated_fraction must be in [0, 1], got {correlated_fraction}")
+        if self.psf_sigma_max < 0:
+            raise ValueError(f"psf_sigma_max must be >= 0, got {psf_sigma_max}")
         self.rng = np.random.default_rng(seed)
         self.c = np.array([noisy_median(im, looks, self.rng) for im in self.images])
         self.log_ref = [np.log(im.astype(np.float64)) for im in self.images]
@@ -193,12 +448,19 @@ class PatchSampler:
             i = int(rng.integers(len(self.images)))
             self.c[i] = noisy_median(self.images[i], self.looks, rng)
         cs = cs + rng.uniform(-self.jitter, self.jitter, size=b)
+        lk = None
         if self.looks_max > self.looks:
             lk = np.exp(rng.uniform(np.log(self.looks), np.log(self.looks_max), size=b))
             lk[rng.random(b) < self.single_look_fraction] = self.looks
             noisy = clean * np.stack([gamma_speckle((p, p), L, rng) for L in lk])
         else:
             noisy = simulate_intensity(clean, self.looks, rng)
+        if self.correlated_fraction > 0:  # replace the speckle of some patches by correlated speckle
+            chosen = np.flatnonzero(rng.random(b) < self.correlated_fraction)
+            sigmas = rng.uniform(0.0, self.psf_sigma_max, size=chosen.size)
+            for j, sg in zip(chosen, sigmas):
+                n_looks = max(1, int(round(self.looks if lk is None else lk[j])))
+                noisy[j] = clean[j] * correlated_speckle((p, p), n_looks, sg, rng)
         noisy = np.maximum(noisy, np.finfo(np.float64).tiny)  # an exact 0 (probability 2**-53) would give -inf
         u = debiased_log(noisy, self.looks)
         x = (u - cs[:, None, None]) / self.scale
