@@ -12,7 +12,7 @@ export QT_QPA_PLATFORM ?= offscreen
 QGIS_ENV = QGIS_PLUGINPATH=$(abspath $(BUILD)) PYTHONPATH=$(abspath $(VENV))/lib/python3.11/site-packages:$(abspath .)
 APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv python3-pip python3-scipy
 
-.PHONY: setup setup-training demo test plugin package bench bench-polsar models clean
+.PHONY: setup setup-training demo test plugin package bench bench-polsar bench-quality models models-smoke clean
 
 setup: $(STAMP)
 
@@ -58,11 +58,12 @@ bench: plugin
 	$(QGIS_ENV) $(PY) benchmarks/bench_pipeline.py
 	$(QGIS_ENV) $(PY) benchmarks/bench_filters.py
 
-# Retrain the bundled models from scratch (CPU: days, see sar_despeckle_plugin/models/README.md;
-# DEVICE=cuda: minutes). Each run exports runs/<name>/<name>.onnx with its card and metrics.
+# Retrain the bundled despeckling models from their configurations (training/configs/*.yaml).
+# CPU times on the 2-core development machine are in sar_despeckle_plugin/models/README.md
+# (the two DnCNN models take days on CPU; DEVICE=cuda takes minutes). Each run writes
+# runs/<name>/checkpoint.pt and runs/<name>/<name>.onnx with its card and metrics.
 DEVICE ?= cpu
-TRAIN := $(PY) -m training.train_dncnn --device $(DEVICE) --batch 128 --patch 64 --depth 17 --width 64 \
-	--lr 0.001 --warmup 200 --loss l2 --looks 1 --norm-scale 2 --jitter 0.5 --s1-weight 0.4 --seed 0 --bf16
+BUNDLED_CONFIGS := dncnn_l1_general dncnn_l1to8_blind unet_l1_fast unet_l1_correlated unet_s1grd_pairs
 # MuLog against boxcar, polarimetric Refined Lee and the reference MuLoG+BM3D (installed apart,
 # in .venv/ref-mulog, when it installs): PSNR, coherence error, seconds per MPx.
 bench-polsar: plugin
@@ -72,9 +73,21 @@ bench-polsar: plugin
 	$(QGIS_ENV) $(PY) benchmarks/bench_polsar.py --onnx $(PLUGIN)/models/gaussian_dncnn_log.onnx
 
 models: setup-training
-	$(TRAIN) --steps 28982 --out runs/dncnn-l1-general
-	$(TRAIN) --steps 14041 --looks-max 8 --single-look-fraction 0.5 --out runs/dncnn-l1to8-blind --name dncnn-l1to8-blind
-	@echo "Compare runs/*/*.onnx with sar_despeckle_plugin/models/ (python -m training.evaluate FILE), then copy them there."
+	for c in $(BUNDLED_CONFIGS); do $(PY) -m training train --config training/configs/$$c.yaml --device $(DEVICE) || exit 1; done
+	$(PY) -m training.gaussian train --steps 6969 --batch 64 --patch 48 --depth 8 --width 32 --sigma-power 2 \
+	  --lr 0.001 --warmup 200 --norm-scale 2 --sigma-min 0.02 --sigma-max 2 --weights 0.45,0.4,0.15 --seed 0 \
+	  --bf16 --out runs/gaussian
+	@echo "Compare runs/*/*.onnx with sar_despeckle_plugin/models/ (make bench-quality), then copy them there."
+
+# Every configuration for 3 steps on small batches, exported (no evaluation): checks the recipes.
+models-smoke: setup-training
+	$(PY) -m training smoke --out runs/smoke
+
+# PSNR/SSIM of the bundled models against classical filters (TSX pairs, BSD68) and CPU speed.
+bench-quality: plugin
+	mkdir -p benchmarks/results
+	$(QGIS_ENV) $(PY) benchmarks/bench_quality.py --markdown benchmarks/results/bench_quality.md \
+	  --json benchmarks/results/bench_quality.json
 
 clean:
 	rm -rf $(BUILD) dist $(VENV)

@@ -1,7 +1,13 @@
 """Offline training of the sar-despeckle ONNX networks (PyTorch; never imported by the plugin).
 
-Modules: :mod:`training.data` (clean references, patches, simulated speckle),
-:mod:`training.dncnn` (the network), :mod:`training.train_dncnn` (the training command),
-:mod:`training.export` (torch -> ONNX with a model card) and :mod:`training.evaluate`
-(PSNR on the TerraSAR-X validation pairs against a 5x5 boxcar).
+``python -m training {train,export,evaluate,quantize,smoke}`` (:mod:`training.cli`) trains a
+configuration of ``training/configs/*.yaml`` (:mod:`training.config`) with one loop
+(:mod:`training.trainer`): strategies in :mod:`training.data` (supervised patches, simulated
+white or correlated speckle, Sentinel-1 stacks) and :mod:`training.strategies` (pairs, masking);
+networks in :mod:`training.dncnn` and :mod:`training.unet`; losses in :mod:`training.losses`.
+:mod:`training.export` writes ONNX with the model card, :mod:`training.evaluate` measures it on
+the validation data through the plugin's own pipeline, :mod:`training.quantize` makes int8
+versions, :mod:`training.metrics` holds PSNR/SSIM. :mod:`training.gaussian` trains MuLog's
+Gaussian denoiser and :mod:`training.train_dncnn` is the older DnCNN-only command that made the
+first two bundled models.
 """

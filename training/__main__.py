@@ -1,6 +1,6 @@
-"""``python -m training`` = ``python -m training.train_dncnn``."""
+"""``python -m training {train,export,evaluate,smoke}`` (see :mod:`training.cli`)."""
 import sys
 
-from .train_dncnn import main
+from .cli import main
 
 sys.exit(main())

@@ -182,6 +182,106 @@ def export_and_evaluate(model: DnCNN, config: Dict[str, object], out: Path, data
             "card": card.to_metadata()}
 
 
+# ----------------------------------------------------------------------------- configuration-driven models
+STRATEGY_TEXT = {
+    "supervised": "supervised: clean references with simulated speckle, target = the clean log-reflectivity",
+    "pairs": ("self-supervised pairs (SAR2SAR-like): input one Sentinel-1 date, target another date of the same "
+              "place; pixels whose smoothed log-ratio between the dates is improbable under speckle (robust "
+              "{k:g}-sigma test on a {win}x{win} mean, dilated) get zero weight (change compensation)"),
+    "masking": ("single-image self-supervision (Noise2Self-like): {frac:.0%} of the pixels replaced by a random "
+                "neighbour in the input, loss on those pixels only against the noisy image itself"),
+}
+
+
+def _speckle_text(d: Dict[str, object]) -> str:
+    looks = float(d["looks"])
+    txt = f"{looks:g}-look"
+    if d.get("looks_max") and float(d["looks_max"]) > looks:
+        txt = (f"{looks:g}-look for {float(d.get('single_look_fraction', 0.5)):.0%} of the patches, else "
+               f"log-uniform {looks:g}-{float(d['looks_max']):g}-look")
+    corr = float(d.get("correlated_fraction") or 0)
+    if corr > 0:
+        txt += (f" speckle, spatially correlated for {corr:.0%} of the patches (complex Gaussian filtered by a "
+                f"Gaussian PSF of std uniform in [0, {float(d['psf_sigma_max']):g}] px), white otherwise")
+    else:
+        txt += " white Gamma speckle"
+    return txt
+
+
+def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] = None,
+                      model: Optional[torch.nn.Module] = None) -> ModelCard:
+    """The model card of a network trained by :mod:`training.trainer` from ``config`` (resolved)."""
+    from .losses import Objective
+    from .trainer import build_model
+    model = model if model is not None else build_model(config)
+    d = config["data"]
+    strategy = str(config["strategy"])
+    objective = Objective(config["loss"]["kind"], looks=float(d["looks"]), norm_scale=float(d["norm_scale"]),
+                          tv_weight=float(config["loss"]["tv_weight"]))
+    steps = int(config.get("steps_done", config.get("steps", 0)))
+    looks = float(d["looks"])
+    text = STRATEGY_TEXT[strategy].format(k=float(d["change_k"]), win=int(d["change_window"]),
+                                          frac=float(d["mask_fraction"]))
+    if strategy == "pairs":
+        data_text = ("Sentinel-1 GRD VV stack (train/s1_grd_vv_stack_12dates: 12 monthly dates at co-registered "
+                     f"positions; positions {list(d['exclude_positions'])} (sand at the noise floor) excluded, "
+                     f"positions {list(d['holdout_positions'])} held out, the January date of position 00 dropped); "
+                     "real speckle, about 4-5 looks, spatially correlated; random crops with the 8 flips/rotations")
+        speckle = "real Sentinel-1 speckle"
+    else:
+        data_text = ("BSD400 natural grey images (8-bit values clipped to >= 1 read as amplitude, intensity = v^2) "
+                     "and Sentinel-1 GRD temporal means (train/s1_grd_temporal_mean, linear intensity), "
+                     f"S1 patch weight {float(d['s1_weight']):g}; last {int(d['holdout_bsd'])} BSD400 and last "
+                     f"{int(d['holdout_s1'])} S1 images held out; random crops with the 8 flips/rotations; "
+                     f"speckle simulated: {_speckle_text(d)}")
+        speckle = _speckle_text(d)
+    o = config["optimizer"]
+    lmax = d.get("looks_max")
+    return ModelCard(
+        name=str(config["name"]),
+        architecture=model.describe(),
+        input_domain="log_intensity",
+        looks=looks,
+        debias=True,
+        norm_offset="median",
+        norm_scale=float(d["norm_scale"]),
+        receptive_field=int(model.receptive_field),
+        training_strategy=(f"{text}; {speckle}; loss {objective.describe()} on normalised debiased log-intensity "
+                           f"(offset = median of the noisy debiased log of the whole image, jitter "
+                           f"+-{float(d['jitter']):g}); {steps} Adam steps of {int(config['batch'])} x "
+                           f"{int(config['patch'])}x{int(config['patch'])} patches, lr {float(o['lr']):g} "
+                           f"({int(o['warmup'])} warm-up steps, cosine to x{float(o['min_lr_ratio']):g})"),
+        training_data=data_text,
+        metrics=metrics or {},
+        reproduce=str(config.get("reproduce", "python -m training train --config CONFIG.yaml")),
+        tile_size=512,
+        size_multiple=1,
+        looks_max=float(lmax) if lmax and float(lmax) > looks else None,
+        description=str(config.get("description") or f"{config['name']}: despeckler for {looks:g}-look intensity"),
+        license=LICENSE,
+        extra=({"training_run": (f"{steps} steps on {config.get('device_name', '?')} "
+                                 f"(torch {config.get('torch_version', '?')}, "
+                                 f"{'bf16 autocast' if config.get('bf16') else 'float32'}), "
+                                 f"{config.get('train_minutes', '?')} min, seed {config.get('seed', 0)}")}
+               if "steps_done" in config else {}),
+    )
+
+
+def export_config_model(model: torch.nn.Module, config: Dict[str, object], out: Path, data: Path | str,
+                        evaluate: bool = True, extra_metrics: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """Export a :mod:`training.trainer` model with its card; parity on odd sizes; when the
+    validation data is found, measure the card's metrics on the exported file."""
+    metrics = dict(extra_metrics or {})
+    parity = export_onnx(model, out, build_config_card(config, metrics, model),
+                         parity_shapes=((1, 1, 37, 53), (2, 1, 61, 45)))
+    metrics["parity_max_abs"] = float(f"{parity:.3g}")
+    if evaluate and (Path(data) / TSX_DIR).exists():
+        from .evaluate import evaluate_onnx
+        metrics.update(evaluate_onnx(out, data))
+    write_card(out, build_config_card(config, metrics, model))
+    return {"onnx": str(out), "sha256": sha256(out), "parity_max_abs": parity, "metrics": metrics}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)

@@ -1,0 +1,145 @@
+"""Training configurations: YAML files in ``training/configs/`` read into one checked dictionary.
+
+A configuration names the strategy, the architecture, the loss, the data and the optimisation
+(see ``training/configs/README.md`` for every key). :func:`load_config` fills the defaults below,
+applies ``key.sub=value`` overrides (``--set`` on the command line) and rejects unknown keys, so a
+typo never silently trains something else.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict, Iterable, Mapping, Optional
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+STRATEGIES = ("supervised", "pairs", "masking")
+ARCHITECTURES = ("dncnn", "unet")
+LOSSES = ("l2", "l1", "nll")
+
+DEFAULTS: Dict[str, Any] = {
+    "name": None,                    # model name (the card's name; file name = name with _ for -)
+    "description": "",               # one line for the card
+    "strategy": "supervised",
+    "architecture": {
+        "type": "dncnn",
+        # dncnn
+        "depth": 17, "width": 64, "batch_norm": True, "residual": True, "dilation": 1,
+        # unet
+        "levels": 3, "convs_per_block": 2, "max_width": 256,
+    },
+    "loss": {"kind": "l2", "tv_weight": 0.0},
+    "data": {
+        "root": None,                # default: ../shared/data next to the repository
+        "looks": 1.0,                # speckle looks of the model (the card's looks, used to debias)
+        "looks_max": None,           # supervised/masking: noise-level-blind training in [looks, looks_max]
+        "single_look_fraction": 0.5,
+        "psf_sigma_max": 0.0,        # correlated speckle: PSF std drawn in [0, psf_sigma_max] pixels
+        "correlated_fraction": 0.0,  # fraction of patches with correlated speckle
+        "norm_scale": 2.0,
+        "jitter": 0.5,
+        "s1_weight": 0.4,            # supervised/masking: share of Sentinel-1 temporal-mean patches
+        "holdout_bsd": 8,
+        "holdout_s1": 4,
+        "mask_fraction": 0.05,       # masking
+        "change_window": 7,          # pairs: change compensation window and threshold (robust sigmas)
+        "change_k": 3.0,
+        "exclude_positions": [5, 6, 7, 8],  # pairs: stack positions not used (sand at the noise floor)
+        "holdout_positions": [10, 11],      # pairs: stack positions kept for validation
+    },
+    "patch": 64,
+    "batch": 32,
+    "steps": 1000,
+    "optimizer": {"lr": 1e-3, "warmup": 200, "min_lr_ratio": 0.01},
+    "seed": 0,
+    "bf16": True,
+    "workers": 1,
+    "log_every": 50,
+    "val_every": 500,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used."""
+
+
+def _merge(base: Dict[str, Any], new: Mapping[str, Any], path: str = "") -> None:
+    for key, value in new.items():
+        where = f"{path}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown configuration key {where!r}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where!r} must be a mapping")
+            _merge(base[key], value, where + ".")
+        else:
+            base[key] = value
+
+
+def _parse_override(item: str) -> Dict[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not key=value")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    out: Dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def check(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    if cfg["strategy"] not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {STRATEGIES}, got {cfg['strategy']!r}")
+    if cfg["architecture"]["type"] not in ARCHITECTURES:
+        raise ConfigError(f"architecture.type must be one of {ARCHITECTURES}, got {cfg['architecture']['type']!r}")
+    if cfg["loss"]["kind"] not in LOSSES:
+        raise ConfigError(f"loss.kind must be one of {LOSSES}, got {cfg['loss']['kind']!r}")
+    if cfg["strategy"] == "supervised" and cfg["loss"]["kind"] == "nll":
+        raise ConfigError("the speckle likelihood (loss nll) needs a noisy target: use it with pairs or masking")
+    if not cfg.get("name"):
+        raise ConfigError("a configuration needs a 'name' (the model card's name)")
+    for key in ("patch", "batch", "steps"):
+        if int(cfg[key]) < 1:
+            raise ConfigError(f"{key} must be >= 1")
+    if float(cfg["data"]["looks"]) <= 0:
+        raise ConfigError("data.looks must be > 0")
+    return cfg
+
+
+def load_config(path: Optional[Path | str] = None, overrides: Iterable[str] = (),
+                values: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Defaults, then the YAML file ``path`` (a path, or a name in training/configs), then
+    ``values``, then ``key.sub=value`` ``overrides``."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        if not p.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
+            p = CONFIG_DIR / f"{path}.yaml"
+        if not p.exists():
+            raise ConfigError(f"configuration file {path} not found")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{p} must hold a mapping")
+        _merge(cfg, loaded)
+        cfg["_file"] = str(p)
+    if values:
+        _merge(cfg, values)
+    for item in overrides:
+        _merge(cfg, _parse_override(item))
+    return check(cfg)
+
+
+def config_path_for_command(cfg: Mapping[str, Any]) -> str:
+    """The configuration file as written in reproduce commands (relative to the repository)."""
+    f = cfg.get("_file")
+    if not f:
+        return "CONFIG.yaml"
+    p = Path(f).resolve()
+    try:
+        return str(p.relative_to(CONFIG_DIR.parent.parent))
+    except ValueError:
+        return str(p)

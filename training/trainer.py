@@ -1,0 +1,334 @@
+"""One training loop for every configuration: strategy x architecture x loss.
+
+``python -m training train --config training/configs/<name>.yaml [--device cuda] [--steps N]
+[--out DIR] [--resume] [--max-minutes M] [--set key.sub=value ...]``
+
+* strategies (:mod:`training.strategies`, :mod:`training.data`): ``supervised`` (clean reference +
+  simulated speckle, white or spatially correlated), ``pairs`` (two dates of the Sentinel-1 stack,
+  input one, target the other, changed areas weighted out) and ``masking`` (single noisy image,
+  loss on masked pixels only);
+* architectures: DnCNN (:mod:`training.dncnn`) and U-Net (:mod:`training.unet`);
+* losses (:mod:`training.losses`): L2, L1, Fisher-Tippett NLL, plus a TV term.
+
+Every batch is (x, t, w): input, target and per-pixel weight in the plugin's normalised
+log domain (see :mod:`training.data`). The learning rate warms up linearly then follows a cosine
+to ``lr * min_lr_ratio``. Each validation writes ``checkpoint.pt`` (model, optimiser, step,
+history); ``--resume`` continues from it with the same schedule, the data stream re-seeded from
+(seed, step) so that no batch repeats. Logs go to stdout and ``log.jsonl`` as JSON lines. At the
+end the model is exported to ONNX with its card (:mod:`training.export`), unless ``--no-export``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import config_path_for_command, load_config
+from .data import DEFAULT_DATA, PatchSampler, load_references, split_holdout, stack_position
+from .dncnn import DnCNN
+from .evaluate import contract_card, despeckle_intensity, psnr_amplitude
+from .losses import Objective
+from sar_despeckle_plugin.core.speckle import simulate_intensity
+
+
+# ----------------------------------------------------------------------------- building blocks
+def data_root(cfg: Dict[str, Any]) -> Path:
+    return Path(cfg["data"]["root"]) if cfg["data"].get("root") else DEFAULT_DATA
+
+
+def build_model(cfg: Dict[str, Any]) -> nn.Module:
+    a = cfg["architecture"]
+    if a["type"] == "dncnn":
+        dil = a.get("dilation", 1)
+        kwargs = {"dilation": dil} if dil not in (1, None) else {}
+        return DnCNN(int(a["depth"]), int(a["width"]), batch_norm=bool(a["batch_norm"]),
+                     residual=bool(a["residual"]), **kwargs)
+    from .unet import UNet
+    return UNet(levels=int(a["levels"]), width=int(a["width"]), batch_norm=bool(a["batch_norm"]),
+                residual=bool(a["residual"]), convs_per_block=int(a["convs_per_block"]),
+                max_width=int(a["max_width"]))
+
+
+def build_objective(cfg: Dict[str, Any]) -> Objective:
+    return Objective(cfg["loss"]["kind"], looks=float(cfg["data"]["looks"]),
+                     norm_scale=float(cfg["data"]["norm_scale"]), tv_weight=float(cfg["loss"]["tv_weight"]))
+
+
+def _speckle_kwargs(d: Dict[str, Any]) -> Dict[str, Any]:
+    """PatchSampler/MaskSampler keyword arguments for correlated speckle (only when used)."""
+    if float(d.get("correlated_fraction") or 0) > 0:
+        return {"psf_sigma_max": float(d["psf_sigma_max"]), "correlated_fraction": float(d["correlated_fraction"])}
+    return {}
+
+
+def build_sampler(cfg: Dict[str, Any], seed) -> Any:
+    """The training sampler of the configuration's strategy (held-out data excluded)."""
+    d, root = cfg["data"], data_root(cfg)
+    common = dict(patch=int(cfg["patch"]), batch=int(cfg["batch"]), looks=float(d["looks"]),
+                  norm_scale=float(d["norm_scale"]), jitter=float(d["jitter"]))
+    if cfg["strategy"] == "pairs":
+        from .data import load_s1_stacks
+        from .strategies import PairSampler
+        stacks = [s for s in load_s1_stacks(root, exclude_positions=tuple(d["exclude_positions"]))
+                  if stack_position(s[0]) not in set(d["holdout_positions"])]
+        return PairSampler(stacks, window=int(d["change_window"]), k=float(d["change_k"]), seed=seed, **common)
+    refs = load_references(root)
+    train_refs, _ = split_holdout(refs, [int(d["holdout_bsd"]), int(d["holdout_s1"])])
+    weights = [1.0 - float(d["s1_weight"]), float(d["s1_weight"])]
+    if cfg["strategy"] == "masking":
+        from .strategies import MaskSampler
+        return MaskSampler(train_refs, mask_fraction=float(d["mask_fraction"]), set_weights=weights, seed=seed,
+                           **common, **_speckle_kwargs(d))
+    blind = {"looks_max": float(d["looks_max"]), "single_look_fraction": float(d["single_look_fraction"])} \
+        if d.get("looks_max") else {}
+    return PatchSampler(train_refs, set_weights=weights, seed=seed, **common, **blind, **_speckle_kwargs(d))
+
+
+def build_validation(cfg: Dict[str, Any], limit: Optional[int] = None, size: int = 128) -> List[Tuple[str, np.ndarray, np.ndarray]]:
+    """Fixed (name, reference amplitude, noisy intensity) images never trained on.
+
+    pairs: held-out stack positions (one date against the mean of the other dates);
+    otherwise: the held-out references with fixed simulated speckle of the model's looks
+    (correlated as in training when the configuration uses correlated speckle, PSF std at the
+    middle of its range).
+    """
+    d, root = cfg["data"], data_root(cfg)
+    if cfg["strategy"] == "pairs":
+        from .data import load_s1_stacks
+        from .strategies import make_pair_validation
+        stacks = [s for s in load_s1_stacks(root, exclude_positions=tuple(d["exclude_positions"]))
+                  if stack_position(s[0]) in set(d["holdout_positions"])]
+        val = make_pair_validation(stacks, looks=float(d["looks"]), size=size)
+        return val[:limit] if limit else val
+    refs = load_references(root)
+    _, held = split_holdout(refs, [int(d["holdout_bsd"]), int(d["holdout_s1"])])
+    rng = np.random.default_rng(1234)
+    corr = float(d.get("correlated_fraction") or 0) > 0
+    out = []
+    for r in held:
+        for name, im in zip(r.names, r.images):
+            h, w = im.shape
+            s = min(size, h, w)
+            r0, c0 = (h - s) // 2, (w - s) // 2
+            ref = im[r0:r0 + s, c0:c0 + s].astype(np.float64)
+            if corr:
+                from .data import correlated_speckle
+                noisy = ref * correlated_speckle(ref.shape, max(1, round(float(d["looks"]))),
+                                                 float(d["psf_sigma_max"]) / 2, rng)
+            else:
+                noisy = simulate_intensity(ref, float(d["looks"]), rng)
+            out.append((name, np.sqrt(ref), noisy))
+    return out[:limit] if limit else out
+
+
+def validate(model: nn.Module, val, cfg: Dict[str, Any], device) -> float:
+    """Mean PSNR (amplitude, peak = 99th percentile) over the validation images, through the
+    plugin's own inference pipeline."""
+    was_training = model.training
+    model.eval()
+
+    def run(x):
+        with torch.no_grad():
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    rf = int(getattr(model, "receptive_field"))
+    card = contract_card(float(cfg["data"]["looks"]), float(cfg["data"]["norm_scale"]), rf)
+    scores = [psnr_amplitude(np.sqrt(despeckle_intensity(noisy, card, run)), ref) for _, ref, noisy in val]
+    model.train(was_training)
+    return float(np.mean(scores))
+
+
+def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float = 0.01) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from lr to lr * min_ratio at ``total``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """Endless (x, t, w) batches from a sampler built in the worker (seeded by worker and step)."""
+
+    def __init__(self, cfg: Dict[str, Any], seed):
+        self.cfg, self.seed = cfg, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        if info is not None:
+            torch.set_num_threads(1)
+        sampler = build_sampler(self.cfg, list(self.seed) + [wid])
+        while True:
+            out = sampler.sample()
+            if len(out) == 2:
+                x, t = out
+                w = np.ones_like(x)
+            else:
+                x, t, w = out
+            yield torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(np.asarray(w, np.float32))
+
+
+def reproduce_command(cfg: Dict[str, Any], steps: int, overrides: List[str]) -> str:
+    """The CPU command that reproduces a run of ``steps`` steps (the schedule's length)."""
+    parts = ["python -m training train", f"--config {config_path_for_command(cfg)}", "--device cpu",
+             f"--steps {steps}"]
+    parts += [f"--set {o}" for o in overrides]
+    return " ".join(parts)
+
+
+def save_checkpoint(path: Path, model: nn.Module, opt, cfg: Dict[str, Any], history: List[Dict], step: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": {k: v.detach().float().cpu() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(), "step": step, "config": cfg, "history": history}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path | str) -> Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]:
+    """(model in eval mode, its configuration, the raw checkpoint)."""
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    model = build_model(ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt["config"], ckpt
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = False,
+          max_minutes: Optional[float] = None, stop_after: Optional[int] = None, export: bool = True,
+          overrides: Optional[List[str]] = None, val_limit: Optional[int] = None,
+          evaluate: bool = True, log: Callable[[Dict], None] = None) -> Dict[str, Any]:
+    """Train ``cfg`` into ``out``; returns a summary (and exports ``out/<name>.onnx``)."""
+    t_start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = list(overrides or [])
+    log_file = open(out / "log.jsonl", "a")
+
+    def emit(rec: Dict) -> None:
+        line = json.dumps(rec)
+        print(line, flush=True)
+        log_file.write(line + "\n")
+        log_file.flush()
+        if log:
+            log(rec)
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda asked but torch sees no CUDA device")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+    model = build_model(cfg).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=float(cfg["optimizer"]["lr"]))
+    objective = build_objective(cfg)
+    ckpt_path = out / "checkpoint.pt"
+    history: List[Dict] = []
+    step, minutes_before = 0, 0.0
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, history = int(ckpt["step"]), list(ckpt["history"])
+        minutes_before = float(ckpt["config"].get("train_minutes", 0.0))
+        emit({"event": "resume", "step": step})
+
+    total = int(cfg["steps"])
+    stop = min(total, stop_after) if stop_after else total
+    workers = int(cfg["workers"])
+    loader = torch.utils.data.DataLoader(_Stream(cfg, [seed, step]), batch_size=None, num_workers=workers,
+                                         pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
+                                         prefetch_factor=4 if workers > 0 else None)
+    val = build_validation(cfg, limit=val_limit)
+    amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bool(cfg["bf16"]))
+    dev_name = torch.cuda.get_device_name(0) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    rf = int(model.receptive_field)
+    emit({"event": "start", "name": cfg["name"], "strategy": cfg["strategy"], "device": dev_name,
+          "torch": torch.__version__, "workers": workers, "val_images": len(val), "planned_steps": total,
+          "receptive_field": rf, "loss": objective.describe(),
+          "parameters": int(sum(p.numel() for p in model.parameters()))})
+    o = cfg["optimizer"]
+    t_loop, done_at_start, t_timing = time.time(), step, time.time()
+    run_loss, n_loss = 0.0, 0
+
+    def resolved(done: int) -> Dict[str, Any]:
+        c = dict(cfg)
+        c.update(steps=total, steps_done=done, receptive_field=rf, device_name=dev_name,
+                 torch_version=torch.__version__,
+                 train_minutes=round((time.time() - t_loop) / 60 + minutes_before, 2),
+                 reproduce=reproduce_command(cfg, total, overrides))
+        return c
+
+    it = iter(loader)
+    model.train()
+    while step < stop:
+        x, t, w = (v.to(dev, non_blocking=True) for v in next(it))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, float(o["lr"]), int(o["warmup"]), float(o["min_lr_ratio"]))
+        with amp:
+            pred = model(x)
+        loss = objective(pred.float(), t, w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        run_loss += float(loss.detach())
+        n_loss += 1
+        if max_minutes is not None:
+            # after a short timing window, shorten the schedule so that it completes in the budget
+            if step == done_at_start + 10:
+                t_timing = time.time()
+            elif step == done_at_start + 40:
+                rate = 30 / max(time.time() - t_timing, 1e-9)
+                remaining = max_minutes * 60 - (time.time() - t_loop)
+                fit = step + int(rate * remaining * 0.93)
+                if fit < total:
+                    total = max(step + 1, fit)
+                    stop = min(stop, total)
+                emit({"event": "budget", "steps_per_s": round(rate, 3), "planned_steps": total})
+            elif time.time() - t_loop > max_minutes * 60:
+                emit({"event": "time_limit", "step": step})
+                stop = step
+        if step % int(cfg["log_every"]) == 0 or step == stop:
+            el = time.time() - t_loop
+            rec = {"step": step, "loss": round(run_loss / max(1, n_loss), 5), "lr": opt.param_groups[0]["lr"],
+                   "elapsed_s": round(el, 1), "steps_per_s": round((step - done_at_start) / max(el, 1e-9), 3)}
+            run_loss, n_loss = 0.0, 0
+            if step % int(cfg["val_every"]) == 0 or step == stop:
+                rec["val_psnr"] = round(validate(model, val, cfg, dev), 3)
+                save_checkpoint(ckpt_path, model, opt, resolved(step), history + [rec], step)
+            history.append(rec)
+            emit(rec)
+
+    model.eval()
+    cfg_done = resolved(step)
+    final_val = validate(model, val, cfg, dev)
+    history.append({"step": step, "final_val_psnr": round(final_val, 3)})
+    save_checkpoint(ckpt_path, model, opt, cfg_done, history, step)
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    summary = {"event": "done", "steps_done": step, "planned_steps": total, "train_minutes": cfg_done["train_minutes"],
+               "val_psnr": round(final_val, 3), "checkpoint": str(ckpt_path), "reproduce": cfg_done["reproduce"],
+               "total_minutes": round((time.time() - t_start) / 60, 2)}
+    emit(summary)
+    if export:
+        from .export import export_config_model
+        onnx_path = out / f"{cfg['name'].replace('-', '_')}.onnx"
+        res = export_config_model(model.float().cpu(), cfg_done, onnx_path, data_root(cfg), evaluate=evaluate,
+                                  extra_metrics={"val_psnr_heldout": round(final_val, 3)})
+        emit({"event": "exported", "onnx": res["onnx"], "sha256": res["sha256"],
+              "parity_max_abs": res["parity_max_abs"]})
+        summary["onnx"] = res["onnx"]
+        summary["metrics"] = res["metrics"]
+    log_file.close()
+    return summary
