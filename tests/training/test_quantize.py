@@ -1,0 +1,84 @@
+"""int8 post-training quantisation (training.quantize) and the bundled int8 default."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from training.dncnn import DnCNN  # noqa: E402
+from training.evaluate import contract_card, despeckle_intensity, onnx_runner  # noqa: E402
+from training.export import export_onnx  # noqa: E402
+from training.quantize import quantize, read_card  # noqa: E402
+
+MODELS = Path(__file__).parents[2] / "sar_despeckle_plugin" / "models"
+TEST_TIF = Path(__file__).parents[1] / "data" / "s1_vh_hill_20171021.tif"
+
+
+def _smooth_inputs(n, size, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        x = np.zeros((size, size))
+        for _ in range(6):
+            r, c = rng.integers(0, size - 8, 2)
+            x[r:r + 12, c:c + 12] += rng.normal(0, 1)
+        x += 0.6 * rng.standard_normal((size, size))  # speckle-like log noise
+        out.append(x[None, None].astype(np.float32))
+    return out
+
+
+def test_quantised_model_is_close_and_keeps_first_and_last_float(tmp_path):
+    torch.manual_seed(0)
+    model = DnCNN(depth=5, width=16).eval()
+    with torch.no_grad():  # a non-trivial residual so that the output depends on every layer
+        model.body[-1].weight.mul_(200.0)
+    src = tmp_path / "f32.onnx"
+    export_onnx(model, src, contract_card(1.0, 2.0, model.receptive_field))
+    out = tmp_path / "int8.onnx"
+    card = quantize(src, out, _smooth_inputs(8, 48, 1))
+    assert card.name == "in-training-int8" and "int8" in card.architecture
+    assert read_card(out).name == "in-training-int8" and read_card(out).receptive_field == model.receptive_field
+    g = onnx.load(str(out)).graph
+    ops = [n.op_type for n in g.node]
+    assert ops.count("Conv") == 5 and ops.count("QuantizeLinear") >= 3
+    producers = {o: n for n in g.node for o in n.output}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+
+    def dequantized(name):
+        return name in producers and producers[name].op_type == "DequantizeLinear"
+
+    assert not dequantized(convs[0].input[0]) and not dequantized(convs[0].input[1])   # first conv float
+    assert not dequantized(convs[-1].input[1])                                         # last weights float
+    assert dequantized(convs[2].input[0]) and dequantized(convs[2].input[1])           # a middle conv int8
+    x = _smooth_inputs(1, 64, 9)[0]
+    a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    b = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    residual = x - a
+    err = np.abs(a - b)
+    assert np.sqrt(np.mean(residual ** 2)) > 0.05                       # the network does something
+    assert np.sqrt(np.mean(err ** 2)) < 0.1 * np.sqrt(np.mean(residual ** 2))
+
+
+def test_bundled_int8_default_matches_its_float_model():
+    entries = json.loads((MODELS / "models.json").read_text())["models"]
+    by_name = {e["name"]: e for e in entries}
+    assert by_name["dncnn-l1-general-int8"]["default"] is True
+    assert sum(e["default"] for e in entries) == 1
+    f32, i8 = MODELS / by_name["dncnn-l1-general"]["file"], MODELS / by_name["dncnn-l1-general-int8"]["file"]
+    c32, c8 = read_card(f32), read_card(i8)
+    assert (c8.looks, c8.norm_scale, c8.receptive_field) == (c32.looks, c32.norm_scale, c32.receptive_field)
+    assert abs(c8.metrics["psnr_tsx_mean"] - c32.metrics["psnr_tsx_mean"]) < 0.05
+    from osgeo import gdal
+    ds = gdal.Open(str(TEST_TIF))
+    inten = ds.GetRasterBand(1).ReadAsArray().astype(np.float64)[:160, :160]
+    ds = None
+    a = despeckle_intensity(inten, c32, onnx_runner(f32))
+    b = despeckle_intensity(inten, c8, onnx_runner(i8))
+    rel = np.abs(np.log(b / a))
+    assert np.median(rel) < 0.02 and np.percentile(rel, 99) < 0.1
