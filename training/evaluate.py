@@ -61,10 +61,11 @@ def boxcar_intensity(intensity: np.ndarray, size: int = 5) -> np.ndarray:
 
 
 def psnr_amplitude(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR in dB on amplitude, peak = 99th percentile of the reference."""
-    peak = float(np.percentile(reference, 99))
-    mse = float(np.mean((np.asarray(estimate, dtype=np.float64) - reference) ** 2))
-    return float(10.0 * np.log10(peak * peak / mse))
+    """PSNR in dB on amplitude, peak = 99th percentile of the reference (``inf`` when equal)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    peak = float(np.percentile(ref, 99))
+    mse = float(np.mean((np.asarray(estimate, dtype=np.float64) - ref) ** 2))
+    return float("inf") if mse == 0.0 else float(10.0 * np.log10(peak * peak / mse))
 
 
 def evaluate_runner(run: Callable[[np.ndarray], np.ndarray], card: ModelCard,

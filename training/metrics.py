@@ -1,10 +1,10 @@
-"""Image-quality metrics for the despeckling benchmarks (numpy only: no torch, no scipy).
+"""Image-quality metrics for the despeckling benchmarks (no torch).
 
 Both metrics compare an *estimate* with a *reference* given as amplitude images (sqrt of
 intensity), as in the TerraSAR-X despeckling benchmark:
 
-* :func:`psnr_amplitude`: PSNR in dB with peak = 99th percentile of the reference (the same
-  definition as ``training.evaluate.psnr_amplitude``; the test suite checks they agree).
+* :func:`psnr_amplitude`: PSNR in dB with peak = 99th percentile of the reference
+  (``training.evaluate.psnr_amplitude``, re-exported).
 * :func:`ssim`: the SSIM index of Wang, Bovik, Sheikh, Simoncelli, "Image quality assessment:
   from error visibility to structural similarity", IEEE TIP 13(4):600-612, 2004, with the
   paper's settings: an 11x11 circular-symmetric Gaussian window of standard deviation 1.5
@@ -20,7 +20,8 @@ intensity), as in the TerraSAR-X despeckling benchmark:
     be at least 11x11.
   * Local statistics are Gaussian-weighted means, variances and covariance with weights that
     sum to 1 (population form: sigma_x^2 = G*(x^2) - mu_x^2), in float64.
-  * The returned value is the mean of the SSIM map.
+  * The returned value is the mean of the SSIM map. The map itself is the plugin's
+    (``core.assessment.ssim_map``, which the assessment algorithm uses with a 7x7 window).
 """
 from __future__ import annotations
 
@@ -28,43 +29,12 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from sar_despeckle_plugin.core.assessment import ssim_kernel
+from sar_despeckle_plugin.core.assessment import ssim_map as ssim_map_core
+from .evaluate import psnr_amplitude  # noqa: F401  (one definition, re-exported)
+
 WINDOW = 11
 SIGMA = 1.5
-K1 = 0.01
-K2 = 0.03
-
-
-def psnr_amplitude(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR in dB on amplitude, peak = 99th percentile of the reference.
-
-    10 log10(peak^2 / MSE), MSE over all pixels in float64 (``inf`` when identical)."""
-    ref = np.asarray(reference, dtype=np.float64)
-    peak = float(np.percentile(ref, 99))
-    mse = float(np.mean((np.asarray(estimate, dtype=np.float64) - ref) ** 2))
-    if mse == 0.0:
-        return float("inf")
-    return float(10.0 * np.log10(peak * peak / mse))
-
-
-def gaussian_window_1d(size: int = WINDOW, sigma: float = SIGMA) -> np.ndarray:
-    """Normalised 1-D Gaussian taps; the 2-D window is their outer product (also sums to 1)."""
-    r = (size - 1) / 2.0
-    t = np.arange(size, dtype=np.float64) - r
-    g = np.exp(-(t * t) / (2.0 * sigma * sigma))
-    return g / g.sum()
-
-
-def _filter_valid(a: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Separable correlation of a 2-D array with taps g, 'valid' region only (shrinks by len(g)-1)."""
-    k = g.size
-    h, w = a.shape
-    rows = g[0] * a[:, 0:w - k + 1]
-    for t in range(1, k):
-        rows = rows + g[t] * a[:, t:t + w - k + 1]
-    out = g[0] * rows[0:h - k + 1]
-    for t in range(1, k):
-        out = out + g[t] * rows[t:t + h - k + 1]
-    return out
 
 
 def _check_pair(estimate, reference) -> Tuple[np.ndarray, np.ndarray]:
@@ -86,28 +56,13 @@ def _data_range(reference: np.ndarray, data_range: Optional[float]) -> float:
     return d
 
 
-def ssim_components(estimate: np.ndarray, reference: np.ndarray,
-                    data_range: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """The two factors of the SSIM map on the 'valid' region: luminance
-    l = (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) and contrast-structure
-    cs = (2 sigma_xy + C2) / (sigma_x^2 + sigma_y^2 + C2); SSIM map = l * cs."""
-    x, y = _check_pair(estimate, reference)
-    d = _data_range(y, data_range)
-    c1, c2 = (K1 * d) ** 2, (K2 * d) ** 2
-    g = gaussian_window_1d()
-    mx, my = _filter_valid(x, g), _filter_valid(y, g)
-    sxx = _filter_valid(x * x, g) - mx * mx
-    syy = _filter_valid(y * y, g) - my * my
-    sxy = _filter_valid(x * y, g) - mx * my
-    lum = (2.0 * mx * my + c1) / (mx * mx + my * my + c1)
-    cs = (2.0 * sxy + c2) / (sxx + syy + c2)
-    return lum, cs
-
-
 def ssim_map(estimate: np.ndarray, reference: np.ndarray, data_range: Optional[float] = None) -> np.ndarray:
-    """SSIM map, (H - 10, W - 10): luminance x contrast-structure (see the module docstring)."""
-    lum, cs = ssim_components(estimate, reference, data_range)
-    return lum * cs
+    """SSIM map on the 'valid' region, (H - 10, W - 10): the plugin's
+    :func:`sar_despeckle_plugin.core.assessment.ssim_map` with the standard 11 x 11 window."""
+    x, y = _check_pair(estimate, reference)
+    r = WINDOW // 2
+    m = ssim_map_core(y, x, _data_range(y, data_range), kernel=ssim_kernel(SIGMA, r))
+    return m[r:-r, r:-r]
 
 
 def ssim(estimate: np.ndarray, reference: np.ndarray, data_range: Optional[float] = None) -> float:
