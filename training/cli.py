@@ -71,11 +71,18 @@ def _evaluate(args) -> int:
 def _smoke(args) -> int:
     from .trainer import train
     configs = args.config or sorted(str(p) for p in CONFIG_DIR.glob("*.yaml"))
+    out_root = args.out or Path("runs/smoke")
+    # fine-tuning configurations start from another configuration's checkpoint: run those first
+    # and point them at the smoke run of the configuration they start from
+    loaded = [(c, load_config(c, SMOKE)) for c in configs]
+    loaded.sort(key=lambda item: bool(item[1].get("init")))
     results = {}
-    for c in configs:
-        cfg = load_config(c, SMOKE)
-        out = (args.out or Path("runs/smoke")) / cfg["name"]
-        summary = train(cfg, out, device="cpu", overrides=SMOKE, val_limit=2, evaluate=False)
+    for c, cfg in loaded:
+        overrides = list(SMOKE)
+        if cfg.get("init"):
+            overrides.append(f"init={out_root / Path(cfg['init']).parent.name / 'checkpoint.pt'}")
+            cfg = load_config(c, overrides)
+        summary = train(cfg, out_root / cfg["name"], device="cpu", overrides=overrides, val_limit=2, evaluate=False)
         results[cfg["name"]] = {"steps_done": summary["steps_done"], "onnx": summary.get("onnx")}
     print(json.dumps({"event": "smoke_done", "results": results}))
     return 0 if all(r["steps_done"] == 3 and r["onnx"] for r in results.values()) else 1

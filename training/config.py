@@ -22,6 +22,7 @@ DEFAULTS: Dict[str, Any] = {
     "name": None,                    # model name (the card's name; file name = name with _ for -)
     "description": "",               # one line for the card
     "strategy": "supervised",
+    "init": None,                    # fine-tuning: a checkpoint.pt of the same architecture to start from
     "architecture": {
         "type": "dncnn",
         # dncnn

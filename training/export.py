@@ -237,6 +237,8 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
         speckle = _speckle_text(d)
     o = config["optimizer"]
     lmax = d.get("looks_max")
+    if config.get("init_from"):
+        text = f"fine-tuned from {config['init_from']}, then {text}"
     return ModelCard(
         name=str(config["name"]),
         architecture=model.describe(),

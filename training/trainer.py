@@ -231,6 +231,11 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     model = build_model(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["optimizer"]["lr"]))
     objective = build_objective(cfg)
+    if cfg.get("init") and not resume:
+        init = torch.load(str(cfg["init"]), map_location="cpu", weights_only=False)
+        model.load_state_dict(init["state_dict"])  # raises when the architectures differ
+        cfg = dict(cfg, init_from=(f"{init['config'].get('name')} ({int(init['step'])} steps, "
+                                   f"{init['config'].get('strategy')})"))
     ckpt_path = out / "checkpoint.pt"
     history: List[Dict] = []
     step, minutes_before = 0, 0.0
@@ -242,6 +247,8 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
         opt.load_state_dict(ckpt["optimizer"])
         step, history = int(ckpt["step"]), list(ckpt["history"])
         minutes_before = float(ckpt["config"].get("train_minutes", 0.0))
+        if ckpt["config"].get("init_from"):
+            cfg = dict(cfg, init_from=ckpt["config"]["init_from"])
         emit({"event": "resume", "step": step})
 
     total = int(cfg["steps"])
@@ -259,7 +266,7 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
           "receptive_field": rf, "loss": objective.describe(),
           "parameters": int(sum(p.numel() for p in model.parameters()))})
     o = cfg["optimizer"]
-    t_loop, done_at_start, t_timing = time.time(), step, time.time()
+    t_loop, done_at_start, t_timing, step_timing = time.time(), step, time.time(), step
     run_loss, n_loss = 0.0, 0
 
     def resolved(done: int) -> Dict[str, Any]:
@@ -287,16 +294,18 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
         n_loss += 1
         if max_minutes is not None:
             # after a short timing window, shorten the schedule so that it completes in the budget
+            # (re-measured every 200 steps: the schedule only shrinks, when the machine gets slower)
             if step == done_at_start + 10:
-                t_timing = time.time()
-            elif step == done_at_start + 40:
-                rate = 30 / max(time.time() - t_timing, 1e-9)
+                t_timing, step_timing = time.time(), step
+            elif step == done_at_start + 40 or (step > done_at_start + 40 and (step - done_at_start) % 200 == 0):
+                rate = (step - step_timing) / max(time.time() - t_timing, 1e-9)
                 remaining = max_minutes * 60 - (time.time() - t_loop)
                 fit = step + int(rate * remaining * 0.93)
                 if fit < total:
                     total = max(step + 1, fit)
                     stop = min(stop, total)
-                emit({"event": "budget", "steps_per_s": round(rate, 3), "planned_steps": total})
+                    emit({"event": "budget", "steps_per_s": round(rate, 3), "planned_steps": total})
+                t_timing, step_timing = time.time(), step
             elif time.time() - t_loop > max_minutes * 60:
                 emit({"event": "time_limit", "step": step})
                 stop = step
