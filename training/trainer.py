@@ -234,7 +234,8 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     if cfg.get("init") and not resume:
         init = torch.load(str(cfg["init"]), map_location="cpu", weights_only=False)
         model.load_state_dict(init["state_dict"])  # raises when the architectures differ
-        cfg = dict(cfg, init_from=(f"{init['config'].get('name')} ({int(init['step'])} steps, "
+        done = int(init.get("step", init["config"].get("steps_done", 0)))
+        cfg = dict(cfg, init_from=(f"{init['config'].get('name')} ({done} steps, "
                                    f"{init['config'].get('strategy')})"))
     ckpt_path = out / "checkpoint.pt"
     history: List[Dict] = []
@@ -251,7 +252,8 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
             cfg = dict(cfg, init_from=ckpt["config"]["init_from"])
         emit({"event": "resume", "step": step})
 
-    total = int(cfg["steps"])
+    # a resumed run keeps the schedule it was on (possibly shortened by a --max-minutes budget)
+    total = int(ckpt["config"]["steps"]) if resume else int(cfg["steps"])
     stop = min(total, stop_after) if stop_after else total
     workers = int(cfg["workers"])
     loader = torch.utils.data.DataLoader(_Stream(cfg, [seed, step]), batch_size=None, num_workers=workers,
