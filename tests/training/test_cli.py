@@ -1,0 +1,206 @@
+"""The configuration files, the ``python -m training`` command line and the generic trainer
+(train, resume, export with card) on a tiny synthetic data folder, plus the smoke run of every
+configuration on the shared data."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("yaml")
+
+from sar_despeckle_plugin.core.model_card import ModelCard  # noqa: E402
+from training import cli  # noqa: E402
+from training.config import CONFIG_DIR, ConfigError, load_config  # noqa: E402
+from training.evaluate import contract_card, despeckle_intensity, onnx_runner  # noqa: E402
+from training.trainer import build_model, load_checkpoint, lr_at, train  # noqa: E402
+
+REPO = Path(__file__).parents[2]
+DATA = REPO.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "train").is_dir(), reason=f"{DATA} not found")
+MODELS = REPO / "sar_despeckle_plugin" / "models"
+
+
+def _model_configs():
+    m = re.search(r"^MODEL_CONFIGS :=(.*)$", (REPO / "Makefile").read_text(), re.M)
+    return m.group(1).split()
+
+
+def test_every_configuration_loads_and_is_named_after_its_file():
+    files = sorted(CONFIG_DIR.glob("*.yaml"))
+    assert len(files) >= 6
+    for f in files:
+        cfg = load_config(f)
+        assert f.stem == cfg["name"].replace("-", "_"), (f, cfg["name"])
+        assert cfg["strategy"] in ("supervised", "pairs", "masking")
+        model = build_model(cfg)
+        assert model.receptive_field >= 3
+
+
+def test_make_models_trains_every_bundled_model_in_order():
+    listed = {m["name"]: m["file"] for m in json.loads((MODELS / "models.json").read_text())["models"]}
+    stems = _model_configs()
+    names = [load_config(CONFIG_DIR / f"{s}.yaml")["name"] for s in stems]
+    for i, stem in enumerate(stems):
+        cfg = load_config(CONFIG_DIR / f"{stem}.yaml")
+        if cfg.get("init"):  # a fine-tuning starts from a configuration trained before it
+            assert Path(cfg["init"]).parent.name in names[:i], stem
+        stem_file = cfg["name"].replace("-", "_")
+        # bundled as trained, or as its int8 quantisation (python -m training quantize)
+        assert (listed.get(cfg["name"]) == stem_file + ".onnx"
+                or listed.get(cfg["name"] + "-int8") == stem_file + "_int8.onnx"), f"{stem} not bundled"
+    # every bundled model comes from a configuration of make models (int8: from its float model)
+    for name, file in listed.items():
+        assert name.removesuffix("-int8") in names, f"{file} has no configuration in make models"
+    # and every strategy has a configuration
+    strategies = {load_config(f)["strategy"] for f in CONFIG_DIR.glob("*.yaml")}
+    assert strategies == {"supervised", "pairs", "masking"}
+
+
+def test_overrides_types_and_errors():
+    cfg = load_config("unet_l1_fast", ["data.looks=4.4", "architecture.width=16", "bf16=false", "steps=7"])
+    assert cfg["data"]["looks"] == 4.4 and cfg["architecture"]["width"] == 16
+    assert cfg["bf16"] is False and cfg["steps"] == 7
+    assert cfg["architecture"]["levels"] == 3  # untouched sibling keys keep the file's value
+    with pytest.raises(ConfigError, match="unknown configuration key 'data.lookz'"):
+        load_config("unet_l1_fast", ["data.lookz=2"])
+    with pytest.raises(ConfigError, match="noisy target"):
+        load_config("unet_l1_fast", ["loss.kind=nll"])
+    with pytest.raises(ConfigError, match="strategy"):
+        load_config("unet_l1_fast", ["strategy=magic"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no_such_config")
+
+
+def test_lr_schedule_warmup_and_cosine_end():
+    assert lr_at(0, 100, 1e-3, 10) == pytest.approx(1e-4)
+    assert lr_at(9, 100, 1e-3, 10) == pytest.approx(1e-3)
+    assert lr_at(10, 100, 1e-3, 10) == pytest.approx(1e-3)
+    assert lr_at(55, 100, 1e-3, 10, 0.01) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert lr_at(100, 100, 1e-3, 10, 0.01) == pytest.approx(1e-5)
+
+
+# ----------------------------------------------------------------------------- a tiny data folder
+def _tiny_data(root: Path) -> Path:
+    """BSD-like PNGs and S1-like temporal-mean GeoTIFFs with piecewise-constant content."""
+    from osgeo import gdal
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    bsd = root / "train/natural_gray_bsd400"
+    s1 = root / "train/s1_grd_temporal_mean/tif"
+    bsd.mkdir(parents=True)
+    s1.mkdir(parents=True)
+    for i in range(10):
+        im = np.full((72, 72), 60, np.uint8)
+        for _ in range(5):
+            r, c = rng.integers(0, 50, 2)
+            im[r:r + 20, c:c + 20] = rng.integers(20, 250)
+        Image.fromarray(im).save(bsd / f"{i:03d}.png")
+    drv = gdal.GetDriverByName("GTiff")
+    for i in range(6):
+        im = np.full((72, 72), 0.05, np.float32)
+        im[10:40, 20:60] = 0.5
+        im *= np.float32(10 ** rng.uniform(-0.5, 0.5))
+        ds = drv.Create(str(s1 / f"s1_{i}.tif"), 72, 72, 1, gdal.GDT_Float32)
+        ds.GetRasterBand(1).WriteArray(im)
+        ds = None
+    return root
+
+
+def _tiny_config(root: Path, **values):
+    base = {"name": "tiny-unet", "strategy": "supervised",
+            "architecture": {"type": "unet", "levels": 2, "width": 8},
+            "data": {"root": str(root), "holdout_bsd": 2, "holdout_s1": 1},
+            "patch": 32, "batch": 4, "steps": 6, "workers": 0, "bf16": False, "log_every": 1, "val_every": 3,
+            "optimizer": {"lr": 1e-3, "warmup": 2, "min_lr_ratio": 0.01}}
+    base.update(values)
+    return load_config(None, values=base)
+
+
+def test_train_stop_resume_export(tmp_path):
+    root = _tiny_data(tmp_path / "data")
+    cfg = _tiny_config(root)
+    out = tmp_path / "run"
+    first = train(cfg, out, stop_after=3, export=False)
+    assert first["steps_done"] == 3
+    model3, _, ckpt3 = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt3["step"] == 3 and "optimizer" in ckpt3
+    # resuming with nothing left to do keeps the weights exactly
+    again = train(cfg, out, resume=True, stop_after=3, export=False)
+    assert again["steps_done"] == 3
+    same, _, _ = load_checkpoint(out / "checkpoint.pt")
+    for k, v in model3.state_dict().items():
+        assert torch.equal(v, same.state_dict()[k]), k
+    # resuming continues the same schedule (6 steps) from step 3
+    done = train(cfg, out, resume=True, export=True, evaluate=False)
+    assert done["steps_done"] == 6
+    model6, cfg6, ckpt6 = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt6["step"] == 6 and cfg6["steps"] == 6
+    steps = [h["step"] for h in ckpt6["history"] if "loss" in h]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert ckpt6["optimizer"]["state"][0]["step"].item() == 6  # Adam kept its moments across the resume
+    changed = max(float((v - model3.state_dict()[k]).abs().max()) for k, v in model6.state_dict().items())
+    assert changed > 0
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in log if r.get("event") == "resume"] == ["resume", "resume"]
+    # the exported file: card, receptive field, and the same output as torch through the pipeline
+    onnx_path = Path(done["onnx"])
+    import onnx
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    card = ModelCard.from_metadata(meta)
+    assert card.name == "tiny-unet" and card.looks == 1.0 and card.norm_scale == 2.0
+    assert card.receptive_field == model6.receptive_field
+    assert "supervised" in card.training_strategy and "6 Adam steps" in card.training_strategy
+    assert card.reproduce.startswith("python -m training train --config") and "--steps 6" in card.reproduce
+    noisy = np.random.default_rng(0).gamma(1.0, 1.0, (45, 61)) * 3.0
+
+    def run_torch(x):
+        with torch.no_grad():
+            return model6(torch.from_numpy(x)).numpy()
+
+    a = despeckle_intensity(noisy, card, onnx_runner(onnx_path))
+    b = despeckle_intensity(noisy, contract_card(1.0, 2.0, model6.receptive_field), run_torch)
+    np.testing.assert_allclose(a, b, rtol=1e-4)
+
+
+def test_cli_train_with_overrides_writes_reproduce_command(tmp_path, monkeypatch):
+    root = _tiny_data(tmp_path / "data")
+    cfgfile = tmp_path / "tiny.yaml"
+    import yaml
+    cfgfile.write_text(yaml.safe_dump(
+        {"name": "tiny-dncnn", "architecture": {"type": "dncnn", "depth": 3, "width": 8},
+         "data": {"root": str(root), "holdout_bsd": 2, "holdout_s1": 1}, "patch": 24, "batch": 2,
+         "steps": 2, "workers": 0, "bf16": False, "log_every": 1, "val_every": 100,
+         "optimizer": {"warmup": 1}}))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--config", str(cfgfile), "--out", str(out), "--steps", "3",
+                     "--set", "loss.kind=l1", "--no-eval"]) == 0
+    _, cfg, ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert cfg["loss"]["kind"] == "l1" and ckpt["step"] == 3
+    assert cfg["reproduce"].endswith("--device cpu --steps 3 --set loss.kind=l1")
+    import onnx
+    meta = {p.key: p.value for p in onnx.load(str(out / "tiny_dncnn.onnx")).metadata_props}
+    assert "L1" in meta["training_strategy"] and json.loads(meta["metrics"])["parity_max_abs"] <= 1e-4
+
+
+@needs_data
+def test_smoke_every_configuration(tmp_path):
+    """``make models-smoke``: every configuration trains 3 steps on the real data and exports."""
+    assert cli.main(["smoke", "--out", str(tmp_path)]) == 0
+    for f in CONFIG_DIR.glob("*.yaml"):
+        cfg = load_config(f)
+        onnx_path = tmp_path / cfg["name"] / f"{cfg['name'].replace('-', '_')}.onnx"
+        import onnx
+        meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+        card = ModelCard.from_metadata(meta)
+        assert card.looks == float(cfg["data"]["looks"])
+        expected = {"supervised": "supervised: clean references", "pairs": "self-supervised pairs",
+                    "masking": "single-image self-supervision"}[cfg["strategy"]]
+        assert expected in card.training_strategy, (cfg["name"], card.training_strategy)
+        if cfg.get("init"):  # the smoke run fine-tunes the smoke checkpoint of the configuration it names
+            assert card.training_strategy.startswith(f"fine-tuned from {Path(cfg['init']).parent.name} (3 steps")
