@@ -248,7 +248,7 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
         norm_offset="median",
         norm_scale=float(d["norm_scale"]),
         receptive_field=int(model.receptive_field),
-        training_strategy=(f"{text}; {speckle}; loss {objective.describe()} on normalised debiased log-intensity "
+        training_strategy=(f"{text}; {speckle}; loss {objective.describe()} "
                            f"(offset = median of the noisy debiased log of the whole image, jitter "
                            f"+-{float(d['jitter']):g}); {steps} Adam steps of {int(config['batch'])} x "
                            f"{int(config['patch'])}x{int(config['patch'])} patches, lr {float(o['lr']):g} "
