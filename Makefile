@@ -63,6 +63,8 @@ bench: plugin
 # (the two DnCNN models take days on CPU; DEVICE=cuda takes minutes). Each run writes
 # runs/<name>/checkpoint.pt and runs/<name>/<name>.onnx with its card and metrics.
 DEVICE ?= cpu
+# The bundled int8 files: quantised copies of these runs (python -m training quantize).
+INT8_MODELS := dncnn-l1-general unet-l1-fast unet-l1-correlated unet-l4-correlated unet-s1grd-pairs
 # In order: unet_s1grd_pairs fine-tunes the checkpoint of unet_l4_correlated.
 MODEL_CONFIGS := dncnn_l1_general dncnn_l1to8_blind unet_l1_fast unet_l1_correlated unet_l4_correlated unet_s1grd_pairs
 # MuLog against boxcar, polarimetric Refined Lee and the reference MuLoG+BM3D (installed apart,
@@ -75,6 +77,8 @@ bench-polsar: plugin
 
 models: setup-training
 	for c in $(MODEL_CONFIGS); do $(PY) -m training train --config training/configs/$$c.yaml --device $(DEVICE) || exit 1; done
+	for m in $(INT8_MODELS); do f=$${m//-/_}; \
+	  $(PY) -m training quantize runs/$$m/$$f.onnx --out runs/$$m/$${f}_int8.onnx || exit 1; done
 	$(PY) -m training.gaussian train --steps 6969 --batch 64 --patch 48 --depth 8 --width 32 --sigma-power 2 \
 	  --lr 0.001 --warmup 200 --norm-scale 2 --sigma-min 0.02 --sigma-max 2 --weights 0.45,0.4,0.15 --seed 0 \
 	  --bf16 --out runs/gaussian
