@@ -48,6 +48,18 @@ def _reproduce(command: str, name: Optional[str]) -> str:
     return command
 
 
+def training_run_extra(config: Dict[str, object]) -> Dict[str, str]:
+    """The card's ``extra.training_run`` (steps, device, torch, precision, minutes, seed) of a
+    finished run's resolved configuration; empty before training."""
+    if "steps_done" not in config:
+        return {}
+    return {"training_run": (f"{int(config['steps_done'])} steps on "
+                             f"{config.get('device_name', config.get('device', '?'))} "
+                             f"(torch {config.get('torch_version', '?')}, "
+                             f"{'bf16 autocast' if config.get('bf16') else 'float32'}), "
+                             f"{config.get('train_minutes', '?')} min, seed {config.get('seed', 0)}")}
+
+
 def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] = None,
                reproduce: Optional[str] = None, name: Optional[str] = None) -> ModelCard:
     """The model card of a DnCNN trained by :mod:`training.train_dncnn` with ``config``."""
@@ -89,11 +101,7 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
                      "speckle, so spatially correlated speckle, e.g. Sentinel-1 GRD, may keep some "
                      "structure). Works on debiased log-intensity."),
         license=LICENSE,
-        extra=({"training_run": (f"{int(config['steps_done'])} steps on {config.get('device_name', config.get('device'))} "
-                                 f"(torch {config.get('torch_version', '?')}, "
-                                 f"{'bf16 autocast' if config.get('bf16') else 'float32'}), "
-                                 f"{config.get('train_minutes', '?')} min, seed {config.get('seed', 0)}")}
-               if "steps_done" in config else {}),
+        extra=training_run_extra(config),
     )
 
 
@@ -261,11 +269,7 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
         looks_max=float(lmax) if lmax and float(lmax) > looks else None,
         description=str(config.get("description") or f"{config['name']}: despeckler for {looks:g}-look intensity"),
         license=LICENSE,
-        extra=({"training_run": (f"{steps} steps on {config.get('device_name', '?')} "
-                                 f"(torch {config.get('torch_version', '?')}, "
-                                 f"{'bf16 autocast' if config.get('bf16') else 'float32'}), "
-                                 f"{config.get('train_minutes', '?')} min, seed {config.get('seed', 0)}")}
-               if "steps_done" in config else {}),
+        extra=training_run_extra(config),
     )
 
 

@@ -42,7 +42,7 @@ from torch import nn
 from .data import DEFAULT_DATA, augment, load_references, split_holdout
 from .dncnn import DnCNN
 from . import export as _export
-from .export import sha256, write_card
+from .export import sha256, training_run_extra, write_card
 from .train_dncnn import lr_at
 from sar_despeckle_plugin.core.model_card import INPUT_DOMAIN_GAUSSIAN, ModelCard
 
@@ -453,11 +453,7 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
                      "zero-centred log-domain channels with white Gaussian noise of known standard deviation "
                      f"sigma in [{smin:g}, {smax:g}] (log units; 1-look log-speckle has std ~1.28)."),
         license=LICENSE,
-        extra=({"training_run": (f"{int(config['steps_done'])} steps on {config.get('device_name', 'cpu')} "
-                                 f"(torch {config.get('torch_version', '?')}, "
-                                 f"{'bf16 autocast' if config.get('bf16') else 'float32'}), "
-                                 f"{config.get('train_minutes', '?')} min, seed {config.get('seed', 0)}")}
-               if "steps_done" in config else {}),
+        extra=training_run_extra(config),
     )
 
 

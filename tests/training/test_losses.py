@@ -11,15 +11,6 @@ torch = pytest.importorskip("torch")
 from sar_despeckle_plugin.core.transforms import log_bias  # noqa: E402
 from training.losses import EXP_CLAMP, Objective, fisher_tippett_nll, l1, l2, total_variation  # noqa: E402
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to oversubscribed shared CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 PRED = [[0.5, -1.0], [2.0, 0.0]]
 TARGET = [[1.0, 1.0], [-1.0, 0.5]]
 WEIGHT = [[1.0, 0.0], [2.0, 0.5]]

@@ -11,15 +11,6 @@ from training.losses import Objective  # noqa: E402
 from training.unet import UNet, unet_extent, unet_receptive_field  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to oversubscribed shared CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _activate(model, std=1.0):
     """Give the near-zero last layer real weights so the body's output matters."""
     last = model.head if isinstance(model, UNet) else model.body[-1]
