@@ -32,10 +32,9 @@ def _train(args) -> int:
         overrides.append(f"steps={args.steps}")
     cfg = load_config(args.config, overrides)
     out = args.out or Path("runs") / cfg["name"]
-    # --steps is written as such in the reproduce command; keep only the other overrides there
-    extra = [o for o in (args.set or [])]
+    # the reproduce command writes --steps itself; it repeats the --set overrides
     summary = train(cfg, out, device=args.device, resume=args.resume, max_minutes=args.max_minutes,
-                    stop_after=args.stop_after, export=not args.no_export, overrides=extra,
+                    stop_after=args.stop_after, export=not args.no_export, overrides=list(args.set or []),
                     val_limit=args.val_limit, evaluate=not args.no_eval)
     return 0 if summary.get("steps_done", 0) > 0 else 1
 

@@ -47,10 +47,8 @@ def data_root(cfg: Dict[str, Any]) -> Path:
 def build_model(cfg: Dict[str, Any]) -> nn.Module:
     a = cfg["architecture"]
     if a["type"] == "dncnn":
-        dil = a.get("dilation", 1)
-        kwargs = {"dilation": dil} if dil not in (1, None) else {}
         return DnCNN(int(a["depth"]), int(a["width"]), batch_norm=bool(a["batch_norm"]),
-                     residual=bool(a["residual"]), **kwargs)
+                     residual=bool(a["residual"]), dilation=a.get("dilation") or 1)
     from .unet import UNet
     return UNet(levels=int(a["levels"]), width=int(a["width"]), batch_norm=bool(a["batch_norm"]),
                 residual=bool(a["residual"]), convs_per_block=int(a["convs_per_block"]),
@@ -63,10 +61,8 @@ def build_objective(cfg: Dict[str, Any]) -> Objective:
 
 
 def _speckle_kwargs(d: Dict[str, Any]) -> Dict[str, Any]:
-    """PatchSampler/MaskSampler keyword arguments for correlated speckle (only when used)."""
-    if float(d.get("correlated_fraction") or 0) > 0:
-        return {"psf_sigma_max": float(d["psf_sigma_max"]), "correlated_fraction": float(d["correlated_fraction"])}
-    return {}
+    """PatchSampler/MaskSampler keyword arguments for correlated speckle."""
+    return {"psf_sigma_max": float(d["psf_sigma_max"]), "correlated_fraction": float(d["correlated_fraction"])}
 
 
 def build_sampler(cfg: Dict[str, Any], seed) -> Any:
