@@ -86,16 +86,19 @@ class _Batches(torch.utils.data.IterableDataset):
             yield torch.from_numpy(x), torch.from_numpy(y)
 
 
-def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine from lr to lr/100 at ``total``."""
+def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float = 0.01) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from lr to lr * min_ratio at ``total``."""
     if step < warmup:
         return lr * (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def make_validation(held, looks: float, seed: int = 1234, size: int = 128) -> List[tuple]:
-    """Fixed noisy versions of centred crops of the held-out references: (name, ref amplitude, noisy intensity)."""
+def make_validation(held, looks: float, seed: int = 1234, size: int = 128, simulate=None) -> List[tuple]:
+    """Fixed noisy versions of centred crops of the held-out references: (name, ref amplitude, noisy intensity).
+
+    ``simulate(ref, rng)`` makes the noisy intensity (default: white ``looks``-look speckle)."""
+    simulate = simulate or (lambda ref, rng: simulate_intensity(ref, looks, rng))
     rng = np.random.default_rng(seed)
     out = []
     for refs in held:
@@ -104,7 +107,7 @@ def make_validation(held, looks: float, seed: int = 1234, size: int = 128) -> Li
             s = min(size, h, w)
             r0, c0 = (h - s) // 2, (w - s) // 2
             ref = im[r0:r0 + s, c0:c0 + s].astype(np.float64)
-            out.append((name, np.sqrt(ref), simulate_intensity(ref, looks, rng)))
+            out.append((name, np.sqrt(ref), simulate(ref, rng)))
     return out
 
 

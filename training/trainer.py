@@ -20,7 +20,6 @@ end the model is exported to ONNX with its card (:mod:`training.export`), unless
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -31,12 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import config_path_for_command, load_config
+from .config import config_path_for_command
 from .data import DEFAULT_DATA, PatchSampler, load_references, split_holdout, stack_position
 from .dncnn import DnCNN
 from .evaluate import contract_card, despeckle_intensity, psnr_amplitude
+from .train_dncnn import lr_at, make_validation  # noqa: F401  (lr_at: the schedule of both loops)
 from .losses import Objective
-from sar_despeckle_plugin.core.speckle import simulate_intensity
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -106,22 +105,13 @@ def build_validation(cfg: Dict[str, Any], limit: Optional[int] = None, size: int
         return val[:limit] if limit else val
     refs = load_references(root)
     _, held = split_holdout(refs, [int(d["holdout_bsd"]), int(d["holdout_s1"])])
-    rng = np.random.default_rng(1234)
-    corr = float(d.get("correlated_fraction") or 0) > 0
-    out = []
-    for r in held:
-        for name, im in zip(r.names, r.images):
-            h, w = im.shape
-            s = min(size, h, w)
-            r0, c0 = (h - s) // 2, (w - s) // 2
-            ref = im[r0:r0 + s, c0:c0 + s].astype(np.float64)
-            if corr:
-                from .data import correlated_speckle
-                noisy = ref * correlated_speckle(ref.shape, max(1, round(float(d["looks"]))),
-                                                 float(d["psf_sigma_max"]) / 2, rng)
-            else:
-                noisy = simulate_intensity(ref, float(d["looks"]), rng)
-            out.append((name, np.sqrt(ref), noisy))
+    def correlated(ref, rng):
+        from .data import correlated_speckle
+        return ref * correlated_speckle(ref.shape, max(1, round(float(d["looks"]))),
+                                        float(d["psf_sigma_max"]) / 2, rng)
+
+    simulate = correlated if float(d.get("correlated_fraction") or 0) > 0 else None
+    out = make_validation(held, float(d["looks"]), seed=1234, size=size, simulate=simulate)
     return out[:limit] if limit else out
 
 
@@ -140,14 +130,6 @@ def validate(model: nn.Module, val, cfg: Dict[str, Any], device) -> float:
     scores = [psnr_amplitude(np.sqrt(despeckle_intensity(noisy, card, run)), ref) for _, ref, noisy in val]
     model.train(was_training)
     return float(np.mean(scores))
-
-
-def lr_at(step: int, total: int, lr: float, warmup: int, min_ratio: float = 0.01) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine from lr to lr * min_ratio at ``total``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 class _Stream(torch.utils.data.IterableDataset):
