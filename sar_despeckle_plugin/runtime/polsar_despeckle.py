@@ -13,7 +13,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..core.errors import CanceledError, InvalidInputError
-from ..core.mulog import DEFAULT_ITERATIONS, bands_to_matrix, fit_transform, matrix_to_bands, mulog, mulog_halo
+from ..core.mulog import (DEFAULT_ITERATIONS, MulogTransform, bands_to_matrix, fit_transform, loading_blur_at,
+                          loading_width, matrix_to_bands, mulog, mulog_halo)
 from ..core.normalisation import sample_step
 from ..core.polsar import MatrixType, band_names, invalid_pixels, resolve_matrix
 from ..core.tiling import TileGrid, Window
@@ -42,6 +43,38 @@ def _read_valid(src: RasterSource, window: Window, ones_band: bool) -> tuple:
     return raw, ~bad
 
 
+def fit_raster_transform(src: RasterSource, bands: int, looks: float,
+                         progress: Optional[Progress] = None) -> MulogTransform:
+    """Fit the MuLog transform of a whole raster (``bands`` = 1, 4 or 9) on a regular grid of
+    valid pixels (every k-th row and column, about ``SAMPLE_PIXELS`` of them), with the diagonal
+    loading's blur at the same pixels: each strip is read with the blur's margin of rows, so the
+    sample is loaded exactly as the whole image would be."""
+    progress = progress or NullProgress()
+    single = bands == 1
+    k = max(1, int(np.ceil(np.sqrt(src.height * src.width / SAMPLE_PIXELS))), sample_step(src.height, src.width))
+    dim = {1: 1, 4: 2, 9: 3}[bands]
+    margin = int(np.ceil(3 * loading_width(dim, looks)))
+    step = max(k, (256 // k) * k)
+    samples, blurred = [], []
+    for r0 in range(0, src.height, step):
+        if progress.is_canceled():
+            raise CanceledError("canceled by the user")
+        h = min(step, src.height - r0)
+        top, bottom = min(margin, r0), min(margin, src.height - r0 - h)
+        raw, ok = _read_valid(src, Window(r0 - top, 0, h + top + bottom, src.width), single)
+        rows, cols = np.arange(top, top + h, k), np.arange(0, src.width, k)
+        ok = ok[rows][:, cols]
+        samples.append(raw[:, rows][:, :, cols][:, ok].T)
+        if dim > 1:
+            blurred.append(loading_blur_at(raw, dim, looks, rows, cols)[:, ok].T)
+        src.release_cache()
+    sample = np.concatenate(samples) if samples else np.zeros((0, bands))
+    if len(sample) < 16:
+        raise InvalidInputError("the input has too few valid pixels (nodata, NaN or non-positive powers)")
+    smoothed = bands_to_matrix(np.concatenate(blurred).T[:, :, None])[:, 0] if dim > 1 else None
+    return fit_transform(bands_to_matrix(sample.T[:, :, None])[:, 0], looks, smoothed=smoothed)
+
+
 def despeckle_polsar_raster(src_path: str, dst_path: str, denoiser, matrix: MatrixType | int = MatrixType.AUTO,
                             looks: float = 1.0, iterations: int = DEFAULT_ITERATIONS,
                             tile_size: Optional[int] = None, progress: Optional[Progress] = None,
@@ -68,22 +101,8 @@ def despeckle_polsar_raster(src_path: str, dst_path: str, denoiser, matrix: Matr
         names = ("intensity",) if single else band_names(resolve_matrix(matrix, src.count, src.band_descriptions))
         label = "intensity" if single else resolve_matrix(matrix, src.count, src.band_descriptions).name
 
-        # fit the transform on a regular sample of valid pixels of the whole raster
         progress.info("Fitting the MuLog transform (PCA of the log-matrix channels) on a sample...")
-        k = max(1, int(np.ceil(np.sqrt(src.height * src.width / SAMPLE_PIXELS))), sample_step(src.height, src.width))
-        samples = []
-        for r0 in range(0, src.height, max(k, (256 // k) * k)):
-            if progress.is_canceled():
-                raise CanceledError("canceled by the user")
-            h = min(max(k, (256 // k) * k), src.height - r0)
-            bands, ok = _read_valid(src, Window(r0, 0, h, src.width), single)
-            bands, ok = bands[:, ::k, ::k], ok[::k, ::k]
-            samples.append(bands[:, ok].T)
-            src.release_cache()
-        sample = np.concatenate(samples) if samples else np.zeros((0, len(names)))
-        if len(sample) < 16:
-            raise InvalidInputError("the input has too few valid pixels (nodata, NaN or non-positive powers)")
-        transform = fit_transform(bands_to_matrix(sample.T[:, :, None])[:, 0], looks)
+        transform = fit_raster_transform(src, len(names), looks, progress)
         progress.set_progress(5.0)
 
         grid = TileGrid.build(src.height, src.width, tile, halo)

@@ -97,3 +97,30 @@ def test_intensity_band_and_errors(tmp_path, box, rng):
     with pytest.raises(CanceledError):
         despeckle_polsar_raster(src, str(tmp_path / "x.tif"), box, progress=Cancel())
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_streamed_fit_equals_the_whole_image_fit(tmp_path, monkeypatch):
+    """The raster's transform is fitted strip by strip (256 rows) with the loading blur read
+    through each strip's margin of rows: on a 300-row raster (two strips, every pixel sampled)
+    it equals the fit of the image held in memory; on a sparser grid (every 6th row and column)
+    the samples and their blur are taken at the same pixels."""
+    from sar_despeckle_plugin.core import mulog as M
+    from sar_despeckle_plugin.runtime import polsar_despeckle as P
+    from sar_despeckle_plugin.runtime.raster_io import RasterSource
+    sf = np.load(shared("polsar", "mulog_samples", "sanfrancisco_airsar.npy"))
+    field = np.concatenate([sf[:, :40], sf[:44, 100:140]])                   # 300 x 40
+    noisy = M.simulate_wishart(field, 1, rng=5)
+    path = write(tmp_path / "c3.tif", matrix_to_bands(noisy).astype(np.float32))
+    stored = bands_to_matrix(gdal.Open(path).ReadAsArray().astype(np.float64))
+    with RasterSource(path, 1) as src:
+        t = P.fit_raster_transform(src, 9, 1.0)
+    ref = M.fit_transform(stored, 1.0, step=1)
+    for name in ("mean", "basis", "noise_std"):
+        np.testing.assert_allclose(getattr(t, name), getattr(ref, name), rtol=1e-9, atol=1e-9)
+    monkeypatch.setattr(P, "SAMPLE_PIXELS", 300 * 40 / 36)       # k = 6
+    with RasterSource(path, 1) as src:
+        t6 = P.fit_raster_transform(src, 9, 1.0)
+    blur = M._gauss_blur_2d(stored, M.loading_width(3, 1.0))[::6, ::6].reshape(-1, 3, 3)
+    ref6 = M.fit_transform(stored[::6, ::6].reshape(-1, 3, 3), 1.0, smoothed=blur)
+    for name in ("mean", "basis", "noise_std"):
+        np.testing.assert_allclose(getattr(t6, name), getattr(ref6, name), rtol=1e-9, atol=1e-9)
