@@ -54,6 +54,19 @@ def calibration_inputs(card: ModelCard, data: Path | str, images: int = 20, size
     return out
 
 
+def gaussian_calibration_inputs(card: ModelCard, data: Path | str, batches: int = 8, size: int = 96,
+                                seed: int = 0) -> List[np.ndarray]:
+    """(8, 2, size, size) inputs [noisy / s, sigma map / s] of a Gaussian denoiser card (MuLog's), drawn
+    like its training batches (training parts of BSD400, Sentinel-1 means and the AIRSAR PCA channels,
+    sigma over the card's range), never from the held-out images."""
+    from .gaussian import DEFAULTS, GaussianPatchSampler, _weights, load_log_sets
+    train, _ = load_log_sets(data)
+    sampler = GaussianPatchSampler(train, _weights(DEFAULTS["weights"], False), patch=size, batch=8,
+                                   norm_scale=card.norm_scale, sigma_min=card.sigma_min or DEFAULTS["sigma_min"],
+                                   sigma_max=card.sigma_max or DEFAULTS["sigma_max"], seed=seed)
+    return [np.ascontiguousarray(sampler.sample()[0]) for _ in range(int(batches))]
+
+
 def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: Optional[str] = None) -> ModelCard:
     """Quantise ``src`` into ``out`` (calibrated on ``inputs``); returns the new card (written)."""
     import onnx
@@ -94,15 +107,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--name", default=None, help="card name (default: <name>-int8)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--images", type=int, default=20, help="calibration images per reference set")
+    ap.add_argument("--images", type=int, default=20,
+                    help="calibration images per reference set (Gaussian denoisers: images / 2 batches of 8 patches)")
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
     card = read_card(args.model)
-    new = quantize(args.model, args.out, calibration_inputs(card, args.data, args.images), args.name)
+    if card.is_gaussian:
+        inputs = gaussian_calibration_inputs(card, args.data, batches=max(1, args.images // 2))
+    else:
+        inputs = calibration_inputs(card, args.data, args.images)
+    new = quantize(args.model, args.out, inputs, args.name)
     metrics: Dict[str, object] = {}
     if not args.no_eval:
-        from .evaluate import evaluate_onnx
         from .export import write_card
+        if card.is_gaussian:
+            from .gaussian import evaluate_onnx
+        else:
+            from .evaluate import evaluate_onnx
         metrics = evaluate_onnx(args.out, args.data)
         write_card(args.out, replace(new, metrics=metrics))
     from .export import sha256
