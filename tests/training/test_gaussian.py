@@ -17,7 +17,7 @@ from training.gaussian import (GaussianDnCNN, GaussianPatchSampler, build_card, 
                                export_onnx, log_matrix_channels, parse_train_args, pca_channels,
                                reproduce_command, weighted_mse)
 from training.train_dncnn import lr_at  # noqa: E402
-from training.data import DEFAULT_DATA  # noqa: E402
+from conftest import shared  # noqa: E402
 
 BUNDLED = Path(__file__).parents[2] / "sar_despeckle_plugin" / "models" / "gaussian_dncnn_log.onnx"
 SCALE = 2.0
@@ -222,7 +222,7 @@ def test_int8_quantisation_of_a_gaussian_denoiser(trained, tmp_path):
     nearly as well as the float32 one (MSE gain within 0.3 dB of the float model's)."""
     from training.quantize import gaussian_calibration_inputs, quantize
     card = read_card(str(trained["path"]))
-    inputs = gaussian_calibration_inputs(card, DEFAULT_DATA, batches=2, size=48)
+    inputs = gaussian_calibration_inputs(card, shared("train", "natural_gray_bsd400").parents[1], batches=2, size=48)
     assert len(inputs) == 2 and inputs[0].shape == (8, 2, 48, 48) and inputs[0].dtype == np.float32
     sig = inputs[0][:, 1] * SCALE                                  # the noise map is constant per patch
     assert np.all(sig.min(axis=(1, 2)) == sig.max(axis=(1, 2)))
