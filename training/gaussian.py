@@ -68,22 +68,14 @@ class GaussianDnCNN(DnCNN):
 
     def __init__(self, depth: int = DEFAULTS["depth"], width: int = DEFAULTS["width"], batch_norm: bool = True,
                  dilations: Optional[Sequence[int]] = None):
-        super().__init__(depth, width, batch_norm=batch_norm, residual=True, channels=2)
-        last = nn.Conv2d(self.width, 1, 3, padding=1, bias=True)
+        # optional IRCNN-style dilations (one per convolution): a wider receptive field at the same cost
+        super().__init__(depth, width, batch_norm=batch_norm, residual=True, channels=2,
+                         dilation=tuple(dilations) if dilations else 1)
+        d = self.dilations[-1]
+        last = nn.Conv2d(self.width, 1, 3, padding=d, dilation=d, bias=True)
         nn.init.normal_(last.weight, std=1e-3)  # start close to the identity map
         nn.init.zeros_(last.bias)
         self.body[-1] = last
-        # optional IRCNN-style dilations (one per convolution): a wider receptive field at the same cost
-        self.dilations = tuple(int(d) for d in dilations) if dilations else (1,) * self.depth
-        if len(self.dilations) != self.depth or min(self.dilations) < 1:
-            raise ValueError(f"need {self.depth} dilations >= 1, got {self.dilations}")
-        convs = [m for m in self.body if isinstance(m, nn.Conv2d)]
-        for conv, d in zip(convs, self.dilations):
-            conv.dilation, conv.padding = (d, d), (d, d)
-
-    @property
-    def receptive_field(self) -> int:
-        return 1 + 2 * sum(self.dilations)
 
     def describe(self) -> str:
         dil = "" if set(self.dilations) == {1} else f"dilations={'-'.join(map(str, self.dilations))}, "
