@@ -534,7 +534,7 @@ def _box_mean_valid(values: np.ndarray, valid: np.ndarray, r: int) -> np.ndarray
 
 def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransform,
           iterations: int = DEFAULT_ITERATIONS, beta: Optional[float] = None,
-          progress_check: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+          progress_check: Optional[Callable[[int, int], None]] = None, pad: Optional[int] = None) -> np.ndarray:
     """Despeckle an (H, W, D, D) Hermitian covariance field (D = 1: intensity) with MuLoG.
 
     c: (H, W, D, D) complex (or real for D = 1); invalid pixels (non-finite entry, negative
@@ -547,6 +547,11 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
     transform: from :func:`fit_transform` on the whole raster (same for every tile).
     iterations: ADMM iterations (= denoiser calls). beta: initial ADMM penalty (default 1 + 2/L).
     progress_check(done, total): called after each ADMM iteration; it may raise (e.g. to cancel).
+    pad: the channels are mirrored (reflect) by this many pixels on each side before every
+    denoiser call and cropped back after, so that a network's zero padding does not treat the
+    image border as a flat zero-mean margin. Default: half the denoiser's receptive field when it
+    has a model card (``denoise.card.receptive_field``), else 0. The raster pipeline passes 0: its
+    tiles already carry a mirrored halo at the raster edges and real context elsewhere.
     Returns (H, W, D, D) complex128, Hermitian positive definite on valid pixels (matrix
     exponential), debiased.
     """
@@ -564,6 +569,12 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
     if not (math.isfinite(beta) and beta > 0):
         raise InvalidInputError(f"beta must be a positive number, got {beta}")
     k = d * d
+    if pad is None:
+        card = getattr(denoise, "card", None)
+        pad = int(getattr(card, "receptive_field", 0) or 0) // 2
+    pad = int(pad)
+    if pad < 0:
+        raise InvalidInputError(f"pad must be >= 0, got {pad}")
 
     c = c.astype(np.complex128)
     invalid = _invalid_mask(c)
@@ -586,9 +597,13 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
     def call_denoiser(u, b):
         x = (u * sd).T.reshape(k, h, w).astype(np.float32)
         sig = (sd / math.sqrt(b)).astype(np.float32)
+        if pad:
+            x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
         y = np.asarray(denoise(x, sig), dtype=np.float64)
-        if y.shape != (k, h, w):
-            raise InvalidInputError(f"the denoiser returned shape {y.shape}, expected {(k, h, w)}")
+        if y.shape != x.shape:
+            raise InvalidInputError(f"the denoiser returned shape {y.shape}, expected {x.shape}")
+        if pad:
+            y = y[:, pad:pad + h, pad:pad + w]
         y = y.reshape(k, h * w).T / sd
         return np.where(np.isfinite(y), y, 0.0)
 

@@ -120,7 +120,7 @@ def despeckle_polsar_raster(src_path: str, dst_path: str, denoiser, matrix: Matr
 
         def infer(bands):
             return matrix_to_bands(mulog(bands_to_matrix(bands), looks, denoiser, transform, int(iterations),
-                                         progress_check=check))
+                                         progress_check=check, pad=0))
 
         progress.info(f"{len(grid)} tiles of up to {tile} pixels (halo {halo}) on {denoiser.device_used}")
         stream_channels(dst_path, spec, grid, lambda w: _read_valid(src, w, single), infer, [src], progress, 5.0)

@@ -260,3 +260,48 @@ def test_denoiser_contract():
     assert seen == [(np.float32, (4, 16, 24), np.float32, (4,), True)] * 3
     with pytest.raises(InvalidInputError, match="fitted for D = 2"):
         M.mulog(np.ones((4, 4, 3, 3)), 1.0, den, t)
+
+
+class _ZeroPaddedBox:
+    """A 5 x 5 mean with zero padding, like a CNN's convolutions, with a card giving its receptive field."""
+
+    class card:
+        receptive_field = 5
+
+    def __init__(self):
+        self.shapes = []
+
+    def __call__(self, x, s):
+        from scipy.ndimage import uniform_filter
+        self.shapes.append(x.shape)
+        return uniform_filter(x, (1, 5, 5), mode="constant", cval=0.0)
+
+
+def test_border_is_mirrored_for_the_denoiser():
+    """By default the channels are mirrored by half the denoiser's receptive field before each
+    call, so that its zero padding does not drag the border towards the channel mean. On a C2
+    field with a log-intensity ramp (L = 4, 3 iterations), the 2-pixel border's mean |log error|
+    of C11 is 0.109 with the mirror (interior 0.076) against 0.329 with pad=0 (measured)."""
+    h = w = 32
+    yy, xx = np.mgrid[0:h, 0:w]
+    clean = np.exp(0.08 * (xx - w / 2) + 0.05 * (yy - h / 2))[..., None, None] * np.array([[1.0, 0.3], [0.3, 0.5]])
+    noisy = M.simulate_wishart(clean, 4.0, rng=1)
+    t = M.fit_transform(noisy, 4.0)
+    border = np.zeros((h, w), bool)
+    border[:2] = border[-2:] = border[:, :2] = border[:, -2:] = True
+
+    def errors(out):
+        e = np.abs(np.log(out[..., 0, 0].real / clean[..., 0, 0]))
+        return e[border].mean(), e[~border].mean()
+
+    den = _ZeroPaddedBox()
+    mirrored = M.mulog(noisy, 4.0, den, t, iterations=3)
+    assert den.shapes == [(4, h + 4, w + 4)] * 3
+    np.testing.assert_array_equal(mirrored, M.mulog(noisy, 4.0, _ZeroPaddedBox(), t, iterations=3, pad=2))
+    zero = M.mulog(noisy, 4.0, den, t, iterations=3, pad=0)
+    (b_m, i_m), (b_z, i_z) = errors(mirrored), errors(zero)
+    assert b_m < 0.5 * b_z
+    assert b_m < 2.0 * i_m
+    np.testing.assert_allclose(i_m, i_z, rtol=0.15)
+    with pytest.raises(InvalidInputError, match="pad"):
+        M.mulog(noisy, 4.0, den, t, pad=-1)
