@@ -8,8 +8,11 @@ white Gaussian noise of standard deviation sigma (log units). Training therefore
 log-domain images, zero-centred by their median: BSD400 (8-bit values clipped to >= 1 read as
 amplitude, log intensity = 2 log v), Sentinel-1 temporal means (log intensity) and, optionally,
 the 9 PCA channels of the matrix logarithm of a boxcar-smoothed AIRSAR C3 field. Each patch gets
-a random contrast (x0.3 ... x2, log-uniform), a random sign, one of the 8 flips/rotations and
-noise x + sigma n with sigma drawn in [sigma_min, sigma_max] (half log-uniform, half uniform).
+a random contrast (log-uniform in [``--contrast-min``, ``--contrast-max``], default x0.3 ... x2), a random
+sign, one of the 8 flips/rotations, optionally a Gaussian blur (``--blur-prob``, ``--blur-max``: smooth
+copies of the references, whose fine texture and residual speckle otherwise teach the network that
+clean images are never flat) and noise x + sigma n with sigma drawn in [sigma_min, sigma_max] (half
+log-uniform, half uniform).
 The network sees [x_noisy / s, sigma / s] (s = ``norm_scale``) and predicts x / s (residual on
 the first channel). The loss is the per-patch MSE divided by (sigma / s)^p: p = 2 makes every noise
 level count alike (an average of per-patch "MSE gains"), p = 0 is the plain MSE; the default
@@ -51,7 +54,8 @@ NAME = "gaussian-dncnn-log"
 EVAL_SIGMAS = (0.1, 0.3, 0.7, 1.3)
 BLUR_WIDTHS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6)
 DEFAULTS = dict(depth=8, width=32, batch=64, patch=48, lr=1e-3, warmup=200, norm_scale=2.0,
-                sigma_min=0.02, sigma_max=2.0, contrast_min=0.3, contrast_max=2.0, holdout_bsd=8, holdout_s1=4,
+                sigma_min=0.02, sigma_max=2.0, contrast_min=0.3, contrast_max=2.0, blur_prob=0.0, blur_max=0.0,
+                holdout_bsd=8, holdout_s1=4,
                 airsar_holdout_rows=64, airsar_boxcar=5, weights="0.45,0.4,0.15")
 LICENSE = ("Weights: GPL-2.0, the plugin's licence. Trained on BSD400 (Berkeley Segmentation Dataset; free for "
            "non-commercial research and education), on Sentinel-1 GRD temporal means (Sebastianelli et al., "
@@ -173,7 +177,8 @@ class GaussianPatchSampler:
 
     def __init__(self, sets: Dict[str, List[Tuple[str, np.ndarray]]], weights: Dict[str, float],
                  patch: int = 48, batch: int = 64, norm_scale: float = 2.0, sigma_min: float = 0.02,
-                 sigma_max: float = 2.0, contrast: Tuple[float, float] = (0.3, 2.0), seed=0):
+                 sigma_max: float = 2.0, contrast: Tuple[float, float] = (0.3, 2.0), blur_prob: float = 0.0,
+                 blur_max: float = 0.0, seed=0):
         self.sets = {k: [im for _, im in v if min(im.shape) >= patch] for k, v in sets.items()}
         self.sets = {k: v for k, v in self.sets.items() if v and weights.get(k, 0) > 0}
         if not self.sets:
@@ -186,6 +191,9 @@ class GaussianPatchSampler:
         self.patch, self.batch, self.scale = int(patch), int(batch), float(norm_scale)
         self.sigma = (float(sigma_min), float(sigma_max))
         self.contrast = (float(contrast[0]), float(contrast[1]))
+        if not (0 < self.contrast[0] <= self.contrast[1]):
+            raise ValueError(f"contrast range must satisfy 0 < min <= max, got {self.contrast}")
+        self.blur_prob, self.blur_max = float(blur_prob), float(blur_max)
         self.rng = np.random.default_rng(seed)
 
     def sample(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -198,6 +206,12 @@ class GaussianPatchSampler:
             r0 = rng.integers(0, im.shape[0] - p + 1)
             c0 = rng.integers(0, im.shape[1] - p + 1)
             clean[j] = augment(im[r0:r0 + p, c0:c0 + p], int(rng.integers(8)))
+            if self.blur_max > 0 and rng.random() < self.blur_prob:
+                # a smooth variant of the reference (Gaussian blur, width uniform in (0, blur_max] px):
+                # the references carry fine texture and residual speckle everywhere, whereas the minor
+                # PCA channels MuLog denoises are smooth and low in contrast
+                from scipy.ndimage import gaussian_filter
+                clean[j] = gaussian_filter(clean[j], rng.uniform(0.0, self.blur_max) + 1e-6, mode="reflect")
         gain = np.exp(rng.uniform(math.log(self.contrast[0]), math.log(self.contrast[1]), size=b))
         gain *= np.where(rng.random(b) < 0.5, -1.0, 1.0)
         clean *= gain[:, None, None].astype(np.float32)
@@ -226,6 +240,13 @@ def parse_train_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--norm-scale", type=float, default=DEFAULTS["norm_scale"])
     ap.add_argument("--sigma-min", type=float, default=DEFAULTS["sigma_min"])
     ap.add_argument("--sigma-max", type=float, default=DEFAULTS["sigma_max"])
+    ap.add_argument("--contrast-min", type=float, default=DEFAULTS["contrast_min"],
+                    help="random contrast gain of each clean patch: log-uniform in [min, max]")
+    ap.add_argument("--contrast-max", type=float, default=DEFAULTS["contrast_max"])
+    ap.add_argument("--blur-prob", type=float, default=DEFAULTS["blur_prob"],
+                    help="probability of replacing a clean patch by a Gaussian-blurred copy")
+    ap.add_argument("--blur-max", type=float, default=DEFAULTS["blur_max"],
+                    help="largest blur width (std, px) of those copies; the width is uniform in (0, max]")
     ap.add_argument("--weights", default=DEFAULTS["weights"],
                     help="probabilities of drawing a patch from bsd400,s1,airsar")
     ap.add_argument("--no-polsar", action="store_true", help="leave the AIRSAR PCA channels out")
@@ -248,6 +269,10 @@ def reproduce_command(args, steps: int) -> str:
              f"--lr {args.lr:g}",
              f"--warmup {args.warmup}", f"--norm-scale {args.norm_scale:g}", f"--sigma-min {args.sigma_min:g}",
              f"--sigma-max {args.sigma_max:g}", f"--weights {args.weights}", f"--seed {args.seed}"]
+    if (args.contrast_min, args.contrast_max) != (DEFAULTS["contrast_min"], DEFAULTS["contrast_max"]):
+        parts[-1:-1] = [f"--contrast-min {args.contrast_min:g}", f"--contrast-max {args.contrast_max:g}"]
+    if args.blur_prob > 0 and args.blur_max > 0:
+        parts[-1:-1] = [f"--blur-prob {args.blur_prob:g}", f"--blur-max {args.blur_max:g}"]
     if args.no_polsar:
         parts.append("--no-polsar")
     if args.bf16:
@@ -327,7 +352,8 @@ def train(args: argparse.Namespace) -> Dict:
     sampler = GaussianPatchSampler(train_sets, _weights(args.weights, args.no_polsar), patch=args.patch,
                                    batch=args.batch, norm_scale=args.norm_scale, sigma_min=args.sigma_min,
                                    sigma_max=args.sigma_max,
-                                   contrast=(DEFAULTS["contrast_min"], DEFAULTS["contrast_max"]), seed=args.seed)
+                                   contrast=(args.contrast_min, args.contrast_max), blur_prob=args.blur_prob,
+                                   blur_max=args.blur_max, seed=args.seed)
     val = make_validation(held, scale=args.norm_scale)
     model = GaussianDnCNN(args.depth, args.width, dilations=_dilations(args.dilations))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -415,6 +441,11 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
     smin, smax = float(config["sigma_min"]), float(config["sigma_max"])
     polsar = bool(config.get("polsar", not config.get("no_polsar", False)))
     steps = int(config.get("steps_done", config.get("steps", 0)))
+    cmin = float(config.get("contrast_min", DEFAULTS["contrast_min"]))
+    cmax = float(config.get("contrast_max", DEFAULTS["contrast_max"]))
+    bprob, bmax = float(config.get("blur_prob", 0.0)), float(config.get("blur_max", 0.0))
+    blur = (f"; {bprob:.0%} of the patches Gaussian-blurred (width uniform in (0, {bmax:g}] px)"
+            if bprob > 0 and bmax > 0 else "")
     return ModelCard(
         name=name,
         architecture=model.describe(),
@@ -433,8 +464,9 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
                        "amplitude, log intensity = 2 log v) and Sentinel-1 GRD temporal means (log intensity)"
                        + (", plus the 9 PCA channels of the matrix log of a 5x5-boxcar AIRSAR San Francisco C3 "
                           "(top 192 of 256 rows)" if polsar else "")
-                       + f"; weights {config.get('weights', DEFAULTS['weights'])}; random contrast x0.3-x2 "
-                         "(log-uniform), random sign, 8 flips/rotations; last 8 BSD400 and last 4 S1 images held out"),
+                       + f"; weights {config.get('weights', DEFAULTS['weights'])}; random contrast x{cmin:g}-x{cmax:g} "
+                         f"(log-uniform), random sign, 8 flips/rotations{blur}; last 8 BSD400 and last 4 S1 images "
+                         "held out"),
         metrics=metrics or {},
         reproduce=str(config.get("reproduce", "python -m training.gaussian train (see sar_despeckle_plugin/models/README.md)")),
         tile_size=512,

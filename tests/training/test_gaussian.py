@@ -88,6 +88,30 @@ def test_sampler_contract():
     np.testing.assert_allclose(noise_std, sn, rtol=0.15)
 
 
+def test_sampler_contrast_range_and_blurred_copies():
+    """Clean patches are the references times a gain of magnitude in [contrast_min, contrast_max]
+    (random sign); with blur_prob 1 every patch is a Gaussian-blurred copy (width up to blur_max),
+    which lowers its total variation, whereas blur_prob 0 leaves the pixel values of the blocks."""
+    sets = _synthetic_sets()
+    levels = np.unique(np.concatenate([np.unique(im) for _, im in sets["synthetic"]]))
+
+    def clean(**kw):
+        s = GaussianPatchSampler(sets, {"synthetic": 1.0}, patch=32, batch=64, norm_scale=SCALE, seed=5,
+                                 contrast=(0.05, 0.1), **kw)
+        return s.sample()[1][:, 0] * SCALE
+
+    plain, blurred = clean(), clean(blur_prob=1.0, blur_max=3.0)
+    top = np.abs(levels).max()
+    assert np.abs(plain).max() <= 0.1 * top + 1e-6 and np.abs(plain).max() > 0.05 * 0.5 * top
+    # plain patches stay piecewise constant; blurred copies have smooth ramps and less gradient energy
+    flat = lambda a: np.mean(np.abs(np.diff(a, axis=-1)) < 1e-7)
+    energy = lambda a: np.mean(np.diff(a, axis=-1) ** 2) + np.mean(np.diff(a, axis=-2) ** 2)
+    assert flat(plain) > 0.85 and flat(blurred) < 0.6
+    assert energy(blurred) < 0.5 * energy(plain)
+    with pytest.raises(ValueError, match="contrast"):
+        GaussianPatchSampler(sets, {"synthetic": 1.0}, patch=32, batch=4, contrast=(0.0, 1.0))
+
+
 def test_log_matrix_channels_isometry_and_pca():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(5, 6, 3, 3)) + 1j * rng.normal(size=(5, 6, 3, 3))
@@ -108,12 +132,12 @@ def test_log_matrix_channels_isometry_and_pca():
 
 def test_reproduce_command_round_trips():
     args = parse_train_args(["--steps", "9000", "--max-minutes", "30", "--bf16", "--seed", "3", "--no-polsar",
-                             "--out", "x"])
+                             "--contrast-min", "0.05", "--blur-prob", "0.5", "--blur-max", "2.5", "--out", "x"])
     cmd = reproduce_command(args, 1234)
     assert cmd.startswith("python -m training.gaussian train --steps 1234 ")
     again = parse_train_args(cmd.split()[4:])
     for key in ("batch", "patch", "depth", "width", "lr", "warmup", "norm_scale", "sigma_min", "sigma_max",
-                "weights", "seed", "bf16", "no_polsar"):
+                "weights", "seed", "bf16", "no_polsar", "contrast_min", "contrast_max", "blur_prob", "blur_max"):
         assert getattr(again, key) == getattr(args, key), key
     assert again.steps == 1234 and again.max_minutes is None
 
