@@ -7,7 +7,8 @@ MuLog runs the network on the PCA channels of log-covariance matrices, each zero
 white Gaussian noise of standard deviation sigma (log units). Training therefore uses clean
 log-domain images, zero-centred by their median: BSD400 (8-bit values clipped to >= 1 read as
 amplitude, log intensity = 2 log v), Sentinel-1 temporal means (log intensity) and, optionally,
-the 9 PCA channels of the matrix logarithm of a boxcar-smoothed AIRSAR C3 field. Each patch gets
+the 9 PCA channels of the matrix logarithm of a boxcar-smoothed AIRSAR San Francisco field (the
+256 x 256 C3 sample, or with ``--polsar-source t3`` the whole 900 x 1024 T3 scene). Each patch gets
 a random contrast (log-uniform in [``--contrast-min``, ``--contrast-max``], default x0.3 ... x2), a random
 sign, one of the 8 flips/rotations, optionally a Gaussian blur (``--blur-prob``, ``--blur-max``: smooth
 copies of the references, whose fine texture and residual speckle otherwise teach the network that
@@ -50,6 +51,8 @@ from .train_dncnn import lr_at
 from sar_despeckle_plugin.core.model_card import INPUT_DOMAIN_GAUSSIAN, ModelCard
 
 AIRSAR = "polsar/mulog_samples/sanfrancisco_airsar.npy"
+AIRSAR_T3 = "polsar/airsar_sanfrancisco_t3/T3"        # the whole 900 x 1024 scene, PolSARpro T3 folder
+T3_NAMES = ("T11", "T12_real", "T12_imag", "T13_real", "T13_imag", "T22", "T23_real", "T23_imag", "T33")
 NAME = "gaussian-dncnn-log"
 EVAL_SIGMAS = (0.1, 0.3, 0.7, 1.3)
 BLUR_WIDTHS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6)
@@ -137,18 +140,30 @@ def pca_channels(chans: np.ndarray) -> np.ndarray:
     return (vec[:, ::-1].T @ flat).reshape(chans.shape)
 
 
-def airsar_pca(data: Path | str, box: int = DEFAULTS["airsar_boxcar"]) -> Optional[np.ndarray]:
-    """The 9 zero-centred PCA channels of log(boxcar_box(C3)) of the AIRSAR sample, (9, 256, 256) float32."""
-    path = Path(data) / AIRSAR
-    if not path.exists():
-        return None
-    cov = np.load(path)
+def airsar_pca(data: Path | str, box: int = DEFAULTS["airsar_boxcar"], source: str = "sample") -> Optional[np.ndarray]:
+    """The 9 zero-centred PCA channels of log(boxcar_box(C3 or T3)) of an AIRSAR San Francisco field:
+    ``source`` "sample" = the (256, 256) C3 of polsar/mulog_samples, "t3" = the whole (900, 1024) T3
+    scene (a unitary change of basis of C3: same PCA channels up to sign). float32 (9, H, W)."""
+    if source == "t3":
+        folder = Path(data) / AIRSAR_T3
+        if not (folder / "T11.bin").exists():
+            return None
+        from sar_despeckle_plugin.core.mulog import bands_to_matrix
+        bands = np.stack([np.fromfile(folder / f"{n}.bin", dtype="<f4").reshape(900, 1024) for n in T3_NAMES])
+        cov = bands_to_matrix(bands.astype(np.float64))
+    elif source == "sample":
+        path = Path(data) / AIRSAR
+        if not path.exists():
+            return None
+        cov = np.load(path)
+    else:
+        raise ValueError(f"unknown PolSAR source {source!r} (sample or t3)")
     return pca_channels(log_matrix_channels(boxcar(cov, box))).astype(np.float32)
 
 
 def load_log_sets(data: Path | str, holdout_bsd: int = DEFAULTS["holdout_bsd"], holdout_s1: int = DEFAULTS["holdout_s1"],
                   polsar: bool = True, airsar_holdout_rows: int = DEFAULTS["airsar_holdout_rows"],
-                  airsar_box: int = DEFAULTS["airsar_boxcar"]):
+                  airsar_box: int = DEFAULTS["airsar_boxcar"], polsar_source: str = "sample"):
     """(train, held): dicts set name -> list of (name, zero-centred float32 log image)."""
     refs = load_references(data)
     tr, he = split_holdout(refs, [holdout_bsd, holdout_s1])
@@ -156,7 +171,7 @@ def load_log_sets(data: Path | str, holdout_bsd: int = DEFAULTS["holdout_bsd"], 
     train = {r.name: [(n, conv[r.name](im)) for n, im in zip(r.names, r.images)] for r in tr}
     held = {r.name: [(n, conv[r.name](im)) for n, im in zip(r.names, r.images)] for r in he}
     if polsar:
-        pcs = airsar_pca(data, airsar_box)
+        pcs = airsar_pca(data, airsar_box, polsar_source)
         if pcs is not None:
             cut = pcs.shape[1] - int(airsar_holdout_rows)
             train["airsar"] = [(f"airsar_pc{k}", np.ascontiguousarray(p[:cut])) for k, p in enumerate(pcs)]
@@ -250,6 +265,9 @@ def parse_train_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--weights", default=DEFAULTS["weights"],
                     help="probabilities of drawing a patch from bsd400,s1,airsar")
     ap.add_argument("--no-polsar", action="store_true", help="leave the AIRSAR PCA channels out")
+    ap.add_argument("--polsar-source", choices=("sample", "t3"), default="sample",
+                    help="AIRSAR San Francisco field: the 256 x 256 C3 sample (default) or the whole 900 x 1024 T3 "
+                         "scene; its bottom 64 rows are held out either way")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
                     help="shared data root (or a folder packed by `python -m training.data pack`)")
     ap.add_argument("--seed", type=int, default=0)
@@ -275,6 +293,8 @@ def reproduce_command(args, steps: int) -> str:
         parts[-1:-1] = [f"--blur-prob {args.blur_prob:g}", f"--blur-max {args.blur_max:g}"]
     if args.no_polsar:
         parts.append("--no-polsar")
+    elif args.polsar_source != "sample":
+        parts.insert(-1, f"--polsar-source {args.polsar_source}")
     if args.bf16:
         parts.append("--bf16")
     parts.append("--out runs/gaussian")
@@ -348,7 +368,7 @@ def train(args: argparse.Namespace) -> Dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    train_sets, held = load_log_sets(args.data, polsar=not args.no_polsar)
+    train_sets, held = load_log_sets(args.data, polsar=not args.no_polsar, polsar_source=args.polsar_source)
     sampler = GaussianPatchSampler(train_sets, _weights(args.weights, args.no_polsar), patch=args.patch,
                                    batch=args.batch, norm_scale=args.norm_scale, sigma_min=args.sigma_min,
                                    sigma_max=args.sigma_max,
@@ -462,8 +482,10 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
                            f"{int(config['patch'])}x{int(config['patch'])} patches"),
         training_data=("zero-centred (median) log-domain clean images: BSD400 (8-bit values clipped to >= 1 read as "
                        "amplitude, log intensity = 2 log v) and Sentinel-1 GRD temporal means (log intensity)"
-                       + (", plus the 9 PCA channels of the matrix log of a 5x5-boxcar AIRSAR San Francisco C3 "
-                          "(top 192 of 256 rows)" if polsar else "")
+                       + ((", plus the 9 PCA channels of the matrix log of a 5x5-boxcar AIRSAR San Francisco T3 "
+                           "(whole scene, top 836 of 900 rows)" if config.get("polsar_source") == "t3" else
+                           ", plus the 9 PCA channels of the matrix log of a 5x5-boxcar AIRSAR San Francisco C3 "
+                           "(top 192 of 256 rows)") if polsar else "")
                        + f"; weights {config.get('weights', DEFAULTS['weights'])}; random contrast x{cmin:g}-x{cmax:g} "
                          f"(log-uniform), random sign, 8 flips/rotations{blur}; last 8 BSD400 and last 4 S1 images "
                          "held out"),

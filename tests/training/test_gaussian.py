@@ -13,8 +13,8 @@ pytest.importorskip("onnx")
 
 from sar_despeckle_plugin.core.model_card import ModelCard  # noqa: E402
 from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxGaussianDenoiser, read_card  # noqa: E402
-from training.gaussian import (GaussianDnCNN, GaussianPatchSampler, build_card, check_parity,  # noqa: E402
-                               export_onnx, log_matrix_channels, parse_train_args, pca_channels,
+from training.gaussian import (GaussianDnCNN, GaussianPatchSampler, airsar_pca, build_card,  # noqa: E402
+                               check_parity, export_onnx, log_matrix_channels, parse_train_args, pca_channels,
                                reproduce_command, weighted_mse)
 from training.train_dncnn import lr_at  # noqa: E402
 from conftest import shared  # noqa: E402
@@ -130,9 +130,37 @@ def test_log_matrix_channels_isometry_and_pca():
     np.testing.assert_allclose(pcs.reshape(9, -1).mean(axis=1), 0, atol=1e-10)
 
 
+def test_pca_channels_do_not_depend_on_the_polarimetric_basis():
+    """T3 = U C3 U^H (Pauli basis, U unitary), and log(U C U^H) = U log(C) U^H: the unfolded
+    channels differ by an orthogonal map, so their PCA channels agree up to sign (which is why the
+    T3 scene and the C3 sample feed the same kind of training images)."""
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(24, 20, 3, 3)) + 1j * rng.normal(size=(24, 20, 3, 3))
+    c3 = a @ np.conj(np.swapaxes(a, -1, -2)) * np.array([4.0, 1.0, 0.25])[:, None] + 0.1 * np.eye(3)
+    u = np.array([[1, 0, 1], [1, 0, -1], [0, np.sqrt(2), 0]]) / np.sqrt(2)
+    t3 = u @ c3 @ u.conj().T
+    p_c, p_t = pca_channels(log_matrix_channels(c3)), pca_channels(log_matrix_channels(t3))
+    for k in range(9):
+        sign = np.sign(np.sum(p_c[k] * p_t[k]))
+        np.testing.assert_allclose(sign * p_t[k], p_c[k], atol=1e-8 * np.abs(p_c).max())
+
+
+def test_airsar_t3_source():
+    root = shared("polsar", "airsar_sanfrancisco_t3", "T3").parents[2]
+    pcs = airsar_pca(root, 5, "t3")
+    assert pcs.shape == (9, 900, 1024) and pcs.dtype == np.float32
+    np.testing.assert_allclose(pcs.reshape(9, -1).mean(axis=1), 0, atol=1e-4)
+    var = pcs.reshape(9, -1).var(axis=1)
+    assert np.all(np.diff(var) <= 1e-6 * var[0])
+    with pytest.raises(ValueError, match="unknown PolSAR source"):
+        airsar_pca(root, 5, "c4")
+
+
 def test_reproduce_command_round_trips():
     args = parse_train_args(["--steps", "9000", "--max-minutes", "30", "--bf16", "--seed", "3", "--no-polsar",
                              "--contrast-min", "0.05", "--blur-prob", "0.5", "--blur-max", "2.5", "--out", "x"])
+    t3 = parse_train_args(["--polsar-source", "t3", "--out", "x"])
+    assert parse_train_args(reproduce_command(t3, 10).split()[4:]).polsar_source == "t3"
     cmd = reproduce_command(args, 1234)
     assert cmd.startswith("python -m training.gaussian train --steps 1234 ")
     again = parse_train_args(cmd.split()[4:])
