@@ -86,6 +86,13 @@ models: setup-training
 	  --lr 0.001 --warmup 200 --norm-scale 2 --sigma-min 0.02 --sigma-max 2 --weights 0.45,0.4,0.15 --seed 0 \
 	  --bf16 --out runs/gaussian
 	$(PY) -m training quantize runs/gaussian/gaussian_dncnn_log.onnx --out runs/gaussian/gaussian_dncnn_log_int8.onnx
+	$(PY) -m training.gaussian train --steps 10000 --batch 64 --patch 48 --depth 8 --width 32 --sigma-power 2 \
+	  --lr 0.001 --warmup 200 --norm-scale 2 --sigma-min 0.02 --sigma-max 2 --weights 0.45,0.4,0.15 \
+	  --blur-prob 0.5 --blur-max 2.5 --seed 0 --bf16 --out runs/gaussian-smooth
+	$(PY) -m training.gaussian export runs/gaussian-smooth/checkpoint.pt --name gaussian-dncnn-log-smooth \
+	  --out runs/gaussian-smooth/gaussian_dncnn_log_smooth.onnx
+	$(PY) -m training quantize runs/gaussian-smooth/gaussian_dncnn_log_smooth.onnx \
+	  --out runs/gaussian-smooth/gaussian_dncnn_log_smooth_int8.onnx
 	@echo "Compare runs/*/*.onnx with sar_despeckle_plugin/models/ (make bench-quality), then copy them there."
 
 # Every configuration for 3 steps on small batches, exported (no evaluation): checks the recipes.

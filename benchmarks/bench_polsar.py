@@ -11,7 +11,8 @@ percentile of the clean amplitude), mean absolute error of the coherence magnitu
 |C_ij| / sqrt(C_ii C_jj) over all pairs, and seconds per megapixel on this CPU.
 
 Methods: the noisy input; boxcar 7 x 7 (core.filters.polsar_boxcar); polarimetric Refined Lee
-7 x 7 (core.filters.polsar_refined_lee); ours (core.mulog.mulog, 6 ADMM iterations) with each
+7 x 7 (core.filters.polsar_refined_lee); ours (core.mulog.mulog, 6 ADMM iterations; the channels are
+mirrored by half the network's receptive field at the crop's border, as the plugin mirrors a raster's edges) with each
 ONNX Gaussian denoiser given by --onnx, else with the numpy non-local-means stand-in
 (core.mulog.nlm_denoiser, said in the output); and the reference PyPI ``mulog`` package with
 BM3D when it can be imported. The reference needs scipy >= 1.13 (through bm3d/bm4d), which must not

@@ -490,7 +490,10 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
                          f"(log-uniform), random sign, 8 flips/rotations{blur}; last 8 BSD400 and last 4 S1 images "
                          "held out"),
         metrics=metrics or {},
-        reproduce=str(config.get("reproduce", "python -m training.gaussian train (see sar_despeckle_plugin/models/README.md)")),
+        reproduce=(str(config.get("reproduce", "python -m training.gaussian train (see sar_despeckle_plugin/models/README.md)"))
+                   + ("" if name == NAME else
+                      f" && python -m training.gaussian export runs/gaussian/checkpoint.pt --name {name} "
+                      f"--out sar_despeckle_plugin/models/{name.replace('-', '_')}.onnx")),
         tile_size=512,
         size_multiple=1,
         sigma_min=smin,

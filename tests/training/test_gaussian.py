@@ -239,6 +239,10 @@ def test_card_reads_back(trained):
     assert card.norm_offset == 0.0 and card.norm_scale == SCALE
     assert card.receptive_field == 9 and card.metrics == {"test": 1}
     assert card.reproduce.startswith("python -m training.gaussian train")
+    # a name other than the training's default adds the export step that gives it
+    assert card.reproduce.endswith(" && python -m training.gaussian export runs/gaussian/checkpoint.pt "
+                                   "--name gaussian-test --out sar_despeckle_plugin/models/gaussian_test.onnx")
+    assert "export" not in build_card(_config(), {}).reproduce
     assert "150 steps" in card.extra.get("training_run", "")
 
 
