@@ -91,7 +91,7 @@ def test_sampler_contract():
 def test_sampler_contrast_range_and_blurred_copies():
     """Clean patches are the references times a gain of magnitude in [contrast_min, contrast_max]
     (random sign); with blur_prob 1 every patch is a Gaussian-blurred copy (width up to blur_max),
-    which lowers its total variation, whereas blur_prob 0 leaves the pixel values of the blocks."""
+    which lowers its gradient energy, whereas blur_prob 0 leaves the blocks piecewise constant."""
     sets = _synthetic_sets()
     levels = np.unique(np.concatenate([np.unique(im) for _, im in sets["synthetic"]]))
 
