@@ -76,7 +76,7 @@ bench-polsar: plugin
 	mkdir -p benchmarks/results
 	set -o pipefail; $(QGIS_ENV) $(PY) benchmarks/bench_polsar.py --field sanfrancisco flevoland \
 	  --onnx $$($(PY) -c "import json; print(' '.join('$(PLUGIN)/models/' + m['file'] for m in json.load(open('$(PLUGIN)/models/models.json'))['gaussian_models']))") \
-	  --markdown benchmarks/results/bench_polsar.md | tee benchmarks/results/bench_polsar.txt
+	  --draws 3 --markdown benchmarks/results/bench_polsar.md | tee benchmarks/results/bench_polsar.txt
 
 models: setup-training
 	for c in $(MODEL_CONFIGS); do $(PY) -m training train --config training/configs/$$c.yaml --device $(DEVICE) || exit 1; done
