@@ -562,12 +562,13 @@ def measure_speed(path: Path | str, channels: int = 9, size: int = 512, repeats:
 
 
 def evaluate_onnx(path: Path | str, data: Path | str, sigmas: Sequence[float] = EVAL_SIGMAS, seed: int = 7,
-                  speed: bool = True) -> Dict[str, object]:
+                  speed: bool = True, polsar_source: str = "sample") -> Dict[str, object]:
     """MSE gains (dB) of the exported network on the held-out references, against the noisy input and
-    against a Gaussian blur of the best width (an oracle per set and sigma), and the CPU speed."""
+    against a Gaussian blur of the best width (an oracle per set and sigma), and the CPU speed.
+    ``polsar_source``: the AIRSAR field the network was trained on (its held-out rows are evaluated)."""
     from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxGaussianDenoiser
     den = OnnxGaussianDenoiser(str(path), Device.CPU)
-    _, held = load_log_sets(data)
+    _, held = load_log_sets(data, polsar_source=polsar_source)
     rng = np.random.default_rng(seed)
     table: Dict[str, Dict[str, object]] = {}
     for set_name, items in held.items():
@@ -592,6 +593,10 @@ def evaluate_onnx(path: Path | str, data: Path | str, sigmas: Sequence[float] = 
     metrics: Dict[str, object] = {"heldout_mse_gain": table,
                                   "note": "MSE in log units on zero-centred held-out images; gain = 10 log10(MSE "
                                           "ratio); blur = Gaussian blur, width chosen per set and sigma (oracle)"}
+    if "airsar" in held:
+        field = "whole T3 scene" if polsar_source == "t3" else "256 x 256 C3 sample"
+        metrics["airsar_heldout"] = (f"bottom {DEFAULTS['airsar_holdout_rows']} rows of the AIRSAR San Francisco "
+                                     f"{field} (the rows the network was not trained on)")
     if speed:
         metrics["speed"] = measure_speed(path)
     return metrics
@@ -603,7 +608,7 @@ def export_and_evaluate(model: nn.Module, config: Dict[str, object], out: Path, 
     parity = export_onnx(model, out, card, parity_shapes=((3, 37, 53), (1, 64, 31)))
     metrics: Dict[str, object] = {}
     if evaluate:
-        metrics = evaluate_onnx(out, data)
+        metrics = evaluate_onnx(out, data, polsar_source=str(config.get("polsar_source") or "sample"))
         metrics["parity_max_abs"] = float(f"{parity:.3g}")
         card = build_card(config, metrics, name=name)
         write_card(out, card)

@@ -14,8 +14,8 @@ pytest.importorskip("onnx")
 from sar_despeckle_plugin.core.model_card import ModelCard  # noqa: E402
 from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxGaussianDenoiser, read_card  # noqa: E402
 from training.gaussian import (GaussianDnCNN, GaussianPatchSampler, airsar_pca, build_card,  # noqa: E402
-                               check_parity, export_onnx, log_matrix_channels, parse_train_args, pca_channels,
-                               reproduce_command, weighted_mse)
+                               check_parity, evaluate_onnx, export_onnx, log_matrix_channels, parse_train_args,
+                               pca_channels, reproduce_command, weighted_mse)
 from training.train_dncnn import lr_at  # noqa: E402
 from conftest import shared  # noqa: E402
 
@@ -259,6 +259,20 @@ def _mse_gains(path, sigmas, seed=11):
 def test_wrapper_runs_export_and_reduces_mse(trained):
     gains = _mse_gains(trained["path"], [0.3, 1.0])
     assert all(g > 1.0 for g in gains), gains
+
+
+def test_export_metrics_use_the_held_out_rows_of_the_training_field(trained):
+    """A network trained on the whole T3 scene is scored on that scene's held-out rows, not on the
+    256 x 256 sample's (which the scene contains): same noise draws, same BSD400 and S1 scores."""
+    root = shared("polsar", "airsar_sanfrancisco_t3", "T3").parents[2]
+    sample = evaluate_onnx(trained["path"], root, sigmas=(0.3,), speed=False)
+    t3 = evaluate_onnx(trained["path"], root, sigmas=(0.3,), speed=False, polsar_source="t3")
+    a, b = sample["heldout_mse_gain"], t3["heldout_mse_gain"]
+    assert a["bsd400_heldout_8"] == b["bsd400_heldout_8"] and a["s1_heldout_4"] == b["s1_heldout_4"]
+    ra, rb = a["airsar_heldout_9"]["sigma_0.3"], b["airsar_heldout_9"]["sigma_0.3"]
+    assert ra["mse_noisy"] == pytest.approx(0.09, rel=0.05) and rb["mse_noisy"] == pytest.approx(0.09, rel=0.02)
+    assert abs(ra["mse_net"] - rb["mse_net"]) > 1e-4
+    assert "whole T3 scene" in t3["airsar_heldout"] and "256 x 256 C3 sample" in sample["airsar_heldout"]
 
 
 @pytest.mark.skipif(not BUNDLED.exists(), reason="bundled Gaussian denoiser not built")
