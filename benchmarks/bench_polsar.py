@@ -225,14 +225,14 @@ def main(argv=None):
             for name, dt in times.items():
                 if name.startswith("ours"):
                     print(f"  speed ratio reference / {name}: {ref_time / dt:.0f}x")
-    cases = {row[:3] for row in table}
+    compared = {row[:3] for row in table}
     means = []                   # (method, mean PSNR, mean coherence MAE) over the cases of the crop comparison
     for name in dict.fromkeys(row[3] for row in table):
         rows = [row for row in table if row[3] == name]
-        if len(rows) == len(cases):
+        if len(rows) == len(compared):
             means.append((name, float(np.mean([row[4] for row in rows])), float(np.mean([row[5] for row in rows]))))
     if means:
-        print(f"\nmean over the {len(cases)} cases of the {args.reference_size} x {args.reference_size} crop comparison:")
+        print(f"\nmean over the {len(compared)} cases of the {args.reference_size} x {args.reference_size} crop comparison:")
         for name, p, e in means:
             print(fmt.format("  " + name, f"{p:.2f}", f"{e:.4f}", ""))
     if args.markdown and table:
@@ -247,7 +247,7 @@ def main(argv=None):
             for field, matrix, looks, name, p, e, spm, ratio in table:
                 f.write(f"| {field} {matrix} L={looks:g} | {name} | {p:.2f} | {e:.4f} | {'-' if spm is None else f'{spm:.1f}'} | "
                         f"{'-' if ratio is None else f'{ratio:.0f}x'} |\n")
-            f.write(f"\nMean over the {len(cases)} cases:\n\n| method | PSNR dB | coherence MAE |\n|---|---|---|\n")
+            f.write(f"\nMean over the {len(compared)} cases:\n\n| method | PSNR dB | coherence MAE |\n|---|---|---|\n")
             for name, p, e in means:
                 f.write(f"| {name} | {p:.2f} | {e:.4f} |\n")
     return 0
