@@ -57,9 +57,15 @@ Method choices (see :func:`mulog` for the exact sequence)
   ignores the heavy tails of single-look log-speckle. For D = 1 it is exactly sqrt(trigamma(L)).
 * Eigendecompositions of the 2 x 2 and 3 x 3 matrices are closed-form (:mod:`.hermitian`),
   several times faster than LAPACK on stacks of small matrices.
-* beta schedule: beta_0 = 1 + 2/L (MuLoG's default) and beta_k = beta_0 * 1.05^k, a fixed
-  schedule (MuLoG's adaptive rule depends on whole-image residual norms, which would make tiles
-  disagree).
+* ADMM penalty: a constant beta = 1 + 2/L (MuLoG's initial value) at every iteration. The
+  reference MuLoG multiplies beta by 1.05 whenever the whole-image residual stops shrinking, a
+  rule that would make tiles disagree; a fixed growth of 1.05 per iteration (this module's first
+  schedule) shrinks the last denoiser calls' noise level, which costs detail on textured scenes,
+  and keeps drifting when more iterations are asked for. Measured on the bench-polsar crops (8
+  cases, 3 speckle draws, default denoiser): constant 28.81 dB / coherence MAE .0500 against
+  28.74 / .0503 with the growth (+0.07 dB; the same +0.07 on 20 held-out crops of the two fields);
+  growth 0.95 gave 28.60 and 1.15 28.51. With a constant beta 12 and 20 iterations give the same
+  result as each other (28.80), whereas with the growth 20 iterations lose 0.25 dB.
 * Debiasing: denoising in the log domain leaves a multiplicative (Jensen) bias, mostly on bright
   structures. The estimate is corrected by the congruence Sigma <- G Sigma G, G = diag(g_i),
   g_i^2 = mean_W(C_ii) / mean_W(Sigma_ii) over the valid pixels of a (2R+1)^2 window
@@ -83,7 +89,6 @@ from .transforms import digamma
 
 DEFAULT_ITERATIONS = 6
 NEWTON_ITERATIONS = 2  # per proximal step; 3 gave the same PSNR and coherence (bench-polsar), 23 % slower
-BETA_GROWTH = 1.05
 DEBIAS_RADIUS = 8
 DATA_INVERSE_CONDITION = 1e-4
 INIT_INVERSE_CONDITION = 1e-3
@@ -545,7 +550,8 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
     applied to the K = D^2 zero-mean-ish PCA channels in their own (log) units, for white noise
     of std sigma[k].
     transform: from :func:`fit_transform` on the whole raster (same for every tile).
-    iterations: ADMM iterations (= denoiser calls). beta: initial ADMM penalty (default 1 + 2/L).
+    iterations: ADMM iterations (= denoiser calls). beta: the ADMM penalty (default 1 + 2/L), the same
+    at every iteration.
     progress_check(done, total): called after each ADMM iteration; it may raise (e.g. to cancel).
     pad: the channels are mirrored (reflect) by this many pixels on each side before every
     denoiser call and cropped back after, so that a network's zero padding does not treat the
@@ -618,19 +624,17 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
             res[sl] = _prox_wishart(v, u0, data[s0:s0 + _CHUNK], wm, mean, looks, lbd, NEWTON_ITERATIONS)
         return res
 
-    # plug-and-play ADMM (as in MuLoG's iter_pnp_admm, with a fixed beta schedule)
+    # plug-and-play ADMM (as in MuLoG's iter_pnp_admm, with a constant penalty beta)
     x = u_init
     z = call_denoiser(x, 1.0)
     e = z - x
-    b = beta
     for it in range(iterations):
-        x = prox(z + e, b, u_init)
+        x = prox(z + e, beta, u_init)
         if progress_check is not None:
             progress_check(it + 1, iterations)
         if it == iterations - 1:
             break
-        b = beta * BETA_GROWTH ** (it + 1)
-        z = call_denoiser(x - e, b)
+        z = call_denoiser(x - e, beta)
         e = e + z - x
 
     sigma_hat = herm_exp(from_channels(transform.inverse(x)).reshape(h, w, d, d))
