@@ -1,6 +1,6 @@
 """Gaussian denoiser with a noise-level input, for MuLog's plug-and-play ADMM (data, model, training, export).
 
-``python -m training.gaussian train --steps N --out DIR [--max-minutes M] [--bf16] [--seed S] ...``
+``python -m training.gaussian train --steps N --out DIR [--max-minutes M] [--bf16] [--seed S] [--init CKPT] ...``
 ``python -m training.gaussian export CHECKPOINT.pt --out MODEL.onnx [--data PATH] [--no-eval]``
 
 MuLog runs the network on the PCA channels of log-covariance matrices, each zero-centred, with
@@ -16,9 +16,11 @@ clean images are never flat) and noise x + sigma n with sigma drawn in [sigma_mi
 log-uniform, half uniform).
 The network sees [x_noisy / s, sigma / s] (s = ``norm_scale``) and predicts x / s (residual on
 the first channel). The loss is the per-patch MSE divided by (sigma / s)^p: p = 2 makes every noise
-level count alike (an average of per-patch "MSE gains"), p = 0 is the plain MSE; the default
-p = 1 (the bundled model's) lies between. ``--dilations`` gives IRCNN-style dilated convolutions
-(the bundled model: 1,2,3,4,4,3,2,1, receptive field 41 at the cost of a plain depth-8 DnCNN).
+level count alike (an average of per-patch "MSE gains"; the bundled models use it), p = 0 is the
+plain MSE, the default p = 1 lies between. ``--dilations`` gives IRCNN-style dilated convolutions
+(e.g. 1,2,3,4,4,3,2,1: receptive field 41 at the cost of a plain depth-8 DnCNN; no bundled model
+uses them). ``--init`` warm-starts from a checkpoint of the same architecture (its weights only:
+the lr schedule starts afresh) and the card records the run it came from.
 
 The ONNX file follows the ``gaussian`` model card (:mod:`sar_despeckle_plugin.core.model_card`):
 input (N, 2, H, W), output (N, 1, H, W), dynamic N/H/W; ``sigma_min``/``sigma_max`` are in the
@@ -277,6 +279,9 @@ def parse_train_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="warm start: the weights of a training.gaussian checkpoint of the same architecture "
+                         "(the lr schedule, warm-up included, starts afresh)")
     ap.add_argument("--no-export", action="store_true")
     return ap.parse_args(argv)
 
@@ -298,8 +303,28 @@ def reproduce_command(args, steps: int) -> str:
         parts.insert(-1, f"--polsar-source {args.polsar_source}")
     if args.bf16:
         parts.append("--bf16")
+    if getattr(args, "init", None):
+        parts.append(f"--init {args.init}")
     parts.append("--out runs/gaussian")
     return " ".join(parts)
+
+
+def load_init(path: Path | str, depth: int, width: int, dilations) -> Tuple[Dict[str, torch.Tensor], Dict]:
+    """(state_dict, config) of a checkpoint to warm-start from; it must hold the same architecture."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"--init {path}: no such checkpoint")
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    cfg = ckpt.get("config", {}) if isinstance(ckpt, dict) else {}
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "depth" not in cfg:
+        raise SystemExit(f"--init {path}: not a training.gaussian checkpoint")
+    theirs = (int(cfg["depth"]), int(cfg["width"]), _dilations(cfg.get("dilations")))
+    ours = (int(depth), int(width), _dilations(dilations))
+    if theirs != ours:
+        raise SystemExit(f"--init {path}: its network is depth {theirs[0]} x width {theirs[1]}"
+                         f"{f', dilations {theirs[2]}' if theirs[2] else ''}; this run asks for depth {ours[0]} x "
+                         f"width {ours[1]}{f', dilations {ours[2]}' if ours[2] else ''}")
+    return ckpt["state_dict"], cfg
 
 
 def weighted_mse(out: torch.Tensor, y: torch.Tensor, sigma_n: torch.Tensor, power: float = 2.0) -> torch.Tensor:
@@ -377,6 +402,12 @@ def train(args: argparse.Namespace) -> Dict:
                                    blur_max=args.blur_max, seed=args.seed)
     val = make_validation(held, scale=args.norm_scale)
     model = GaussianDnCNN(args.depth, args.width, dilations=_dilations(args.dilations))
+    init_from = None
+    if getattr(args, "init", None):
+        state, init_cfg = load_init(args.init, args.depth, args.width, args.dilations)
+        model.load_state_dict(state)
+        init_from = (f"{int(init_cfg.get('steps_done', init_cfg.get('steps', 0)))} steps of "
+                     f"`{init_cfg.get('reproduce', '?')}`")
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     amp = torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=args.bf16)
     total = stop = int(args.steps)
@@ -396,6 +427,8 @@ def train(args: argparse.Namespace) -> Dict:
         cfg.update(steps=total, steps_done=done, receptive_field=model.receptive_field, device_name=dev_name,
                    torch_version=torch.__version__, train_minutes=round((time.time() - t_loop) / 60, 2),
                    reproduce=reproduce_command(args, done), polsar="airsar" in sampler.sets)
+        if init_from:
+            cfg["init_from"] = init_from
         return cfg
 
     model.train()
@@ -480,7 +513,8 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
                            "patch (half log-uniform, half uniform), noise-level map as second input channel; "
                            f"residual; loss = per-patch MSE / sigma^{power:g} (normalised units); "
                            f"{steps} Adam steps (warm-up + cosine) of {int(config['batch'])} x "
-                           f"{int(config['patch'])}x{int(config['patch'])} patches"),
+                           f"{int(config['patch'])}x{int(config['patch'])} patches"
+                           + (f", warm-started from {config['init_from']}" if config.get("init_from") else "")),
         training_data=("zero-centred (median) log-domain clean images: BSD400 (8-bit values clipped to >= 1 read as "
                        "amplitude, log intensity = 2 log v) and Sentinel-1 GRD temporal means (log intensity)"
                        + ((", plus the 9 PCA channels of the matrix log of a 5x5-boxcar AIRSAR San Francisco T3 "

@@ -170,6 +170,37 @@ def test_reproduce_command_round_trips():
     assert again.steps == 1234 and again.max_minutes is None
 
 
+
+def test_init_warm_starts_from_a_checkpoint(tmp_path):
+    """--init loads a checkpoint's weights (a run with lr 0 keeps them exactly), the resolved
+    config, the reproduce command and the card say so, and another architecture is refused."""
+    from training.gaussian import train
+    data = shared("train", "natural_gray_bsd400").parents[1]
+    base = ["--steps", "2", "--batch", "2", "--patch", "16", "--depth", "3", "--width", "8", "--warmup", "1",
+            "--no-polsar", "--threads", "1", "--log-every", "1000", "--val-every", "1000", "--no-export",
+            "--data", str(data)]
+    train(parse_train_args(base + ["--out", str(tmp_path / "a")]))
+    ckpt_a = tmp_path / "a" / "checkpoint.pt"
+    train(parse_train_args(base + ["--lr", "0", "--init", str(ckpt_a), "--out", str(tmp_path / "b")]))
+    train(parse_train_args(base + ["--lr", "0", "--seed", "1", "--out", str(tmp_path / "c")]))
+    a, b, c = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=False) for r in "abc")
+    weights = [k for k in a["state_dict"] if "running" not in k and "num_batches" not in k]
+    for k in weights:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert any(not torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in weights)
+    assert "init_from" not in a["config"]
+    assert b["config"]["init_from"] == f"2 steps of `{a['config']['reproduce']}`"
+    assert b["config"]["reproduce"].endswith(f"--init {ckpt_a} --out runs/gaussian")
+    assert parse_train_args(b["config"]["reproduce"].split()[4:]).init == ckpt_a
+    card = build_card(b["config"], name="gaussian-test")
+    assert f"warm-started from 2 steps of `{a['config']['reproduce']}`" in card.training_strategy
+    assert "warm-started" not in build_card(a["config"], name="gaussian-test").training_strategy
+    with pytest.raises(SystemExit, match=r"depth 3 x width 8; this run asks for depth 3 x width 16"):
+        train(parse_train_args(base[:-2] + ["--width", "16", "--init", str(ckpt_a), "--out", str(tmp_path / "d")]
+                               + base[-2:]))
+    with pytest.raises(SystemExit, match="no such checkpoint"):
+        train(parse_train_args(base + ["--init", str(tmp_path / "none.pt"), "--out", str(tmp_path / "e")]))
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny network trained for 150 steps on synthetic blocks, exported with its card."""
