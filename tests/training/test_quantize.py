@@ -65,15 +65,26 @@ def test_quantised_model_is_close_and_keeps_first_and_last_float(tmp_path):
     assert np.sqrt(np.mean(err ** 2)) < 0.1 * np.sqrt(np.mean(residual ** 2))
 
 
-def test_bundled_int8_default_matches_its_float_model():
+def test_the_default_is_the_float_unet():
+    entries = json.loads((MODELS / "models.json").read_text())["models"]
+    assert [e["name"] for e in entries if e["default"]] == ["unet-l1-long"]
+
+
+# (float32, int8, TSX PSNR tolerance, bounds on the median and 99th percentile of |log(int8 / float)|)
+# measured: the DnCNN loses 0.007 dB, median 0.007 / p99 0.030; the U-Net loses 0.111 dB,
+# median 0.010 / p99 0.042
+PAIRS = [("dncnn-l1-general", "dncnn-l1-general-int8", 0.05, 0.02, 0.1),
+         ("unet-l1-long", "unet-l1-long-int8", 0.15, 0.02, 0.08)]
+
+
+@pytest.mark.parametrize("float_name,int8_name,psnr_tol,median_tol,p99_tol", PAIRS)
+def test_bundled_int8_models_match_their_float_models(float_name, int8_name, psnr_tol, median_tol, p99_tol):
     entries = json.loads((MODELS / "models.json").read_text())["models"]
     by_name = {e["name"]: e for e in entries}
-    assert by_name["dncnn-l1-general-int8"]["default"] is True
-    assert sum(e["default"] for e in entries) == 1
-    f32, i8 = MODELS / by_name["dncnn-l1-general"]["file"], MODELS / by_name["dncnn-l1-general-int8"]["file"]
+    f32, i8 = MODELS / by_name[float_name]["file"], MODELS / by_name[int8_name]["file"]
     c32, c8 = read_card(f32), read_card(i8)
     assert (c8.looks, c8.norm_scale, c8.receptive_field) == (c32.looks, c32.norm_scale, c32.receptive_field)
-    assert abs(c8.metrics["psnr_tsx_mean"] - c32.metrics["psnr_tsx_mean"]) < 0.05
+    assert 0 <= c32.metrics["psnr_tsx_mean"] - c8.metrics["psnr_tsx_mean"] < psnr_tol
     from osgeo import gdal
     ds = gdal.Open(str(TEST_TIF))
     inten = ds.GetRasterBand(1).ReadAsArray().astype(np.float64)[:160, :160]
@@ -81,4 +92,4 @@ def test_bundled_int8_default_matches_its_float_model():
     a = despeckle_intensity(inten, c32, onnx_runner(f32))
     b = despeckle_intensity(inten, c8, onnx_runner(i8))
     rel = np.abs(np.log(b / a))
-    assert np.median(rel) < 0.02 and np.percentile(rel, 99) < 0.1
+    assert np.median(rel) < median_tol and np.percentile(rel, 99) < p99_tol
