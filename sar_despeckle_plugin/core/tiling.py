@@ -7,8 +7,11 @@ partition of unity: the blended result is a convex combination of tile outputs a
 For a model of receptive field ``rf``, a halo ``h >= rf / 2`` guarantees that the pixels a tile
 keeps were computed from real (or reflect-padded) image data, never from the model's own zero
 padding at the tile edge. A translation-equivariant network (DnCNN) then gives exactly the
-same result as on the whole reflect-padded image, whatever the tile size; for a network with
-pooling (U-Net) the blending removes seams.
+same result as on the whole reflect-padded image, whatever the tile size. A network with k
+2 x 2 poolings (U-Net) is equivariant only to shifts by multiples of 2^k: with ``align`` = 2^k
+every tile starts at -halo plus a multiple of ``align``, so every tile sees the pooling grid of
+the whole image and the result again does not depend on the tiles (the despeckling pipeline
+uses ``align`` = 8, the bundled U-Nets' three poolings); without it the blending hides the seams.
 """
 from __future__ import annotations
 
@@ -77,11 +80,16 @@ class AxisPlan:
     halo: int
 
     @classmethod
-    def build(cls, n: int, tile: int, halo: int, overlap: int, multiple: int = 1) -> "AxisPlan":
+    def build(cls, n: int, tile: int, halo: int, overlap: int, multiple: int = 1, align: int = 1) -> "AxisPlan":
+        """``align``: every kept range starts at a multiple of it (so every tile input starts at
+        -halo modulo ``align``); the last tile keeps up to ``align`` - 1 more pixels than the
+        others, and all tiles take its input size (at most ``tile`` + ``align`` - 1, rounded up to
+        ``multiple``). Ignored (1) when the tiles' stride is shorter than ``align``."""
         if n < 1:
             raise InvalidInputError(f"an image axis must hold at least 1 pixel, got {n}")
-        if halo < 0 or overlap < 0 or multiple < 1:
-            raise InvalidInputError(f"invalid tiling: halo={halo}, overlap={overlap}, multiple={multiple}")
+        if halo < 0 or overlap < 0 or multiple < 1 or align < 1:
+            raise InvalidInputError(f"invalid tiling: halo={halo}, overlap={overlap}, multiple={multiple}, "
+                                    f"align={align}")
         if tile % multiple:
             raise InvalidInputError(f"tile size {tile} must be a multiple of {multiple} for this model")
         core = tile - 2 * halo
@@ -99,6 +107,14 @@ class AxisPlan:
         size = _round_up(-(-(n + (count - 1) * overlap) // count) + 2 * halo, multiple)
         core = min(size, tile) - 2 * halo
         stride = core - overlap
+        if align > 1 and stride >= align:
+            stride -= stride % align
+            last = (n - core) - (n - core) % align           # aligned, so the last tile grows to reach n
+            starts = list(range(0, last, stride)) + [last]
+            # one input size for all tiles (the last one's), so that the runtime sees one shape
+            size = _round_up(max(n - last, core) + 2 * halo, multiple)
+            spans = tuple(AxisSpan(s - halo, size, s, n if s == last else s + core) for s in starts)
+            return cls(n, spans, halo)
         starts = [min(i * stride, n - core) for i in range(count)]
         spans = tuple(AxisSpan(s - halo, core + 2 * halo, s, s + core) for s in starts)
         return cls(n, spans, halo)
@@ -162,14 +178,15 @@ class TileGrid:
 
     @classmethod
     def build(cls, height: int, width: int, tile_size: int, halo: int,
-              overlap: int | None = None, multiple: int = 1) -> "TileGrid":
-        """``overlap`` (blending band, beyond the halo) defaults to max(8, tile_size // 16)."""
+              overlap: int | None = None, multiple: int = 1, align: int = 1) -> "TileGrid":
+        """``overlap`` (blending band, beyond the halo) defaults to max(8, tile_size // 16);
+        ``align``: see :meth:`AxisPlan.build`."""
         if overlap is None:
             overlap = max(8, tile_size // 16)
         overlap = min(overlap, max(0, tile_size - 2 * halo - 1))
         return cls(height, width,
-                   AxisPlan.build(height, tile_size, halo, overlap, multiple),
-                   AxisPlan.build(width, tile_size, halo, overlap, multiple))
+                   AxisPlan.build(height, tile_size, halo, overlap, multiple, align),
+                   AxisPlan.build(width, tile_size, halo, overlap, multiple, align))
 
     def __len__(self) -> int:
         return len(self.rows.spans) * len(self.cols.spans)

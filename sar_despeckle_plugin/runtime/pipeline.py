@@ -24,6 +24,10 @@ from .raster_io import OutputSpec, RasterSource, RasterWriter
 
 VERSION = "0.1.0"
 WRITE_ROWS = 64  # rows converted and written at a time
+# Every tile starts at the same position modulo TILE_ALIGN, so that networks with 2x2 poolings
+# (the bundled U-Nets pool three times) see one pooling grid and the tiling does not change
+# their result; convolution-only networks do not care.
+TILE_ALIGN = 8
 
 
 class Progress(Protocol):
@@ -137,7 +141,7 @@ def despeckle_array(intensity: np.ndarray, denoiser, looks: float = 1.0,
     bias = model_log_bias(card)
     offset = log_offset_from_sample(intensity[::k, ::k], bias) if card.norm_offset == "median" else None
     norm = LogNormaliser.from_card(card, offset)
-    grid = TileGrid.build(*intensity.shape, tile, halo, multiple=card.size_multiple)
+    grid = TileGrid.build(*intensity.shape, tile, halo, multiple=card.size_multiple, align=TILE_ALIGN)
     out = np.full(intensity.shape, np.nan)
 
     def write_rows(row_off, y, valid):
@@ -258,7 +262,8 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
             progress.info("Measuring the raster's log level (median)...")
             offset = _median_offset(src, domain, model_log_bias(card), progress, 5.0)
         norm = LogNormaliser.from_card(card, offset)
-        grid = TileGrid.build(src.height, src.width, tile, halo, multiple=card.size_multiple)
+        grid = TileGrid.build(src.height, src.width, tile, halo, multiple=card.size_multiple,
+                              align=TILE_ALIGN)
         metadata = provenance(
             model=card.name, model_file=denoiser.path.replace("\\", "/").rsplit("/", 1)[-1],
             model_sha256=denoiser.sha256, looks=repr(float(looks)), input_band=band,

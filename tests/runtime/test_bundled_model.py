@@ -62,26 +62,17 @@ def test_cards_are_complete(index, looks_range):
     assert f"`{den.sha256}`" in (MODELS_README).read_text(), "models/README.md must list the sha256"
 
 
-def test_tile_size_does_not_change_the_result_of_a_convolutional_model():
-    """A DnCNN (convolutions only: translation-equivariant) gives the same result whatever the tiles."""
-    dncnn = OnnxDenoiser({m.name: m for m in bundled_models()}["dncnn-l1-general-int8"].path, Device.CPU)
+@pytest.mark.parametrize("name", ["unet-l1-long", "dncnn-l1-general-int8"])
+def test_tile_size_does_not_change_the_result(name):
+    """The DnCNN is translation-equivariant; the default U-Net pools 2x2 three times and is
+    equivariant to shifts by multiples of 8 only, so the pipeline starts every tile at the same
+    position modulo 8 (before that, tiles of 256 and 512 differed by a median 0.6 %, 99th
+    percentile 7.6 %, on this crop). 128- and 256-pixel tiles then give the 512-pixel result."""
+    den = OnnxDenoiser({m.name: m for m in bundled_models()}[name].path, Device.CPU)
     noisy = gdal.Open(str(DATA / "s1_vh_hill_20171021.tif")).ReadAsArray().astype(np.float64)[:300, :280]
-    a = despeckle_array(noisy, dncnn, tile_size=128)
-    b = despeckle_array(noisy, dncnn, tile_size=512)
-    np.testing.assert_allclose(a, b, rtol=1e-4)
-
-
-def test_tile_size_changes_the_default_unet_only_a_little(model):
-    """The default U-Net pools 2x2 three times, so its output depends on where a tile starts
-    modulo 8: tiles of 256 and 512 differ (measured |log ratio| median 0.006, 99th percentile
-    0.076 on this 300 x 280 crop), without a quality difference (24.33 dB both on the simulated
-    test of test_bundled_unets)."""
-    assert model.card.name == "unet-l1-long"
-    noisy = gdal.Open(str(DATA / "s1_vh_hill_20171021.tif")).ReadAsArray().astype(np.float64)[:300, :280]
-    a = despeckle_array(noisy, model, tile_size=256)
-    b = despeckle_array(noisy, model, tile_size=512)
-    rel = np.abs(np.log(a / b))
-    assert 0.001 < np.median(rel) < 0.02 and np.percentile(rel, 99) < 0.15
+    ref = despeckle_array(noisy, den, tile_size=512)
+    for tile in (128, 256):
+        np.testing.assert_allclose(despeckle_array(noisy, den, tile_size=tile), ref, rtol=1e-4)
 
 
 def test_beats_a_boxcar_on_simulated_single_look_speckle(model, clean):
