@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sar_despeckle_plugin.core.errors import InvalidInputError
-from sar_despeckle_plugin.core.tiling import AxisPlan, TileGrid, halo_for, pad_tile
+from sar_despeckle_plugin.core.tiling import AxisPlan, TileGrid, _round_up, halo_for, pad_tile
 
 
 @pytest.mark.parametrize("n,tile,halo,overlap", [
@@ -59,27 +59,26 @@ def test_halo_covers_half_the_receptive_field():
 
 @pytest.mark.parametrize("n,tile,halo,overlap,multiple", [
     (300, 128, 52, 8, 1), (300, 256, 52, 16, 1), (1000, 512, 52, 32, 1), (1001, 512, 18, 32, 1),
-    (4097, 512, 52, 32, 1), (77, 60, 10, 8, 1), (1000, 128, 17, 16, 16),
+    (4097, 512, 52, 32, 1), (77, 60, 10, 8, 1), (1000, 128, 17, 16, 16), (300, 128, 1, 8, 1), (700, 128, 1, 8, 1),
+    (1001, 512, 52, 32, 1),
 ])
 def test_aligned_tiles_share_one_phase_and_still_blend_to_one(n, tile, halo, overlap, multiple):
     """With align = 8 every kept range starts at a multiple of 8 (every tile input at -halo
     modulo 8), neighbours still overlap by at least ``overlap``, the last tile reaches the end of
-    the axis being at most 7 pixels larger than ``tile``, and the weights are a partition of unity."""
+    the axis being at most 7 pixels larger than ``tile``, all tiles have one input size (one shape for
+    onnxruntime, which keeps buffers per input shape), and the weights are a partition of unity."""
     plan = AxisPlan.build(n, tile, halo, overlap, multiple, align=8)
     assert all(s.keep_start % 8 == 0 and (s.start + halo) % 8 == 0 for s in plan.spans)
     assert plan.spans[0].keep_start == 0 and plan.spans[-1].keep_stop == n
     assert all(a.keep_stop - b.keep_start >= overlap for a, b in zip(plan.spans, plan.spans[1:]))
     assert all(s.size % multiple == 0 and s.keep_stop - s.keep_start + 2 * halo <= s.size for s in plan.spans)
-    assert max(s.size for s in plan.spans) <= _round_up_test(tile + 7, multiple)
+    assert max(s.size for s in plan.spans) <= _round_up(tile + 7, multiple)
+    assert len({s.size for s in plan.spans}) == 1
     assert len(plan.spans) <= len(AxisPlan.build(n, tile, halo, overlap, multiple).spans) + 1
     total = np.zeros(n)
     for i, span in enumerate(plan.spans):
         total[span.keep_start:span.keep_stop] += plan.weights(i)
     np.testing.assert_allclose(total, 1.0, atol=1e-14)
-
-
-def _round_up_test(v, m):
-    return -(-v // m) * m
 
 
 def test_alignment_is_dropped_when_the_stride_is_shorter():
@@ -88,9 +87,3 @@ def test_alignment_is_dropped_when_the_stride_is_shorter():
     with pytest.raises(InvalidInputError, match="align=0"):
         AxisPlan.build(100, 40, 15, 4, align=0)
 
-
-def test_aligned_tiles_have_one_input_size():
-    """One shape for the runtime (onnxruntime keeps buffers per input shape)."""
-    for n in (300, 700, 1001, 4097):
-        plan = AxisPlan.build(n, 512 if n > 1000 else 128, 52 if n > 1000 else 1, 32 if n > 1000 else 8, align=8)
-        assert len({s.size for s in plan.spans}) == 1

@@ -170,7 +170,6 @@ def test_reproduce_command_round_trips():
     assert again.steps == 1234 and again.max_minutes is None
 
 
-
 def test_init_warm_starts_from_a_checkpoint(tmp_path):
     """--init loads a checkpoint's weights (a run with lr 0 keeps them exactly), the resolved
     config, the reproduce command and the card say so, and another architecture is refused."""
@@ -200,6 +199,7 @@ def test_init_warm_starts_from_a_checkpoint(tmp_path):
                                + base[-2:]))
     with pytest.raises(SystemExit, match="no such checkpoint"):
         train(parse_train_args(base + ["--init", str(tmp_path / "none.pt"), "--out", str(tmp_path / "e")]))
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
