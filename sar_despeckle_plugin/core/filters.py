@@ -595,7 +595,8 @@ _KERNELS = {
 
 # ---------------------------------------------------------------------------------- driver
 
-def _n_threads() -> int:
+def n_threads() -> int:
+    """Worker threads for the per-strip / per-pixel numpy work (numpy releases the GIL)."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -628,8 +629,8 @@ def _run_strips(kernel, data: np.ndarray, valid: np.ndarray, pad: int, out_bands
         res[:, bad] = np.nan
         out[:, r0:r1] = res
 
-    if len(starts) > 1 and _n_threads() > 1:
-        with ThreadPoolExecutor(_n_threads()) as pool:
+    if len(starts) > 1 and n_threads() > 1:
+        with ThreadPoolExecutor(n_threads()) as pool:
             list(pool.map(one, starts))
     else:
         for r0 in starts:

@@ -67,23 +67,39 @@ Method choices (see :func:`mulog` for the exact sequence)
   growth 0.95 gave 28.60 and 1.15 28.51. With a constant beta 12 and 20 iterations give the same
   result as each other (28.80), whereas with the growth 20 iterations lose 0.25 dB.
 * Debiasing: denoising in the log domain leaves a multiplicative (Jensen) bias, mostly on bright
-  structures. The estimate is corrected by the congruence Sigma <- G Sigma G, G = diag(g_i),
-  g_i^2 = mean_W(C_ii) / mean_W(Sigma_ii) over the valid pixels of a (2R+1)^2 window
-  (R = ``DEBIAS_RADIUS`` = 8), clipped to [1/4, 4]: local means of each intensity match the
-  data's (E[C_ii] = Sigma_ii), positive definiteness and every coherence are kept exactly.
-  On simulated single-look C3 this moves the mean intensity from about -7 % to about -1 %
-  and gains about 0.5 dB of amplitude PSNR; a trace-ratio (ML scalar gain) variant was tried and
-  rejected (it corrected almost nothing).
+  structures, and at few looks it shrinks the coherences (single-look C3: about -0.06 on
+  average). The estimate is corrected by the congruence Sigma <- T Sigma T^H that makes its local
+  mean equal the data's local mean as a whole matrix (E[C] = Sigma): with A and B the means of
+  Sigma and of C over the valid pixels of a (2R+1)^2 window (R = ``DEBIAS_RADIUS`` = 8),
+  T = A^(1/2) M^(1/2) A^(-1/2), M = A^(-1/2) B A^(-1/2), the eigenvalues of M clipped to
+  [1/4, 4] (:func:`_debias`); T A T^H = B, positive definiteness is kept, and for diagonal
+  fields (and D = 1) T is the per-intensity gain sqrt(b_ii / a_ii). A first version matched only
+  the diagonal (G = diag(sqrt(b_ii / a_ii))), which moves the mean intensity of simulated
+  single-look C3 from about -7 % to about -1 % (+0.5 dB) but leaves every coherence as it is. On
+  8 held-out 64 x 64 areas (AIRSAR San Francisco rows 192-255 and four Flevoland areas; C3 and C2,
+  L = 1 and 4, 2 speckle draws each: 64 runs; default denoiser) the whole-matrix version gives 28.43 dB / coherence
+  MAE .0486 against 28.42 / .0552 for the diagonal one (the reference MuLoG + BM3D: 28.33 /
+  .0537); a window of R = 4 was worse (28.05 / .0554), R = 6 28.49 / .0493, R = 12 and 16 28.28
+  and 28.32 dB.
+* Flip averaging (``flip_average``, on by default): each denoiser call runs on the channels and
+  on their left-right mirror images in one batch and averages the two (mirrored back) results,
+  which removes part of the network's error. On the same held-out crops: +0.08 dB
+  (28.51 / .0482), at twice the denoiser's cost; a quarter-turn instead of the mirror gave the
+  same (+0.10 dB).
+* The proximal step works on blocks of pixels on a few threads (numpy releases the GIL); it is
+  per pixel, so the result does not depend on the split.
 """
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
 from .errors import InvalidInputError
+from .filters import n_threads
 from .hermitian import eigh as _eigh
 from .transforms import digamma
 
@@ -234,10 +250,13 @@ def _dd2_exp(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 _COMBOS: dict = {}
 
 
-def _dd2_table(mu: np.ndarray) -> np.ndarray:
-    """(P, D, D, D) table exp[mu_i, mu_j, mu_k]: computed once per multiset {i, j, k} (10 of
-    the 27 entries for D = 3) and scattered to every permutation."""
-    p, d = mu.shape
+def _dd2_table(mu: np.ndarray, d1: Optional[np.ndarray] = None) -> np.ndarray:
+    """(D, D, D, P) table exp[mu_i, mu_j, mu_k] of second divided differences, for mu (D, P) in
+    non-increasing order along D (minus the ascending eigenvalues that eigh returns). Computed
+    once per multiset {i <= j <= k} (10 of the 27 entries for D = 3), where mu_i >= mu_j >= mu_k
+    needs no sorting, from the first divided differences d1 (D, D, P) = exp[mu_a, mu_b] when
+    given; the same values as :func:`_dd2_exp`, scattered to every permutation."""
+    d = mu.shape[0]
     if d not in _COMBOS:
         from itertools import combinations_with_replacement, permutations
         combos = list(combinations_with_replacement(range(d), 3))
@@ -245,10 +264,16 @@ def _dd2_table(mu: np.ndarray) -> np.ndarray:
         for n, cmb in enumerate(combos):
             for perm in set(permutations(cmb)):
                 index[perm] = n
-        _COMBOS[d] = (np.array(combos), index)
-    combos, index = _COMBOS[d]
-    vals = _dd2_exp(mu[:, combos[:, 0]], mu[:, combos[:, 1]], mu[:, combos[:, 2]])
-    return vals[:, index]
+        _COMBOS[d] = (np.array(combos).T, index)
+    (i, j, k), index = _COMBOS[d]
+    if d1 is None:
+        d1 = _dd1_exp(mu[:, None, :], mu[None, :, :])
+    hi, lo = mu[i], mu[k]
+    spread = hi - lo
+    close = spread < 1e-5                                   # (i, i, i) and near-equal triples
+    vals = (d1[j, i] - d1[k, j]) / np.where(close, 1.0, spread)
+    vals[close] = 0.5 * np.exp((lo + mu[j] + hi)[close] / 3.0)
+    return vals[index]
 
 
 # ------------------------------------------------------------------------------ preprocessing
@@ -489,26 +514,60 @@ def simulate_wishart(sigma: np.ndarray, looks: float, rng=None) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ proximal step
 
+def _channels_first(m: np.ndarray) -> np.ndarray:
+    """(D, D, P) Hermitian -> (K, P): :func:`to_channels` with the pixel axis last."""
+    d = m.shape[0]
+    r2 = math.sqrt(2.0)
+    parts = [m[i, i].real for i in range(d)]
+    for i, j in _pairs(d):
+        parts.append(r2 * m[i, j].real)
+        parts.append(r2 * m[i, j].imag)
+    return np.stack(parts)
+
+
+def _matrices_first(x: np.ndarray) -> np.ndarray:
+    """(K, P) -> (D, D, P): :func:`from_channels` with the pixel axis last."""
+    d = int(round(math.sqrt(x.shape[0])))
+    out = np.zeros((d, d, x.shape[1]), dtype=np.complex128)
+    for i in range(d):
+        out[i, i] = x[i]
+    r = 1.0 / math.sqrt(2.0)
+    n = d
+    for i, j in _pairs(d):
+        out[i, j] = r * (x[n] + 1j * x[n + 1])
+        out[j, i] = np.conj(out[i, j])
+        n += 2
+    return out
+
+
+def _in_basis(q: np.ndarray, qc: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Q^H X Q for (D, D, P) stacks (qc = conj(Q))."""
+    return np.einsum("ikp,ilp->klp", qc, np.einsum("ijp,jlp->ilp", x, q))
+
+
 def _prox_wishart(v, u0, c, whitening, mean, looks, lbd, iterations):
     """Per pixel: argmin_u 1/2 |u - v|^2 + lbd L (tr S + tr(C exp(-S))), S = from_channels(mean +
-    W u). v, u0: (P, K); c: (P, D, D) PSD. Exact-curvature steepest-descent (Cauchy) steps."""
+    W u). v, u0: (P, K); c: (P, D, D) PSD. Exact-curvature steepest-descent (Cauchy) steps.
+    The D x D products run on (D, D, P) arrays (pixel axis last), several times faster in numpy
+    than stacks of small matrices."""
     d = c.shape[-1]
+    c = np.ascontiguousarray(np.moveaxis(c, 0, -1))
     u = u0.copy()
-    eye = np.eye(d)
+    eye = np.eye(d)[:, :, None]
     lL = lbd * looks
     for _ in range(iterations):
-        s = from_channels(u @ whitening.T + mean)
-        lam, q = _eigh(s)
-        qh = np.conj(np.swapaxes(q, -1, -2))
-        a = qh @ c @ q                                        # C in the eigenbasis
-        mu = -lam
-        g1 = -_dd1_exp(mu[:, :, None], mu[:, None, :])         # divided differences of exp(-x)
-        grad_s = eye + q @ (g1 * a) @ qh                       # d/dS (tr S + tr(C exp(-S)))
-        grad = (u - v) + lL * (to_channels(grad_s) @ whitening)
-        h = qh @ from_channels(grad @ whitening.T) @ q         # direction in the eigenbasis
-        g2 = _dd2_table(mu)
-        m = ((h[:, :, :, None] * h[:, None, :, :]) * g2).sum(axis=2)
-        curv2 = 2.0 * np.einsum("pki,pik->p", a, m).real       # D^2 tr(C exp(-S))[H, H]
+        lam, q = _eigh(from_channels(u @ whitening.T + mean))
+        q = np.ascontiguousarray(np.moveaxis(q, 0, -1))
+        qc = np.conj(q)
+        mu = -np.ascontiguousarray(lam.T)                     # (D, P), non-increasing
+        a = _in_basis(q, qc, c)                               # C in the eigenbasis
+        d1 = _dd1_exp(mu[:, None, :], mu[None, :, :])         # divided differences of exp(-x): -d1
+        # d/dS (tr S + tr(C exp(-S))) = I - Q (d1 * A) Q^H
+        grad_s = eye - np.einsum("ikp,jkp->ijp", np.einsum("ikp,klp->ilp", q, d1 * a), qc)
+        grad = (u - v) + lL * (_channels_first(grad_s).T @ whitening)
+        h = _in_basis(q, qc, _matrices_first((grad @ whitening.T).T))      # direction in the eigenbasis
+        m = np.einsum("ijp,jkp,ijkp->ikp", h, h, _dd2_table(mu, d1))
+        curv2 = 2.0 * np.einsum("kip,ikp->p", a, m).real      # D^2 tr(C exp(-S))[H, H]
         gg = np.einsum("pk,pk->p", grad, grad)
         curv = gg + lL * np.maximum(curv2, 0.0)
         step = np.where(curv > 0, gg / np.where(curv > 0, curv, 1.0), 0.0)
@@ -519,27 +578,52 @@ def _prox_wishart(v, u0, c, whitening, mean, looks, lbd, iterations):
 # ------------------------------------------------------------------------------ debiasing
 
 def _box_mean_valid(values: np.ndarray, valid: np.ndarray, r: int) -> np.ndarray:
-    """Mean of ``values`` over the valid pixels of each (2r+1)^2 window (window clipped at the
-    borders), fixed summation order (sliding windows, no cumulative sums)."""
-    v = np.where(valid, values, 0.0)
-    n = valid.astype(np.float64)
+    """Mean of ``values`` (H, W, ...) over the valid pixels of each (2r+1)^2 window (window
+    clipped at the borders; 1 where a window has no valid pixel), fixed summation order (sliding
+    windows, no cumulative sums)."""
     from numpy.lib.stride_tricks import sliding_window_view as swv
 
     def box(a):
-        p = np.pad(a, r)
+        p = np.pad(a, [(r, r), (r, r)] + [(0, 0)] * (a.ndim - 2))
         a = swv(p, 2 * r + 1, axis=0).sum(axis=-1)
         return swv(a, 2 * r + 1, axis=1).sum(axis=-1)
 
-    num, den = box(v), box(n)
+    extra = (slice(None), slice(None)) + (None,) * (values.ndim - 2)
+    num = box(np.where(valid[extra], values, 0.0))
+    den = box(valid.astype(np.float64))[extra]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+
+
+def _sqrt_and_inv_sqrt(a: np.ndarray):
+    """A^(1/2) and A^(-1/2) of Hermitian positive definite stacks (eigenvalues floored at 1e-300)."""
+    w, u = _eigh(a)
+    w = np.maximum(w, 1e-300)
+    return _apply_eig(u, np.sqrt(w)), _apply_eig(u, 1.0 / np.sqrt(w))
+
+
+def _debias(sigma_hat: np.ndarray, c: np.ndarray, valid: np.ndarray, r: int) -> np.ndarray:
+    """Congruence Sigma <- T Sigma T^H that makes the local mean of the estimate equal the local
+    mean of the data, as a whole matrix: A, B = means over the valid pixels of the (2r+1)^2
+    window of Sigma and of C (E[C] = Sigma); T = A^(1/2) M^(1/2) A^(-1/2) with
+    M = A^(-1/2) B A^(-1/2), whose eigenvalues (the generalised eigenvalues of (B, A)) are
+    clipped to [1/4, 4]. Then T A T^H = B. For diagonal A and B (and for D = 1) T is the
+    per-channel gain diag(sqrt(b_ii / a_ii))."""
+    a = _box_mean_valid(sigma_hat, valid, r)
+    b = _box_mean_valid(c, valid, r)
+    a[~valid] = b[~valid] = np.eye(c.shape[-1])        # not used; windows with no valid pixel
+    a_sqrt, a_isqrt = _sqrt_and_inv_sqrt(a)
+    mu, v = _eigh(_hermitian(a_isqrt @ b @ a_isqrt))
+    t = a_sqrt @ _apply_eig(v, np.sqrt(np.clip(mu, 0.25, 4.0))) @ a_isqrt
+    return t @ sigma_hat @ np.conj(np.swapaxes(t, -1, -2))
 
 
 # ------------------------------------------------------------------------------ MuLoG
 
 def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransform,
           iterations: int = DEFAULT_ITERATIONS, beta: Optional[float] = None,
-          progress_check: Optional[Callable[[int, int], None]] = None, pad: Optional[int] = None) -> np.ndarray:
+          progress_check: Optional[Callable[[int, int], None]] = None, pad: Optional[int] = None,
+          flip_average: bool = True) -> np.ndarray:
     """Despeckle an (H, W, D, D) Hermitian covariance field (D = 1: intensity) with MuLoG.
 
     c: (H, W, D, D) complex (or real for D = 1); invalid pixels (non-finite entry, negative
@@ -558,6 +642,9 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
     image border as a flat zero-mean margin. Default: half the denoiser's receptive field when it
     has a model card (``denoise.card.receptive_field``), else 0. The raster pipeline passes 0: its
     tiles already carry a mirrored halo at the raster edges and real context elsewhere.
+    flip_average: each denoiser call runs on the channels and on their left-right mirror images
+    (one batch) and averages the two results, mirrored back: twice the denoiser's work, a better
+    estimate (see the module docstring).
     Returns (H, W, D, D) complex128, Hermitian positive definite on valid pixels (matrix
     exponential), debiased.
     """
@@ -605,23 +692,40 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
         sig = (sd / math.sqrt(b)).astype(np.float32)
         if pad:
             x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+        if flip_average:                        # one batch: the channels and their mirror images
+            x = np.concatenate([x, x[:, :, ::-1]])
+            sig = np.concatenate([sig, sig])
         y = np.asarray(denoise(x, sig), dtype=np.float64)
         if y.shape != x.shape:
             raise InvalidInputError(f"the denoiser returned shape {y.shape}, expected {x.shape}")
+        if flip_average:
+            y = 0.5 * (y[:k] + y[k:, :, ::-1])
         if pad:
             y = y[:, pad:pad + h, pad:pad + w]
         y = y.reshape(k, h * w).T / sd
         return np.where(np.isfinite(y), y, 0.0)
 
+    idx = np.flatnonzero(vmask)
+    threads = n_threads()
+    chunk = max(1, min(_CHUNK, -(-idx.size // threads)))
+
     def prox(vv, b, start):
         res = vv.copy()                         # invalid pixels: no likelihood, prox = identity
-        idx = np.flatnonzero(vmask)
         lbd = 1.0 / b
-        for s0 in range(0, idx.size, _CHUNK):
-            sl = idx[s0:s0 + _CHUNK]
+
+        def one(s0):
+            sl = idx[s0:s0 + chunk]
             v = vv[sl]
             u0 = (v + lbd * start[sl]) / (1.0 + lbd)
-            res[sl] = _prox_wishart(v, u0, data[s0:s0 + _CHUNK], wm, mean, looks, lbd, NEWTON_ITERATIONS)
+            res[sl] = _prox_wishart(v, u0, data[s0:s0 + chunk], wm, mean, looks, lbd, NEWTON_ITERATIONS)
+
+        starts = range(0, idx.size, chunk)
+        if threads > 1 and len(starts) > 1:     # per-pixel work: the result does not depend on the split
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(one, starts))
+        else:
+            for s0 in starts:
+                one(s0)
         return res
 
     # plug-and-play ADMM (as in MuLoG's iter_pnp_admm, with a constant penalty beta)
@@ -639,14 +743,8 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
 
     sigma_hat = herm_exp(from_channels(transform.inverse(x)).reshape(h, w, d, d))
 
-    # debiasing: congruence by the local ratio of means of each diagonal term (noisy / estimate)
     if DEBIAS_RADIUS > 0:
-        g = np.empty((h, w, d))
-        for i in range(d):
-            num = _box_mean_valid(cv[..., i, i].real, valid, DEBIAS_RADIUS)
-            den = _box_mean_valid(sigma_hat[..., i, i].real, valid, DEBIAS_RADIUS)
-            g[..., i] = np.sqrt(np.clip(num / den, 0.25, 4.0))
-        sigma_hat = sigma_hat * g[..., :, None] * g[..., None, :]
+        sigma_hat = _debias(sigma_hat, cv, valid, DEBIAS_RADIUS)
     out[valid] = _hermitian(sigma_hat[valid])
     return out
 
