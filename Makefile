@@ -77,6 +77,8 @@ bench-polsar: plugin
 	set -o pipefail; $(QGIS_ENV) $(PY) benchmarks/bench_polsar.py --field sanfrancisco flevoland \
 	  --onnx $$($(PY) -c "import json; print(' '.join('$(PLUGIN)/models/' + m['file'] for m in json.load(open('$(PLUGIN)/models/models.json'))['gaussian_models']))") \
 	  --draws 3 --markdown benchmarks/results/bench_polsar.md | tee benchmarks/results/bench_polsar.txt
+	set -o pipefail; $(QGIS_ENV) $(PY) benchmarks/bench_polsar_heldout.py --no-flip \
+	  --onnx $(PLUGIN)/models/gaussian_dncnn_log_smooth_long_int8.onnx | tee benchmarks/results/bench_polsar_heldout.txt
 
 models: setup-training
 	for c in $(MODEL_CONFIGS); do $(PY) -m training train --config training/configs/$$c.yaml --device $(DEVICE) || exit 1; done
