@@ -77,15 +77,16 @@ Method choices (see :func:`mulog` for the exact sequence)
   the diagonal (G = diag(sqrt(b_ii / a_ii))), which moves the mean intensity of simulated
   single-look C3 from about -7 % to about -1 % (+0.5 dB) but leaves every coherence as it is. On
   8 held-out 64 x 64 areas (AIRSAR San Francisco rows 192-255 and four Flevoland areas; C3 and C2,
-  L = 1 and 4, 2 speckle draws each: 64 runs; default denoiser) the whole-matrix version gives 28.43 dB / coherence
-  MAE .0486 against 28.42 / .0552 for the diagonal one (the reference MuLoG + BM3D: 28.33 /
-  .0537); a window of R = 4 was worse (28.05 / .0554), R = 6 28.49 / .0493, R = 12 and 16 28.28
-  and 28.32 dB.
+  L = 1 and 4, 2 speckle draws each: 64 runs; ``benchmarks/bench_polsar_heldout.py``; default
+  denoiser) the whole-matrix version gives 28.43 dB / coherence MAE .0486 against 28.42 / .0552
+  for the diagonal one (the reference MuLoG + BM3D: 28.33 / .0537); a window of R = 4 was worse
+  (28.05 / .0554), R = 6 28.49 / .0493, R = 12 and 16 28.28 and 28.32 dB.
 * Flip averaging (``flip_average``, on by default): each denoiser call runs on the channels and
   on their left-right mirror images in one batch and averages the two (mirrored back) results,
   which removes part of the network's error. On the same held-out crops: +0.08 dB
-  (28.51 / .0482), at twice the denoiser's cost; a quarter-turn instead of the mirror gave the
-  same (+0.10 dB).
+  (28.51 / .0482), at twice the denoiser's cost (single-look C3, 256 x 256, int8 default
+  denoiser, 2 cores: 33 s/MPx without, 41 s/MPx with); a quarter-turn instead of the mirror
+  gave the same (+0.10 dB).
 * The proximal step works on blocks of pixels on a few threads (numpy releases the GIL); it is
   per pixel, so the result does not depend on the split.
 """
