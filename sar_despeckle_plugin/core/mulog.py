@@ -110,6 +110,7 @@ DEBIAS_RADIUS = 8
 DATA_INVERSE_CONDITION = 1e-4
 INIT_INVERSE_CONDITION = 1e-3
 _CHUNK = 32768           # pixels per block in the proximal step (bounds memory)
+_DENOISER_PIXELS = 1 << 20   # pixels per denoiser call (channel images x H x W): bounds onnxruntime's memory
 _MC_SIZE = 192           # side of the Monte-Carlo speckle image used for the noise std
 _MC_SEED = 20170901
 
@@ -693,12 +694,18 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
         sig = (sd / math.sqrt(b)).astype(np.float32)
         if pad:
             x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-        if flip_average:                        # one batch: the channels and their mirror images
+        if flip_average:                        # the channels and their mirror images
             x = np.concatenate([x, x[:, :, ::-1]])
             sig = np.concatenate([sig, sig])
-        y = np.asarray(denoise(x, sig), dtype=np.float64)
-        if y.shape != x.shape:
-            raise InvalidInputError(f"the denoiser returned shape {y.shape}, expected {x.shape}")
+        per_call = max(1, _DENOISER_PIXELS // (x.shape[1] * x.shape[2]))
+        parts = []
+        for i in range(0, x.shape[0], per_call):
+            part = np.asarray(denoise(x[i:i + per_call], sig[i:i + per_call]))
+            if part.shape != x[i:i + per_call].shape:
+                raise InvalidInputError(f"the denoiser returned shape {part.shape}, expected "
+                                        f"{x[i:i + per_call].shape}")
+            parts.append(part)
+        y = np.concatenate(parts).astype(np.float64)
         if flip_average:
             y = 0.5 * (y[:k] + y[k:, :, ::-1])
         if pad:

@@ -305,6 +305,23 @@ def test_denoiser_contract():
         M.mulog(np.ones((4, 4, 3, 3)), 1.0, den, t)
 
 
+def test_denoiser_calls_are_bounded_in_pixels(monkeypatch):
+    """Large tiles reach the denoiser a few channel images at a time (bounded onnxruntime memory),
+    with the same result as one call on all of them."""
+    lab = np.load(shared("polsar", "mulog_samples", "labrador_sentinel1.npy"))[:16, :24]
+    t = M.fit_transform(lab.reshape(-1, 2, 2), 1.0)
+    whole = M.mulog(lab, 1.0, M.nlm_denoiser, t, iterations=2)
+    sizes = []
+
+    def den(x, s):
+        sizes.append(x.shape[0])
+        return M.nlm_denoiser(x, s)
+
+    monkeypatch.setattr(M, "_DENOISER_PIXELS", 3 * 16 * 24)
+    np.testing.assert_array_equal(M.mulog(lab, 1.0, den, t, iterations=2), whole)
+    assert sizes == [3, 3, 2] * 2                  # 4 channels + 4 mirror images, 3 per call
+
+
 class _ZeroPaddedBox:
     """A 5 x 5 mean with zero padding, like a CNN's convolutions, with a card giving its receptive field."""
 
