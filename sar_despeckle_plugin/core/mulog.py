@@ -237,18 +237,6 @@ def _dd1_exp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.exp(m) * ratio
 
 
-def _dd2_exp(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Second divided difference of exp at (a, b, c) (symmetric), stable for near-equal points."""
-    a, b, c = np.broadcast_arrays(a, b, c)
-    s = np.sort(np.stack([a, b, c], axis=-1), axis=-1)
-    lo, mid, hi = s[..., 0], s[..., 1], s[..., 2]
-    spread = hi - lo
-    close = spread < 1e-5
-    denom = np.where(close, 1.0, spread)
-    general = (_dd1_exp(mid, hi) - _dd1_exp(lo, mid)) / denom
-    return np.where(close, 0.5 * np.exp((lo + mid + hi) / 3.0), general)
-
-
 _COMBOS: dict = {}
 
 
@@ -256,8 +244,9 @@ def _dd2_table(mu: np.ndarray, d1: Optional[np.ndarray] = None) -> np.ndarray:
     """(D, D, D, P) table exp[mu_i, mu_j, mu_k] of second divided differences, for mu (D, P) in
     non-increasing order along D (minus the ascending eigenvalues that eigh returns). Computed
     once per multiset {i <= j <= k} (10 of the 27 entries for D = 3), where mu_i >= mu_j >= mu_k
-    needs no sorting, from the first divided differences d1 (D, D, P) = exp[mu_a, mu_b] when
-    given; the same values as :func:`_dd2_exp`, scattered to every permutation."""
+    needs no sorting: (exp[mu_j, mu_i] - exp[mu_k, mu_j]) / (mu_i - mu_k) from the first divided
+    differences d1 (D, D, P) = exp[mu_a, mu_b] (computed when not given), or exp(mean) / 2 where
+    mu_i - mu_k < 1e-5; scattered to every permutation."""
     d = mu.shape[0]
     if d not in _COMBOS:
         from itertools import combinations_with_replacement, permutations
@@ -516,32 +505,6 @@ def simulate_wishart(sigma: np.ndarray, looks: float, rng=None) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ proximal step
 
-def _channels_first(m: np.ndarray) -> np.ndarray:
-    """(D, D, P) Hermitian -> (K, P): :func:`to_channels` with the pixel axis last."""
-    d = m.shape[0]
-    r2 = math.sqrt(2.0)
-    parts = [m[i, i].real for i in range(d)]
-    for i, j in _pairs(d):
-        parts.append(r2 * m[i, j].real)
-        parts.append(r2 * m[i, j].imag)
-    return np.stack(parts)
-
-
-def _matrices_first(x: np.ndarray) -> np.ndarray:
-    """(K, P) -> (D, D, P): :func:`from_channels` with the pixel axis last."""
-    d = int(round(math.sqrt(x.shape[0])))
-    out = np.zeros((d, d, x.shape[1]), dtype=np.complex128)
-    for i in range(d):
-        out[i, i] = x[i]
-    r = 1.0 / math.sqrt(2.0)
-    n = d
-    for i, j in _pairs(d):
-        out[i, j] = r * (x[n] + 1j * x[n + 1])
-        out[j, i] = np.conj(out[i, j])
-        n += 2
-    return out
-
-
 def _in_basis(q: np.ndarray, qc: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Q^H X Q for (D, D, P) stacks (qc = conj(Q))."""
     return np.einsum("ikp,ilp->klp", qc, np.einsum("ijp,jlp->ilp", x, q))
@@ -566,8 +529,9 @@ def _prox_wishart(v, u0, c, whitening, mean, looks, lbd, iterations):
         d1 = _dd1_exp(mu[:, None, :], mu[None, :, :])         # divided differences of exp(-x): -d1
         # d/dS (tr S + tr(C exp(-S))) = I - Q (d1 * A) Q^H
         grad_s = eye - np.einsum("ikp,jkp->ijp", np.einsum("ikp,klp->ilp", q, d1 * a), qc)
-        grad = (u - v) + lL * (_channels_first(grad_s).T @ whitening)
-        h = _in_basis(q, qc, _matrices_first((grad @ whitening.T).T))      # direction in the eigenbasis
+        grad = (u - v) + lL * (to_channels(np.moveaxis(grad_s, -1, 0)) @ whitening)
+        g = np.ascontiguousarray(np.moveaxis(from_channels(grad @ whitening.T), 0, -1))
+        h = _in_basis(q, qc, g)                               # the direction in the eigenbasis
         m = np.einsum("ijp,jkp,ijkp->ikp", h, h, _dd2_table(mu, d1))
         curv2 = 2.0 * np.einsum("kip,ikp->p", a, m).real      # D^2 tr(C exp(-S))[H, H]
         gg = np.einsum("pk,pk->p", grad, grad)
