@@ -64,9 +64,12 @@ bench: plugin
 # runs/<name>/checkpoint.pt and runs/<name>/<name>.onnx with its card and metrics.
 DEVICE ?= cpu
 # The bundled int8 files: quantised copies of these runs (python -m training quantize).
-INT8_MODELS := dncnn-l1-general unet-l1-fast unet-l1-correlated unet-l4-correlated unet-s1grd-pairs unet-l1-long
-# In order: unet_s1grd_pairs fine-tunes the checkpoint of unet_l4_correlated.
-MODEL_CONFIGS := dncnn_l1_general dncnn_l1to8_blind unet_l1_fast unet_l1_correlated unet_l4_correlated unet_s1grd_pairs unet_l1_long
+INT8_MODELS := dncnn-l1-general unet-l1-fast unet-l1-correlated unet-l4-correlated unet-s1grd-pairs unet-l1-long \
+  unet-l1-correlated-long
+# In order: unet_s1grd_pairs fine-tunes the checkpoint of unet_l4_correlated; unet_l1_correlated_long
+# fine-tunes the bundled unet_l1_long.onnx (the committed file, so that it reproduces the bundled model).
+MODEL_CONFIGS := dncnn_l1_general dncnn_l1to8_blind unet_l1_fast unet_l1_correlated unet_l4_correlated unet_s1grd_pairs unet_l1_long \
+  unet_l1_correlated_long
 # MuLog against boxcar, polarimetric Refined Lee and the reference MuLoG+BM3D (installed apart,
 # in .venv/ref-mulog, when it installs): PSNR, coherence error, seconds per MPx.
 bench-polsar: plugin

@@ -8,6 +8,10 @@
   simulated multi-look inputs and the held-out real Sentinel-1 stack positions;
 * ``quantize MODEL.onnx --out MODEL_int8.onnx``: int8 post-training quantisation
   (:mod:`training.quantize`);
+* ``card MODEL.onnx [--set key=value ...]``: print a file's model card, or change keys of it
+  (e.g. the Auto-choice keys ``auto_looks``, ``auto_correlation``, ``auto_priority``,
+  ``sensor_family`` of files trained before those keys existed); the card is checked before
+  the file is rewritten;
 * ``smoke [--config ...] [--out DIR]``: every configuration (or the given ones) for 3 steps on
   small batches, exported without evaluation (``make models-smoke``; the tests run it).
 """
@@ -67,6 +71,28 @@ def _evaluate(args) -> int:
     return eval_main(argv)
 
 
+def _card(args) -> int:
+    from dataclasses import replace
+
+    from sar_despeckle_plugin.core.model_card import ModelCard
+    from sar_despeckle_plugin.core.model_choice import AutoFit
+    from .export import write_card
+    from .quantize import read_card
+    card = read_card(args.model)
+    if args.set:
+        meta = card.to_metadata()
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+            meta[key.strip()] = value
+        card = ModelCard.from_metadata(meta)   # raises on a bad value
+        AutoFit.of(card)                       # the Auto keys parse
+        write_card(args.model, replace(card))
+    print(json.dumps(card.to_metadata(), indent=1, ensure_ascii=False))
+    return 0
+
+
 def _smoke(args) -> int:
     from .trainer import train
     configs = args.config or sorted(str(p) for p in CONFIG_DIR.glob("*.yaml"))
@@ -78,7 +104,7 @@ def _smoke(args) -> int:
     results = {}
     for c, cfg in loaded:
         overrides = list(SMOKE)
-        if cfg.get("init"):
+        if cfg.get("init") and not str(cfg["init"]).endswith(".onnx"):  # a bundled .onnx file is there already
             overrides.append(f"init={out_root / Path(cfg['init']).parent.name / 'checkpoint.pt'}")
             cfg = load_config(c, overrides)
         summary = train(cfg, out_root / cfg["name"], device="cpu", overrides=overrides, val_limit=2, evaluate=False)
@@ -117,11 +143,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     v.add_argument("--data", type=Path, default=None)
     v.add_argument("--json", type=Path, default=None)
     sub.add_parser("quantize", help="int8 post-training quantisation (see python -m training quantize -h)")
+    c = sub.add_parser("card", help="print a model card, or change keys of it (--set key=value)")
+    c.add_argument("model", type=Path)
+    c.add_argument("--set", action="append", metavar="KEY=VALUE")
     s = sub.add_parser("smoke", help="every configuration for 3 steps (make models-smoke)")
     s.add_argument("--config", action="append", default=None)
     s.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    return {"train": _train, "export": _export, "evaluate": _evaluate, "smoke": _smoke}[args.cmd](args)
+    return {"train": _train, "export": _export, "evaluate": _evaluate, "smoke": _smoke,
+            "card": _card}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,11 @@ DEFAULTS: Dict[str, Any] = {
     "name": None,                    # model name (the card's name; file name = name with _ for -)
     "description": "",               # one line for the card
     "strategy": "supervised",
-    "init": None,                    # fine-tuning: a checkpoint.pt of the same architecture to start from
+    "init": None,                    # fine-tuning: a checkpoint.pt (or float32 .onnx) of the same architecture to start from
+    # Auto model choice (card keys auto_looks, auto_correlation, auto_priority, sensor_family;
+    # see sar_despeckle_plugin/core/model_choice.py): e.g. {looks: [0.3, 1.3],
+    # correlation: [0.15, 1.0], priority: 10, sensor_family: "..."}; None: never chosen by Auto
+    "auto": None,
     "architecture": {
         "type": "dncnn",
         # dncnn
@@ -38,6 +42,8 @@ DEFAULTS: Dict[str, Any] = {
         "single_look_fraction": 0.5,
         "psf_sigma_max": 0.0,        # correlated speckle: PSF std drawn in [0, psf_sigma_max] pixels
         "correlated_fraction": 0.0,  # fraction of patches with correlated speckle
+        "psf_sigma_min": 0.0,        # lower end of the PSF std range (correlated patches)
+        "psf_anisotropic": False,    # draw the PSF std of rows and columns independently
         "norm_scale": 2.0,
         "jitter": 0.5,
         "s1_weight": 0.4,            # supervised/masking: share of Sentinel-1 temporal-mean patches

@@ -56,7 +56,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # so that `python training/...` also finds the plugin's core
     sys.path.insert(0, str(REPO_ROOT))
 
-from sar_despeckle_plugin.core.speckle import gamma_speckle, simulate_intensity  # noqa: E402
+from sar_despeckle_plugin.core.speckle import (  # noqa: E402,F401  (re-exported: training's API)
+    correlated_slc, correlated_speckle, gamma_speckle, psf_sigma_for_correlation, psf_taps, simulate_intensity,
+    speckle_correlation,
+)
 from sar_despeckle_plugin.core.transforms import debiased_log  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -252,121 +255,6 @@ def pack(data: Path, out: Path, stack_exclude_positions: Sequence[int] = SAND_PO
         (out / "index.json").write_text(json.dumps(info, indent=1))
 
 
-def psf_taps(psf_sigma: float) -> np.ndarray:
-    """1-D taps h1 of the separable Gaussian PSF (std ``psf_sigma`` pixels), sum(h1**2) = 1.
-
-    The 2-D PSF is h1 (outer) h1, so its squared taps also sum to 1. Taps reach
-    max(1, ceil(4 psf_sigma)) pixels; ``psf_sigma <= 0`` gives the identity [1.0].
-    """
-    s = float(psf_sigma)
-    if not math.isfinite(s):
-        raise ValueError(f"psf_sigma must be finite, got {psf_sigma}")
-    if s <= 0:
-        return np.ones(1)
-    r = max(1, int(math.ceil(4.0 * s)))
-    n = np.arange(-r, r + 1, dtype=np.float64)
-    h = np.exp(-n * n / (2.0 * s * s))
-    return h / math.sqrt(float(np.sum(h * h)))
-
-
-def speckle_correlation(psf_sigma: float, lag: int = 1) -> float:
-    """Intensity correlation coefficient at ``lag`` pixels (along a row or a column) of the
-    speckle of :func:`correlated_speckle`: (sum_n h1[n] h1[n+lag])**2, any number of looks."""
-    h = psf_taps(psf_sigma)
-    lag = abs(int(lag))
-    if lag == 0:
-        return 1.0
-    if lag >= len(h):
-        return 0.0
-    return float(np.sum(h[:-lag] * h[lag:]) ** 2)
-
-
-def psf_sigma_for_correlation(rho: float) -> float:
-    """The PSF std (pixels) whose speckle has lag-1 intensity correlation ``rho`` (in [0, 1)).
-
-    Inverts :func:`speckle_correlation` (increasing in psf_sigma) by bisection to ~1e-12.
-    """
-    rho = float(rho)
-    if not 0.0 <= rho < 1.0:
-        raise ValueError(f"the lag-1 correlation must be in [0, 1), got {rho}")
-    if rho == 0.0:
-        return 0.0
-    lo, hi = 1e-3, 1.0
-    while speckle_correlation(hi) < rho:
-        hi *= 2.0
-        if hi > 1e4:
-            raise ValueError(f"correlation {rho} is too close to 1")
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if speckle_correlation(mid) < rho:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * hi:
-            break
-    return 0.5 * (lo + hi)
-
-
-def _filter_valid(x: np.ndarray, h: np.ndarray, axis: int) -> np.ndarray:
-    """'valid' filtering of ``x`` by the symmetric taps ``h`` along ``axis`` (shift and add)."""
-    n = x.shape[axis] - len(h) + 1
-    x = np.moveaxis(x, axis, -1)
-    out = h[0] * x[..., 0:n]
-    for k in range(1, len(h)):
-        out += h[k] * x[..., k:k + n]
-    return np.moveaxis(out, -1, axis)
-
-
-def _correlated_field(shape, psf_sigma: float, rng) -> np.ndarray:
-    """Circular complex Gaussian field of ``shape`` (..., H, W), E|f|^2 = 1, filtered by the PSF.
-
-    White noise is drawn on a grid larger by the PSF radius on each side and filtered in
-    'valid' mode, so the result is stationary up to its edges (no border effect).
-    """
-    g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    shape = tuple(int(v) for v in shape)
-    if len(shape) < 2:
-        raise ValueError(f"shape must have at least 2 dimensions, got {shape}")
-    h = psf_taps(psf_sigma)
-    r = len(h) // 2
-    big = shape[:-2] + (shape[-2] + 2 * r, shape[-1] + 2 * r)
-    z = (g.standard_normal(big) + 1j * g.standard_normal(big)) * math.sqrt(0.5)
-    if r:
-        z = _filter_valid(_filter_valid(z, h, -2), h, -1)
-    return z
-
-
-def correlated_speckle(shape, looks: int, psf_sigma: float, rng=None) -> np.ndarray:
-    """Spatially correlated multiplicative intensity speckle (float64, mean 1, variance 1/L).
-
-    Each look is |h * z|^2 (z circular complex white Gaussian, h the Gaussian PSF of
-    :func:`psf_taps`, sum h^2 = 1); ``looks`` independent looks are averaged, so the marginal
-    law is Gamma(L, 1/L) and the lag-1 intensity correlation is :func:`speckle_correlation`.
-    ``looks`` must be a whole number >= 1 when psf_sigma > 0. ``psf_sigma = 0`` gives white
-    speckle Gamma(looks, 1/looks) (then any looks > 0).
-    """
-    g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    if float(psf_sigma) <= 0:
-        return gamma_speckle(shape, looks, g)
-    n = int(round(float(looks)))
-    if n < 1 or abs(float(looks) - n) > 1e-9:
-        raise ValueError(f"correlated speckle needs a whole number of looks >= 1, got {looks}")
-    out = np.zeros(tuple(int(v) for v in shape))
-    for _ in range(n):
-        z = _correlated_field(shape, psf_sigma, g)
-        out += z.real ** 2 + z.imag ** 2
-    return out / n
-
-
-def correlated_slc(reflectivity: np.ndarray, psf_sigma: float, rng=None) -> np.ndarray:
-    """Single-look complex pixels (complex128) with E|z|^2 = ``reflectivity`` and PSF-correlated
-    speckle: z = sqrt(R) * (h * w) (the PSF acts on the speckle, not on the scene)."""
-    r = np.asarray(reflectivity, dtype=np.float64)
-    if np.any(~np.isfinite(r)) or np.any(r < 0):
-        raise ValueError("reflectivity must be finite and >= 0")
-    return np.sqrt(r) * _correlated_field(r.shape, psf_sigma, rng)
-
-
 def noisy_median(reference: np.ndarray, looks: float, rng) -> float:
     """c for one image: median of the debiased log of a speckled realisation of the whole image."""
     return float(np.median(debiased_log(simulate_intensity(reference, looks, rng), looks)))
@@ -389,7 +277,9 @@ class PatchSampler:
     Correlated speckle: a fraction ``correlated_fraction`` of the patches get the speckle of
     :func:`correlated_speckle` with a PSF std drawn uniformly in [0, ``psf_sigma_max``] per
     patch (the PSF filters a white-noise crop larger than the patch by its radius, so it does
-    not see the patch edge). Correlated speckle is a sum of whole looks: such patches use
+    not see the patch edge); ``psf_sigma_min`` raises the lower end of that range, and
+    ``psf_anisotropic`` draws the two axes' stds independently (range and azimuth correlation
+    differ on real sensors). Correlated speckle is a sum of whole looks: such patches use
     round(looks) >= 1 looks (e.g. 4 for looks = 4.4; with ``looks_max``, the patch's drawn
     looks rounded), while debiasing keeps using ``looks``. With ``correlated_fraction = 0``
     (the default) no extra random number is drawn, so the batches are those of the white-only
@@ -400,7 +290,8 @@ class PatchSampler:
                  looks: float = 1.0, norm_scale: float = 2.0, jitter: float = 0.5,
                  set_weights: Optional[Sequence[float]] = None, seed: int = 0,
                  looks_max: Optional[float] = None, single_look_fraction: float = 0.5,
-                 psf_sigma_max: float = 0.0, correlated_fraction: float = 0.0):
+                 psf_sigma_max: float = 0.0, correlated_fraction: float = 0.0,
+                 psf_sigma_min: float = 0.0, psf_anisotropic: bool = False):
         self.images = [im for r in refs for im in r.images if min(im.shape) >= patch]
         sizes = [sum(im.size for im in r.images if min(im.shape) >= patch) for r in refs]
         counts = [sum(1 for im in r.images if min(im.shape) >= patch) for r in refs]
@@ -423,6 +314,10 @@ class PatchSampler:
         self.looks_max = float(looks_max) if looks_max else self.looks
         self.single_look_fraction = float(single_look_fraction)
         self.psf_sigma_max = float(psf_sigma_max)
+        self.psf_sigma_min = float(psf_sigma_min)
+        self.psf_anisotropic = bool(psf_anisotropic)
+        if not 0.0 <= self.psf_sigma_min <= max(self.psf_sigma_max, 0.0):
+            raise ValueError(f"psf_sigma_min must be in [0, psf_sigma_max], got {psf_sigma_min}")
         self.correlated_fraction = float(correlated_fraction)
         if not 0.0 <= self.correlated_fraction <= 1.0:
             raise ValueError(f"correlated_fraction must be in [0, 1], got {correlated_fraction}")
@@ -457,7 +352,8 @@ class PatchSampler:
             noisy = simulate_intensity(clean, self.looks, rng)
         if self.correlated_fraction > 0:  # replace the speckle of some patches by correlated speckle
             chosen = np.flatnonzero(rng.random(b) < self.correlated_fraction)
-            sigmas = rng.uniform(0.0, self.psf_sigma_max, size=chosen.size)
+            size = (chosen.size, 2) if self.psf_anisotropic else chosen.size
+            sigmas = rng.uniform(self.psf_sigma_min, self.psf_sigma_max, size=size)
             for j, sg in zip(chosen, sigmas):
                 n_looks = max(1, int(round(self.looks if lk is None else lk[j])))
                 noisy[j] = clean[j] * correlated_speckle((p, p), n_looks, sg, rng)

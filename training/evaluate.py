@@ -42,12 +42,12 @@ def contract_card(looks: float, norm_scale: float, receptive_field: int) -> Mode
 
 
 def despeckle_intensity(intensity: np.ndarray, card: ModelCard,
-                        run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+                        run: Callable[[np.ndarray], np.ndarray], keep_mean: bool = True) -> np.ndarray:
     """Despeckle a whole (H, W) intensity image with ``run`` through the plugin's own pipeline
     (:func:`sar_despeckle_plugin.runtime.pipeline.despeckle_array`: normalisation, halo, reflect
-    padding and blending defined once). Images up to the card's tile size minus the halo run as
-    one tile."""
-    return despeckle_array(intensity, _Runner(card, run), looks=card.looks)
+    padding, blending and the mean-keeping gain, ``keep_mean``, defined once). Images up to the
+    card's tile size minus the halo run as one tile."""
+    return despeckle_array(intensity, _Runner(card, run), looks=card.looks, keep_mean=keep_mean)
 
 
 def boxcar_intensity(intensity: np.ndarray, size: int = 5) -> np.ndarray:

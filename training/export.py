@@ -101,7 +101,7 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
                      "speckle, so spatially correlated speckle, e.g. Sentinel-1 GRD, may keep some "
                      "structure). Works on debiased log-intensity."),
         license=LICENSE,
-        extra=training_run_extra(config),
+        extra={**training_run_extra(config), **auto_card_keys(config.get("auto"))},
     )
 
 
@@ -209,11 +209,25 @@ def _speckle_text(d: Dict[str, object]) -> str:
                f"log-uniform {looks:g}-{float(d['looks_max']):g}-look")
     corr = float(d.get("correlated_fraction") or 0)
     if corr > 0:
+        axes = ", drawn independently for rows and columns" if d.get("psf_anisotropic") else ""
         txt += (f" speckle, spatially correlated for {corr:.0%} of the patches (complex Gaussian filtered by a "
-                f"Gaussian PSF of std uniform in [0, {float(d['psf_sigma_max']):g}] px), white otherwise")
+                f"Gaussian PSF of std uniform in [{float(d.get('psf_sigma_min') or 0):g}, "
+                f"{float(d['psf_sigma_max']):g}] px{axes}), white otherwise")
     else:
         txt += " white Gamma speckle"
     return txt
+
+
+def auto_card_keys(auto: Optional[Dict[str, object]]) -> Dict[str, str]:
+    """The card's Auto-choice keys from a configuration's ``auto`` section (empty without one)."""
+    if not auto:
+        return {}
+    out = {"auto_looks": ",".join(f"{float(v):g}" for v in auto["looks"]),
+           "auto_correlation": ",".join(f"{float(v):g}" for v in auto["correlation"]),
+           "auto_priority": str(int(auto.get("priority", 0)))}
+    if auto.get("sensor_family"):
+        out["sensor_family"] = str(auto["sensor_family"])
+    return out
 
 
 def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] = None,
@@ -269,7 +283,7 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
         looks_max=float(lmax) if lmax and float(lmax) > looks else None,
         description=str(config.get("description") or f"{config['name']}: despeckler for {looks:g}-look intensity"),
         license=LICENSE,
-        extra=training_run_extra(config),
+        extra={**training_run_extra(config), **auto_card_keys(config.get("auto"))},
     )
 
 

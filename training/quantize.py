@@ -67,6 +67,19 @@ def gaussian_calibration_inputs(card: ModelCard, data: Path | str, batches: int 
     return [np.ascontiguousarray(sampler.sample()[0]) for _ in range(int(batches))]
 
 
+INT8_PRIORITY_DROP = 5
+
+
+def int8_extra(extra: Dict[str, str]) -> Dict[str, str]:
+    """The int8 copy's extra card keys: the float32 file's, its Auto priority lowered by
+    ``INT8_PRIORITY_DROP`` (Auto takes the float32 file when both fit; the int8 copy is there
+    for speed, chosen by hand)."""
+    out = dict(extra)
+    if "auto_priority" in out:
+        out["auto_priority"] = str(int(out["auto_priority"]) - INT8_PRIORITY_DROP)
+    return out
+
+
 def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: Optional[str] = None) -> ModelCard:
     """Quantise ``src`` into ``out`` (calibrated on ``inputs``); returns the new card (written)."""
     import onnx
@@ -96,7 +109,7 @@ def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: O
                   architecture=f"{card.architecture}; {QUANT_NOTE.format(n=len(inputs))}",
                   reproduce=f"{card.reproduce} && python -m training quantize {src} --out {out}",
                   description=f"{card.description} int8 version of {card.name}: several times faster on CPU.",
-                  metrics={})
+                  metrics={}, extra=int8_extra(card.extra))
     write_card(out, new)
     return new
 

@@ -276,12 +276,13 @@ class MaskSampler:
     def __init__(self, refs: Sequence[References], patch: int = 64, batch: int = 32, looks: float = 1.0,
                  norm_scale: float = 2.0, jitter: float = 0.5, mask_fraction: float = 0.05,
                  set_weights: Optional[Sequence[float]] = None, seed=0, psf_sigma_max: float = 0.0,
-                 correlated_fraction: float = 0.0):
+                 correlated_fraction: float = 0.0, psf_sigma_min: float = 0.0, psf_anisotropic: bool = False):
         if not 0.0 < float(mask_fraction) <= 1.0:
             raise ValueError(f"mask_fraction must be in (0, 1], got {mask_fraction}")
         self.noisy = PatchSampler(refs, patch=patch, batch=batch, looks=looks, norm_scale=norm_scale,
                                   jitter=jitter, set_weights=set_weights, seed=seed,
-                                  psf_sigma_max=psf_sigma_max, correlated_fraction=correlated_fraction)
+                                  psf_sigma_max=psf_sigma_max, correlated_fraction=correlated_fraction,
+                                  psf_sigma_min=psf_sigma_min, psf_anisotropic=psf_anisotropic)
         self.mask_fraction = float(mask_fraction)
         self.rng = self.noisy.rng
 

@@ -54,6 +54,27 @@ def build_model(cfg: Dict[str, Any]) -> nn.Module:
                 max_width=int(a["max_width"]))
 
 
+def onnx_state_dict(path: str, model: nn.Module) -> Dict[str, "torch.Tensor"]:
+    """The weights of a float32 ONNX file exported from ``model``'s architecture, as a state dict.
+
+    torch.onnx.export keeps the parameter names as initializer names; every parameter of the
+    model must be there with its shape (an int8 file has quantised weights and is refused)."""
+    import onnx
+    from onnx import numpy_helper
+    inits = {i.name: i for i in onnx.load(path).graph.initializer}
+    out = {}
+    for key, ref in model.state_dict().items():
+        if key not in inits:
+            raise ValueError(f"{path}: no float32 weight '{key}' (not exported from this architecture, "
+                             "or quantised)")
+        arr = numpy_helper.to_array(inits[key])
+        if tuple(arr.shape) != tuple(ref.shape) or arr.dtype != np.float32:
+            raise ValueError(f"{path}: weight '{key}' is {arr.dtype} {arr.shape}, expected float32 "
+                             f"{tuple(ref.shape)}")
+        out[key] = torch.from_numpy(arr.copy())
+    return out
+
+
 def build_objective(cfg: Dict[str, Any]) -> Objective:
     return Objective(cfg["loss"]["kind"], looks=float(cfg["data"]["looks"]),
                      norm_scale=float(cfg["data"]["norm_scale"]), tv_weight=float(cfg["loss"]["tv_weight"]))
@@ -61,7 +82,8 @@ def build_objective(cfg: Dict[str, Any]) -> Objective:
 
 def _speckle_kwargs(d: Dict[str, Any]) -> Dict[str, Any]:
     """PatchSampler/MaskSampler keyword arguments for correlated speckle."""
-    return {"psf_sigma_max": float(d["psf_sigma_max"]), "correlated_fraction": float(d["correlated_fraction"])}
+    return {"psf_sigma_max": float(d["psf_sigma_max"]), "correlated_fraction": float(d["correlated_fraction"]),
+            "psf_sigma_min": float(d["psf_sigma_min"]), "psf_anisotropic": bool(d["psf_anisotropic"])}
 
 
 def build_sampler(cfg: Dict[str, Any], seed) -> Any:
@@ -108,7 +130,7 @@ def build_validation(cfg: Dict[str, Any], limit: Optional[int] = None, size: int
     def correlated(ref, rng):
         from .data import correlated_speckle
         return ref * correlated_speckle(ref.shape, max(1, round(float(d["looks"]))),
-                                        float(d["psf_sigma_max"]) / 2, rng)
+                                        (float(d["psf_sigma_min"]) + float(d["psf_sigma_max"])) / 2, rng)
 
     simulate = correlated if float(d.get("correlated_fraction") or 0) > 0 else None
     out = make_validation(held, float(d["looks"]), seed=1234, size=size, simulate=simulate)
@@ -210,11 +232,18 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["optimizer"]["lr"]))
     objective = build_objective(cfg)
     if cfg.get("init") and not resume:
-        init = torch.load(str(cfg["init"]), map_location="cpu", weights_only=False)
-        model.load_state_dict(init["state_dict"])  # raises when the architectures differ
-        done = int(init.get("step", init["config"].get("steps_done", 0)))
-        cfg = dict(cfg, init_from=(f"{init['config'].get('name')} ({done} steps, "
-                                   f"{init['config'].get('strategy')})"))
+        if str(cfg["init"]).endswith(".onnx"):  # a float32 model file: its weights, by name
+            init_path = Path(str(cfg["init"]))
+            if not init_path.is_absolute() and not init_path.exists():  # relative to the repository
+                init_path = Path(__file__).resolve().parents[1] / init_path
+            model.load_state_dict(onnx_state_dict(str(init_path), model))
+            cfg = dict(cfg, init_from=f"{Path(str(cfg['init'])).name} (float32 ONNX weights)")
+        else:
+            init = torch.load(str(cfg["init"]), map_location="cpu", weights_only=False)
+            model.load_state_dict(init["state_dict"])  # raises when the architectures differ
+            done = int(init.get("step", init["config"].get("steps_done", 0)))
+            cfg = dict(cfg, init_from=(f"{init['config'].get('name')} ({done} steps, "
+                                       f"{init['config'].get('strategy')})"))
     ckpt_path = out / "checkpoint.pt"
     history: List[Dict] = []
     step, minutes_before = 0, 0.0

@@ -151,8 +151,11 @@ def test_inference_contract_identity_and_metrics():
     rng = np.random.default_rng(0)
     inten = rng.uniform(0.5, 4.0, size=(20, 23))
     # an identity network returns exp(debiased log I): I / exp(log_bias)
-    r = despeckle_intensity(inten, contract_card(1.0, 2.0, 9), lambda x: x)
+    r = despeckle_intensity(inten, contract_card(1.0, 2.0, 9), lambda x: x, keep_mean=False)
     np.testing.assert_allclose(r, np.exp(debiased_log(inten, 1.0)), rtol=1e-5)
+    # the plugin's mean-keeping gain brings the ratio image's mean back to 1
+    r = despeckle_intensity(inten, contract_card(1.0, 2.0, 9), lambda x: x)
+    np.testing.assert_allclose(r, inten, rtol=1e-5)
     box = boxcar_intensity(np.ones((9, 11)), 5)
     np.testing.assert_allclose(box, 1.0)
     ref = rng.uniform(1, 2, size=(10, 10))
