@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Despeckle the bundled Sentinel-1 VH crop through qgis_process, headless, with the model made
-# for Sentinel-1 GRD (MODEL 5, unet-l4-correlated-int8, LOOKS=4.4), then draw before/after.
+# Despeckle the bundled Sentinel-1 VH crop through qgis_process, headless, with every parameter
+# left at its default (Auto: the plugin measures the speckle and picks the Sentinel-1 GRD model),
+# then draw before/after.
 # Called by `make demo` (which first builds the plugin folder build/sar_despeckle_plugin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +21,8 @@ mkdir -p "$OUT_DIR"
 
 echo "Despeckling $IN (500 x 500, Sentinel-1 GRD VH, single date, linear intensity)..."
 "$QGIS_PROCESS" run sardespeckle:despeckle -- \
-    INPUT="$IN" BAND=1 INPUT_DOMAIN=1 LOOKS=4.4 MODEL=5 DEVICE=0 OUTPUT="$OUT" 2>&1 | grep -v -E "XDG_RUNTIME_DIR|setapi"
+    INPUT="$IN" OUTPUT="$OUT" 2>&1 | grep -v -E "XDG_RUNTIME_DIR|setapi"
 
 "$ROOT/.venv/bin/python" "$ROOT/demo/make_figure.py" "$IN" "$OUT" "$OUT_DIR/before_after.png"
-gdalinfo "$OUT" | grep -E "Size is|SAR_DESPECKLE_MODEL=|SAR_DESPECKLE_MODEL_SHA256|NoData" || true
+gdalinfo "$OUT" | grep -E "Size is|SAR_DESPECKLE_MODEL=|SAR_DESPECKLE_MODEL_CHOICE|SAR_DESPECKLE_ESTIMATED|SAR_DESPECKLE_MEAN_GAIN|NoData" || true
 echo "Done: $OUT"

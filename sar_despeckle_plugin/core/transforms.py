@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -43,8 +44,64 @@ DOMAIN_LABELS = {
 }
 
 
-def resolve_domain(domain: Domain | int, is_complex: bool) -> Domain:
-    """Resolve ``AUTO``: complex band type -> COMPLEX, anything else -> INTENSITY.
+# Auto domain and the domain check (see :func:`guess_domain`, :func:`check_domain_loss`)
+LOSS_LIMIT = 0.005          # share of valid pixels that may turn into nodata before it is an error
+DB_RANGE = (-80.0, 60.0)    # 1st and 99th percentiles of a band in decibels lie in this range
+
+
+def guess_domain(sample: Optional[np.ndarray], is_integer: bool = False) -> Tuple[Domain, str]:
+    """The domain of a real band from a sample of its valid (not nodata) values, and why.
+
+    * negative values in more than ``LOSS_LIMIT`` of the sample, with the 1st-99th percentiles
+      inside ``DB_RANGE``: DECIBELS (intensity and amplitude are never negative);
+    * an integer band without negative values: AMPLITUDE (digital numbers, as Sentinel-1 GRD
+      and most detected products ship them);
+    * anything else: INTENSITY.
+    """
+    v = np.asarray(sample if sample is not None else [], dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size:
+        negative = float(np.mean(v < 0))
+        p1, p99 = np.percentile(v, [1, 99])
+        if negative > LOSS_LIMIT and DB_RANGE[0] <= p1 and p99 <= DB_RANGE[1]:
+            return Domain.DECIBELS, (f"{negative:.0%} of the values are negative and they span "
+                                     f"{p1:.1f} to {p99:.1f}: read as decibels")
+        if is_integer and negative == 0:
+            return Domain.AMPLITUDE, "an integer band without negative values: read as amplitude (digital numbers)"
+    elif is_integer:
+        return Domain.AMPLITUDE, "an integer band: read as amplitude (digital numbers)"
+    return Domain.INTENSITY, "real values, none negative: read as intensity (linear power)"
+
+
+def check_domain_loss(sample: np.ndarray, domain: Domain) -> None:
+    """Raise :class:`InvalidInputError` when more than ``LOSS_LIMIT`` of a sample of valid (not
+    nodata) values would become nodata in ``domain`` (e.g. decibels read as intensity: every
+    negative value is lost). Exact zeros and non-finite values do not count: they are nodata in
+    every domain."""
+    v = np.asarray(sample)
+    if v.size == 0 or domain == Domain.COMPLEX:
+        return
+    v = v.astype(np.float64, copy=False).ravel()
+    counted = np.isfinite(v) & (v != 0)
+    n = int(counted.sum())
+    if n == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        lost = counted & ~(np.isfinite(to_intensity(v, domain)))
+    share = float(lost.sum()) / n
+    if share <= LOSS_LIMIT:
+        return
+    likely, why = guess_domain(v[counted])
+    hint = (f"the values look like {likely.label} ({why}): choose that input domain"
+            if likely != domain else "check the input domain and the nodata value")
+    raise InvalidInputError(f"{share:.1%} of the valid pixels would become nodata when read as "
+                            f"{domain.label} (they are negative or out of range); {hint}")
+
+
+def resolve_domain(domain: Domain | int, is_complex: bool, sample: Optional[np.ndarray] = None,
+                   is_integer: bool = False) -> Domain:
+    """Resolve ``AUTO``: complex band type -> COMPLEX; else, given a ``sample`` of the band's
+    valid values, :func:`guess_domain`; without one, INTENSITY.
 
     An explicit choice must agree with the band type: COMPLEX needs a complex band and a
     complex band can only be read as COMPLEX.
@@ -54,7 +111,9 @@ def resolve_domain(domain: Domain | int, is_complex: bool) -> Domain:
     except ValueError:
         raise InvalidInputError(f"unknown input domain {domain!r}; expected 0..4") from None
     if domain == Domain.AUTO:
-        return Domain.COMPLEX if is_complex else Domain.INTENSITY
+        if is_complex:
+            return Domain.COMPLEX
+        return guess_domain(sample, is_integer)[0] if (sample is not None or is_integer) else Domain.INTENSITY
     if domain == Domain.COMPLEX and not is_complex:
         raise InvalidInputError("input domain 'Complex SLC' needs a complex band (CInt16, CFloat32...), "
                                 "but the band holds real values")

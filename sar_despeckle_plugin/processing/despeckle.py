@@ -4,6 +4,9 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterBand,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -14,9 +17,9 @@ from qgis.core import (
 
 from ..core.errors import CanceledError, DespeckleError
 from ..core.transforms import DOMAIN_LABELS, Domain
-from ..runtime.models import bundled_models, default_model_index, resolve_model
+from ..runtime.models import auto_model_index, bundled_models, model_options, resolve_model
 from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxDenoiser
-from ..runtime.pipeline import despeckle_raster
+from ..runtime.pipeline import AutoModel, despeckle_raster
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced
 
 
@@ -29,7 +32,11 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
     MODEL_FILE = "MODEL_FILE"
     DEVICE = "DEVICE"
     TILE_SIZE = "TILE_SIZE"
+    WHITEN = "WHITEN_SLC"
     OUTPUT = "OUTPUT"
+    MODEL_USED = "MODEL_USED"
+    ESTIMATED_LOOKS = "ESTIMATED_LOOKS"
+    ESTIMATED_CORRELATION = "ESTIMATED_CORRELATION"
 
     def name(self):
         return "despeckle"
@@ -47,37 +54,46 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
         return DespeckleAlgorithm()
 
     def shortHelpString(self):
-        models = "".join(f"<li>{m.name}{' (default)' if m.default else ''}</li>" for m in bundled_models())
+        models = "".join(f"<li><b>{m.index}</b> {m.name}: {m.label}</li>" for m in bundled_models())
         return (
-            "<p>Removes speckle from one band of a SAR image with a deep convolutional network run by "
-            "ONNX Runtime. The image is read and written block by block, so rasters of any size work; "
-            "tiles overlap by at least half the network's receptive field and are blended, so the "
-            "result does not depend on the tile size. The output keeps the input's size, "
-            "georeferencing and nodata, and records the model, its SHA-256, the looks and the "
-            "parameters in its metadata.</p>"
+            "<p>Removes speckle from one band of a SAR image with a deep convolutional network. "
+            "With the defaults it measures the image first and picks what fits: the input domain "
+            "(decibels, amplitude numbers or intensity), the number of looks and how spatially "
+            "correlated the speckle is, then the bundled network trained for that speckle. The log "
+            "says what it measured and chose; the output's metadata records it.</p>"
+            "<h3>Which settings for my data</h3><ul>"
+            "<li><b>Any single-band SAR image</b>: keep everything on Auto.</li>"
+            "<li><b>Sentinel-1 GRD</b> (intensity, amplitude numbers or dB): Auto picks the GRD model.</li>"
+            "<li><b>Single-look detected images</b> (TerraSAR-X, COSMO-SkyMed, ICEYE, SLC intensity): Auto "
+            "picks the model for correlated or white single-look speckle from the measurement.</li>"
+            "<li><b>Complex SLC</b> (CInt16, CFloat32 bands): the spectrum is whitened first when the speckle "
+            "is correlated, so that the network sees white speckle; the output is intensity.</li></ul>"
             "<h3>Parameters</h3><ul>"
-            "<li><b>Input domain</b>: how the band's values relate to radar intensity I. "
-            "Intensity = linear power (sigma0, beta0...); Amplitude = sqrt(I) (e.g. Sentinel-1 GRD "
-            "digital numbers); Decibels = 10·log10(I); Complex SLC = single-look complex values "
-            "(intensity |z|²). <b>Auto</b>: a complex band type (CInt16, CFloat32...) is read as "
-            "Complex SLC, any other band as Intensity. The output is in the same domain as the input, "
-            "except Complex SLC, which gives Intensity.</li>"
-            "<li><b>Number of looks</b>: the equivalent number of looks (ENL) of the input: 1 for "
-            "single-look data, about 4.4 for Sentinel-1 IW GRDH. The network is debiased in the log domain "
-            "(digamma(L) − log(L)) with the looks it was trained for, which keeps the mean radiometry; a value "
-            "outside the model's training range gives a warning. It is recorded in the output metadata.</li>"
-            "<li><b>Model</b>: a bundled network; <b>Custom ONNX model</b> overrides it with any file "
-            "that carries a sar-despeckle model card.</li>"
-            "<li><b>Device</b>: Auto uses CUDA when onnxruntime-gpu finds an NVIDIA GPU, else the CPU; "
-            "asking for CUDA where it is not available is an error.</li>"
-            "<li><b>Tile size</b>: pixels per tile side (default: the model's, usually 512). Larger "
-            "tiles are faster and use more memory; the result is the same.</li></ul>"
-            "<p>Pixels that are nodata, NaN or not positive (intensity/amplitude) are left out and "
-            f"come back as nodata (NaN when the input declares none).</p><h3>Bundled models</h3><ul>{models}</ul>"
+            "<li><b>Input domain</b>: how the band's values relate to radar intensity I: Intensity (linear "
+            "power, sigma0...), Amplitude (sqrt(I), e.g. Sentinel-1 GRD digital numbers), Decibels "
+            "(10·log10 I), Complex SLC. <b>Auto</b>: complex bands are Complex SLC; bands with negative values "
+            "in a dB range are Decibels; integer bands are Amplitude; other bands Intensity. If the chosen "
+            "domain would turn valid pixels into nodata (e.g. dB read as intensity), the algorithm stops and "
+            "names the likely domain. The output is in the input's domain (Complex SLC gives Intensity).</li>"
+            "<li><b>Number of looks</b>: 0 (default) measures the equivalent number of looks on homogeneous "
+            "areas; give it (1 for single-look, about 4.4 for Sentinel-1 GRD) to override the measurement "
+            "in the model choice. A value far from the measured one gives a warning naming the model that "
+            "fits the measurement.</li>"
+            "<li><b>Model</b>: Auto (default) or a bundled network; a chosen network that does not fit the "
+            "measured speckle gives a warning. <b>Custom ONNX model</b> overrides it with any file that carries "
+            "a sar-despeckle model card.</li>"
+            "<li><b>Whiten complex SLC</b> (advanced): decorrelate complex input before detection.</li>"
+            "<li><b>Device</b> (advanced): Auto uses CUDA when onnxruntime-gpu finds an NVIDIA GPU, else the "
+            "CPU; asking for CUDA where it is not available is an error.</li>"
+            "<li><b>Tile size</b> (advanced): larger tiles are faster and use more memory; the result is the same.</li></ul>"
+            "<p>The output keeps the input's mean radiometry (the ratio image noisy / despeckled has mean 1), "
+            "its size, georeferencing and nodata. Pixels that are nodata, NaN or not positive come back as "
+            f"nodata (NaN when the input declares none).</p><h3>Bundled models</h3><ul>{models}</ul>"
             "<p>References: Dalsasso, Denis, Tupin, 'As if by magic: self-supervised training of deep "
-            "despeckling networks with MERLIN', IEEE TGRS 2021; Chierchia et al., 'SAR image "
-            "despeckling through convolutional neural networks', IGARSS 2017; Zhang et al., 'Beyond a "
-            "Gaussian denoiser: residual learning of deep CNN for image denoising' (DnCNN), IEEE TIP 2017.</p>"
+            "despeckling networks with MERLIN', IEEE TGRS 2021; Dalsasso et al., 'SAR image despeckling by "
+            "deep neural networks: from a pre-trained model to an end-to-end training strategy', Remote "
+            "Sensing 2020 (spectrum whitening); Anfinsen et al., 'Estimation of the equivalent number of looks "
+            "in polarimetric SAR imagery', IEEE TGRS 2009 (log-cumulants).</p>"
         )
 
     def initAlgorithm(self, config=None):
@@ -89,21 +105,28 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(band)
         self.addParameter(QgsProcessingParameterEnum(
             self.INPUT_DOMAIN, "Input domain", options=[DOMAIN_LABELS[d] for d in Domain], defaultValue=0))
-        looks = QgsProcessingParameterNumber(self.LOOKS, "Number of looks (ENL) of the input",
-                                             NUMBER_DOUBLE, 1.0, minValue=0.01, maxValue=10000)
-        looks.setHelp("1 for single-look data; the ENL measured on a homogeneous area otherwise.")
+        looks = QgsProcessingParameterNumber(self.LOOKS, "Number of looks (ENL) of the input; 0 = measure it",
+                                             NUMBER_DOUBLE, 0.0, minValue=0.0, maxValue=10000)
+        looks.setHelp("0 (Auto) measures the equivalent number of looks; 1 for single-look data, about 4.4 "
+                      "for Sentinel-1 GRD.")
         self.addParameter(looks)
-        names = [m.name for m in bundled_models()]
         self.addParameter(QgsProcessingParameterEnum(
-            self.MODEL, "Model", options=names, defaultValue=default_model_index()))
+            self.MODEL, "Model", options=model_options(), defaultValue=auto_model_index()))
         self.addParameter(advanced(QgsProcessingParameterFile(
             self.MODEL_FILE, "Custom ONNX model (overrides Model)", FILE_BEHAVIOR, "onnx", optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterBoolean(
+            self.WHITEN, "Whiten complex SLC before detection (when its speckle is correlated)", True,
+            optional=True)))
         self.addParameter(advanced(QgsProcessingParameterEnum(
             self.DEVICE, "Device", options=[DEVICE_LABELS[d] for d in Device], defaultValue=0)))
         tile = QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels; empty = the model's default)",
                                             NUMBER_INTEGER, None, optional=True, minValue=32, maxValue=8192)
         self.addParameter(advanced(tile))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Despeckled"))
+        self.addOutput(QgsProcessingOutputString(self.MODEL_USED, "Model used"))
+        self.addOutput(QgsProcessingOutputNumber(self.ESTIMATED_LOOKS, "Measured equivalent number of looks"))
+        self.addOutput(QgsProcessingOutputNumber(self.ESTIMATED_CORRELATION,
+                                                 "Measured lag-1 speckle correlation (larger of range and azimuth)"))
 
     def processAlgorithm(self, parameters, context, feedback):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
@@ -122,17 +145,23 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
         tile_size = None
         if parameters.get(self.TILE_SIZE) not in (None, ""):
             tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
+        whiten = self.parameterAsBool(parameters, self.WHITEN, context)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         try:
-            model_path = resolve_model(model_index, model_file)
-            denoiser = OnnxDenoiser(model_path, Device(device))
-            feedback.pushInfo(f"Model '{denoiser.card.name}' ({denoiser.card.architecture}), "
-                              f"sha256 {denoiser.sha256[:12]}..., on {denoiser.device_used}")
-            despeckle_raster(layer.source(), output, denoiser, band=band, domain=Domain(domain),
-                             looks=looks, tile_size=tile_size, progress=QgisProgress(feedback),
-                             extra_metadata={"SAR_DESPECKLE_INPUT": layer.source()})
+            if not model_file and model_index == auto_model_index():
+                denoiser = AutoModel(Device(device))
+            else:
+                model_path = resolve_model(model_index, model_file)
+                denoiser = OnnxDenoiser(model_path, Device(device))
+                feedback.pushInfo(f"Model '{denoiser.card.name}' ({denoiser.card.architecture}), "
+                                  f"sha256 {denoiser.sha256[:12]}..., on {denoiser.device_used}")
+            report = despeckle_raster(layer.source(), output, denoiser, band=band, domain=Domain(domain),
+                                      looks=looks, tile_size=tile_size, progress=QgisProgress(feedback),
+                                      extra_metadata={"SAR_DESPECKLE_INPUT": layer.source()}, whiten=whiten)
         except CanceledError:
             raise QgsProcessingException("Despeckling was canceled: no output was written.") from None
         except DespeckleError as err:
             raise QgsProcessingException(str(err)) from err
-        return {self.OUTPUT: output}
+        return {self.OUTPUT: output, self.MODEL_USED: report.model,
+                self.ESTIMATED_LOOKS: report.estimate.looks if report.estimate is not None else None,
+                self.ESTIMATED_CORRELATION: report.estimate.correlation if report.estimate is not None else None}

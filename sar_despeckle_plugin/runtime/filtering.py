@@ -17,8 +17,9 @@ from ..core.filters import (
 )
 from ..core.polsar import MatrixType, band_names, invalid_pixels, resolve_matrix
 from ..core.tiling import TileGrid, Window
-from ..core.transforms import Domain, output_domain, resolve_domain
-from .pipeline import NullProgress, Progress, output_nodata, provenance, stream_band, stream_channels
+from ..core.transforms import Domain, output_domain
+from .estimation import resolve_raster_domain
+from .pipeline import NullProgress, Progress, raw_to_intensity, output_nodata, provenance, stream_band, stream_channels
 from .raster_io import OutputSpec, RasterSource
 
 TILE = 512
@@ -67,11 +68,15 @@ def filter_raster(src_path: str, dst_path: str, kind: Filter | int, window: int 
     def infer(x):
         return filter_intensity(x, kind, window, looks, damping, sigma)
 
-    def forward(intensity):
-        return intensity, np.isfinite(intensity)
-
     with RasterSource(src_path, band) as src:
-        domain = resolve_domain(domain, src.is_complex)
+        domain, notes = resolve_raster_domain(src, domain, progress)
+        for note in notes:
+            progress.info(note)
+
+        def read_tile(window):
+            intensity = raw_to_intensity(src, src.read(window), domain)
+            return intensity, np.isfinite(intensity)
+
         tile = _tile_for(halo)
         grid = TileGrid.build(src.height, src.width, tile, halo, overlap=0)
         metadata = provenance(filter=FILTER_LABELS[kind], window=window, looks=repr(looks),
@@ -82,7 +87,7 @@ def filter_raster(src_path: str, dst_path: str, kind: Filter | int, window: int 
         spec = OutputSpec(src.width, src.height, src.geotransform, src.projection, output_nodata(src), metadata,
                           description=f"{FILTER_LABELS[kind]} {window}x{window}",
                           gcps=src.gcps, gcp_projection=src.gcp_projection)
-        stream_band(src, dst_path, domain, grid, forward, infer, lambda y: y, spec, progress, 0.0, pad="nan")
+        stream_band(src, dst_path, domain, grid, read_tile, infer, lambda y: y, spec, progress, 0.0, pad="nan")
     return FilterReport(dst_path, len(grid), halo, metadata)
 
 

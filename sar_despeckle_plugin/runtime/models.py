@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import List
+from functools import lru_cache
+from typing import List, Optional, Tuple
 
-from ..core.errors import ModelError
+from ..core.errors import ModelCardError, ModelError
+from ..core.model_card import ModelCard
+from ..core.model_choice import Choice, choose_model
 
 MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 MANIFEST = os.path.join(MODELS_DIR, "models.json")
@@ -25,6 +28,8 @@ class BundledModel:
     file: str
     name: str
     default: bool
+    label: str = ""     # what the MODEL list shows (the name when empty)
+    index: int = -1     # position in the MODEL enum
 
     @property
     def path(self) -> str:
@@ -33,20 +38,56 @@ class BundledModel:
 
 DESPECKLERS = "models"
 GAUSSIAN = "gaussian_models"
+AUTO_LABEL = "Auto: the bundled model that fits the measured speckle (default)"
+
+
+def _entries(kind: str) -> list:
+    try:
+        with open(MANIFEST, encoding="utf-8") as fh:
+            return list(json.load(fh).get(kind, []))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"the bundled model list '{MANIFEST}' cannot be read: {err}") from None
 
 
 def bundled_models(kind: str = DESPECKLERS) -> List[BundledModel]:
-    try:
-        with open(MANIFEST, encoding="utf-8") as fh:
-            entries = json.load(fh).get(kind, [])
-    except (OSError, ValueError) as err:
-        raise ModelError(f"the bundled model list '{MANIFEST}' cannot be read: {err}") from None
-    return [BundledModel(e["file"], e["name"], bool(e.get("default", False))) for e in entries]
+    """The bundled files of ``kind`` in enum order; ``index`` is each one's enum position (the
+    Auto entry of the despecklers' enum has no file and is not listed: see
+    :func:`auto_model_index`)."""
+    return [BundledModel(e["file"], e["name"], bool(e.get("default", False)), str(e.get("label", "")), i)
+            for i, e in enumerate(_entries(kind)) if not e.get("auto")]
+
+
+def model_options(kind: str = DESPECKLERS) -> List[str]:
+    """The MODEL enum's labels in order: "name: what it is for" for each file, and Auto."""
+    out = []
+    for e in _entries(kind):
+        if e.get("auto"):
+            out.append(str(e.get("label") or AUTO_LABEL))
+        else:
+            out.append(f"{e['name']}: {e['label']}" if e.get("label") else e["name"])
+    return out
+
+
+def auto_model_index(kind: str = DESPECKLERS) -> Optional[int]:
+    """The enum position of the Auto entry (None when the list has none)."""
+    return next((i for i, e in enumerate(_entries(kind)) if e.get("auto")), None)
 
 
 def default_model_index(kind: str = DESPECKLERS) -> int:
+    """The enum position of the file marked default (for the despecklers: the model Auto falls
+    back to when a raster is too small to measure)."""
     models = bundled_models(kind)
-    return next((i for i, m in enumerate(models) if m.default), 0)
+    return next((m.index for m in models if m.default), models[0].index if models else 0)
+
+
+def model_at(index: int, kind: str = DESPECKLERS) -> BundledModel:
+    """The bundled file at enum position ``index``."""
+    for m in bundled_models(kind):
+        if m.index == int(index):
+            return m
+    n = len(_entries(kind))
+    raise ModelError(f"model index {index} is not a bundled model file (the list has {n} entries"
+                     + (f"; {auto_model_index(kind)} is Auto)" if auto_model_index(kind) is not None else ")"))
 
 
 def resolve_model(index: int, model_file: str = "", kind: str = DESPECKLERS) -> str:
@@ -55,11 +96,38 @@ def resolve_model(index: int, model_file: str = "", kind: str = DESPECKLERS) -> 
         if not os.path.isfile(model_file):
             raise ModelError(f"model file not found: '{model_file}'")
         return model_file
-    models = bundled_models(kind)
-    if not 0 <= int(index) < len(models):
-        raise ModelError(f"model index {index} is out of range: {len(models)} bundled model(s)")
-    path = models[int(index)].path
-    if not os.path.isfile(path):
-        raise ModelError(f"bundled model '{models[int(index)].name}' is missing: {path} "
+    m = model_at(index, kind)
+    if not os.path.isfile(m.path):
+        raise ModelError(f"bundled model '{m.name}' is missing: {m.path} "
                          "(reinstall the plugin, or run 'make plugin' in a source checkout)")
-    return path
+    return m.path
+
+
+@lru_cache(maxsize=64)
+def _card(path: str, mtime: float, size: int) -> Optional[ModelCard]:
+    from .onnx_denoiser import read_card
+    try:
+        return read_card(path)
+    except (ModelError, ModelCardError):
+        return None
+
+
+def bundled_cards() -> List[Optional[ModelCard]]:
+    """The cards of the bundled despecklers, in :func:`bundled_models` order (None for a missing
+    or broken file); read once per file version."""
+    out = []
+    for m in bundled_models():
+        try:
+            st = os.stat(m.path)
+        except OSError:
+            out.append(None)
+            continue
+        out.append(_card(m.path, st.st_mtime, st.st_size))
+    return out
+
+
+def auto_choice(looks: float, correlation: float) -> Tuple[BundledModel, Choice]:
+    """The bundled model that fits speckle of ``looks`` ENL and lag-1 correlation ``correlation``
+    (:func:`core.model_choice.choose_model` over the bundled cards), and why."""
+    choice = choose_model(bundled_cards(), looks, correlation)
+    return bundled_models()[choice.index], choice

@@ -10,20 +10,26 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
+from ..core import whitening
 from ..core.errors import CanceledError, InvalidInputError
+from ..core.estimation import SpeckleEstimate
+from ..core.model_choice import looks_disagree
 from ..core.normalisation import (
     LogNormaliser, log_offset_from_sample, looks_mismatch, model_log_bias, sample_step,
 )
 from ..core.tiling import TileGrid, Window, halo_for, pad_tile
-from ..core.transforms import Domain, from_intensity, output_domain, resolve_domain, to_intensity
+from ..core.transforms import Domain, from_intensity, output_domain, to_intensity
+from .estimation import Measurement, measure
 from .raster_io import OutputSpec, RasterSource, RasterWriter
 
 VERSION = "0.1.0"
 WRITE_ROWS = 64  # rows converted and written at a time
+GAIN_WINDOWS = 4   # windows on which the mean-keeping gain is measured ...
+GAIN_WINDOW = 256  # ... of this size
 # Every tile starts at the same position modulo TILE_ALIGN, so that networks with 2x2 poolings
 # (the bundled U-Nets pool three times) see one pooling grid and the tiling does not change
 # their result; convolution-only networks do not care.
@@ -62,6 +68,10 @@ class DespeckleReport:
     log_offset: float
     device: str
     metadata: Dict[str, str] = field(default_factory=dict)
+    model: str = ""
+    model_choice: str = ""
+    estimate: Optional[SpeckleEstimate] = None
+    gain: float = 1.0
 
 
 def check_tile_size(tile_size: Optional[int], card) -> int:
@@ -120,17 +130,68 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
 
 
 def _prepare(card, looks: float, tile_size: Optional[int]):
-    if not (math.isfinite(float(looks)) and float(looks) > 0):
-        raise InvalidInputError(f"the number of looks must be a positive number, got {looks}")
+    if not (math.isfinite(float(looks)) and float(looks) >= 0):
+        raise InvalidInputError(f"the number of looks must be a positive number (or 0 = measure it), got {looks}")
     return check_tile_size(tile_size, card), halo_for(card.receptive_field)
 
 
+def gain_windows(height: int, width: int, size: int = GAIN_WINDOW, count: int = GAIN_WINDOWS) -> List[Window]:
+    """Up to ``count`` windows of ``size`` x ``size`` (the whole raster when it is smaller)
+    spread over the raster (a 2 x 2 grid at a quarter and three quarters of each axis for 4),
+    starting at multiples of ``TILE_ALIGN``; they do not depend on the tile size."""
+    def starts(n, k):
+        if n <= size:
+            return [0]
+        pos = [int(round((n * (2 * i + 1) / (2 * k)) - size / 2)) for i in range(k)]
+        return sorted({min(max(0, p - p % TILE_ALIGN), n - size - (n - size) % TILE_ALIGN) for p in pos})
+    k = max(1, int(round(math.sqrt(count))))
+    return [Window(r, c, min(size, height), min(size, width)) for r in starts(height, k) for c in starts(width, k)]
+
+
+def mean_gain(height: int, width: int, read_tile, infer, inverse, intensity_of, halo: int,
+              multiple: int = 1, progress: Optional[Progress] = None) -> Tuple[float, int]:
+    """The gain g that keeps the mean radiometry: the mean of the ratio image noisy / despeckled
+    over the valid pixels of :func:`gain_windows` (each run with its halo of context, mirrored at
+    the raster's border as tiles are), about 0.26 MPx whatever the raster's size.
+
+    A network trained on speckle unlike the input's (looks, spatial correlation) leaves an
+    output whose mean is off by a few per cent; multiplying by g brings the ratio image's mean
+    back to 1, which is what a despeckled image must satisfy. The windows do not depend on the
+    tile size, so neither does the result. Returns (g, number of pixels used).
+    """
+    num, count = 0.0, 0
+    for w in gain_windows(height, width):
+        if progress is not None and progress.is_canceled():
+            raise CanceledError("canceled by the user")
+        r0, c0 = max(0, w.row_off - halo), max(0, w.col_off - halo)
+        r1, c1 = min(height, w.row_off + w.height + halo), min(width, w.col_off + w.width + halo)
+        x, ok = read_tile(Window(r0, c0, r1 - r0, c1 - c0))
+        top, left = halo - (w.row_off - r0), halo - (w.col_off - c0)
+        bottom = halo - (r1 - w.row_off - w.height)
+        right = halo - (c1 - w.col_off - w.width)
+        h_all, w_all = x.shape[0] + top + bottom, x.shape[1] + left + right
+        bottom += -h_all % multiple
+        right += -w_all % multiple
+        y = infer(np.pad(x, ((top, bottom), (left, right)), mode="reflect") if (top or bottom or left or right) else x)
+        est = inverse(y[halo:halo + w.height, halo:halo + w.width])
+        keep = (slice(w.row_off - r0, w.row_off - r0 + w.height), slice(w.col_off - c0, w.col_off - c0 + w.width))
+        noisy = intensity_of(w)
+        good = ok[keep] & np.isfinite(est) & (est > 0) & np.isfinite(noisy)
+        if good.any():
+            num += float(np.sum(noisy[good] / est[good]))
+            count += int(good.sum())
+    gain = num / count if count else 1.0
+    return (gain if math.isfinite(gain) and gain > 0 else 1.0), count
+
+
 def despeckle_array(intensity: np.ndarray, denoiser, looks: float = 1.0,
-                    tile_size: Optional[int] = None, progress: Optional[Progress] = None) -> np.ndarray:
+                    tile_size: Optional[int] = None, progress: Optional[Progress] = None,
+                    keep_mean: bool = True) -> np.ndarray:
     """Despeckle an in-memory intensity image (float (H, W), linear, NaN/<= 0 invalid).
 
-    Same tiling, blending and normalisation as :func:`despeckle_raster`; returns float64
-    intensity with NaN where the input was invalid.
+    Same tiling, blending, normalisation and mean-keeping gain (``keep_mean``, see
+    :func:`mean_gain`) as :func:`despeckle_raster`; returns float64 intensity with NaN where
+    the input was invalid.
     """
     intensity = np.asarray(intensity, dtype=np.float64)
     if intensity.ndim != 2 or intensity.size == 0:
@@ -143,14 +204,22 @@ def despeckle_array(intensity: np.ndarray, denoiser, looks: float = 1.0,
     norm = LogNormaliser.from_card(card, offset)
     grid = TileGrid.build(*intensity.shape, tile, halo, multiple=card.size_multiple, align=TILE_ALIGN)
     out = np.full(intensity.shape, np.nan)
+    progress = progress or NullProgress()
+
+    def read_tile(w):
+        return norm.forward(intensity[w.slices()])
+
+    gain = 1.0
+    if keep_mean:
+        gain, _ = mean_gain(*intensity.shape, read_tile, denoiser, norm.inverse, lambda w: intensity[w.slices()],
+                            halo, card.size_multiple, progress)
 
     def write_rows(row_off, y, valid):
-        r = norm.inverse(y)
+        r = norm.inverse(y) * gain
         r[~valid] = np.nan
         out[row_off:row_off + y.shape[0]] = r
 
-    run_tiles(grid, lambda w: norm.forward(intensity[w.slices()]), denoiser, write_rows,
-              progress or NullProgress())
+    run_tiles(grid, read_tile, denoiser, write_rows, progress)
     return out
 
 
@@ -164,13 +233,13 @@ def _median_offset(src: RasterSource, domain: Domain, bias: float, progress: Pro
             raise CanceledError("canceled by the user")
         h = min(rows_per_read, src.height - r0)
         raw = src.read(Window(r0, 0, h, src.width))[::k, ::k]
-        samples.append(_to_intensity(src, raw, domain).ravel())
+        samples.append(raw_to_intensity(src, raw, domain).ravel())
         src.release_cache()
         progress.set_progress(stop * min(1.0, (r0 + h) / src.height))
     return log_offset_from_sample(np.concatenate(samples), bias)
 
 
-def _to_intensity(src: RasterSource, raw: np.ndarray, domain: Domain) -> np.ndarray:
+def raw_to_intensity(src: RasterSource, raw: np.ndarray, domain: Domain) -> np.ndarray:
     invalid = src.invalid_mask(raw)
     intensity = to_intensity(raw, domain)
     intensity[invalid] = np.nan
@@ -178,17 +247,15 @@ def _to_intensity(src: RasterSource, raw: np.ndarray, domain: Domain) -> np.ndar
 
 
 def stream_band(src: RasterSource, dst_path: str, domain: Domain, grid: TileGrid,
-                forward: Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]],
+                read_tile: Callable[[Window], Tuple[np.ndarray, np.ndarray]],
                 infer: Callable[[np.ndarray], np.ndarray], inverse: Callable[[np.ndarray], np.ndarray],
                 spec: OutputSpec, progress: Progress, start: float = 0.0, pad: str = "reflect") -> None:
-    """Stream one band through ``forward`` (intensity -> (input, valid)), ``infer`` per tile and
-    ``inverse`` (blended output -> intensity) into a Float32 raster in ``output_domain(domain)``.
+    """Stream one band through ``read_tile`` (window -> (network input, valid)), ``infer`` per
+    tile and ``inverse`` (blended output -> intensity) into a Float32 raster in
+    ``output_domain(domain)``.
 
     The destination appears only when everything succeeded (see :class:`RasterWriter`)."""
     out_domain = output_domain(domain)
-
-    def read_tile(window: Window):
-        return forward(_to_intensity(src, src.read(window), domain))
 
     with RasterWriter(dst_path, spec) as writer:
         def write_rows(row_off, y, valid):
@@ -236,25 +303,116 @@ def provenance(**items) -> Dict[str, str]:
     return meta
 
 
+class AutoModel:
+    """``despeckle_raster``'s model when MODEL is Auto: the bundled model that fits the measured
+    speckle (:func:`runtime.models.auto_choice`), loaded on ``device``."""
+
+    def __init__(self, device=0, threads: int = 0):
+        self.device = device
+        self.threads = threads
+
+    def load(self, path: str):
+        from .onnx_denoiser import OnnxDenoiser
+        return OnnxDenoiser(path, self.device, threads=self.threads)
+
+
+def _read_intensity(src: RasterSource, window: Window, domain: Domain, white=None) -> np.ndarray:
+    """Linear intensity of ``window`` (NaN where invalid); complex data whitened first when
+    ``white`` is given (context of ``white.half`` pixels read around the window)."""
+    if white is None:
+        return raw_to_intensity(src, src.read(window), domain)
+    h = white.half
+    r0, c0 = max(0, window.row_off - h), max(0, window.col_off - h)
+    r1 = min(src.height, window.row_off + window.height + h)
+    c1 = min(src.width, window.col_off + window.width + h)
+    raw = src.read(Window(r0, c0, r1 - r0, c1 - c0))
+    margins = (window.row_off - r0, r1 - window.row_off - window.height,
+               window.col_off - c0, c1 - window.col_off - window.width)
+    z = whitening.apply_taps(raw, white, margins)
+    intensity = to_intensity(z, domain)
+    invalid = src.invalid_mask(raw)[margins[0]:margins[0] + window.height, margins[2]:margins[2] + window.width]
+    intensity[invalid] = np.nan
+    return intensity
+
+
+def _select_model(denoiser, measurement: Measurement, looks: float, progress: Progress):
+    """(denoiser, how it was chosen). ``denoiser`` is a loaded network, or :class:`AutoModel`."""
+    from .models import auto_choice, bundled_models, default_model_index
+    est = measurement.estimate
+    if isinstance(denoiser, AutoModel):
+        if est is None and not looks:
+            fallback = next(m for m in bundled_models() if m.index == default_model_index())
+            progress.warn(f"the speckle could not be measured ({'; '.join(measurement.notes) or 'no sample'}): "
+                          f"Auto uses the default model '{fallback.name}'; give MODEL and LOOKS to choose")
+            return denoiser.load(fallback.path), f"default model '{fallback.name}' (speckle not measured)"
+        use_looks = float(looks) if looks else est.looks
+        corr = est.correlation if est is not None else 0.0
+        model, choice = auto_choice(use_looks, corr)
+        return denoiser.load(model.path), "Auto: " + choice.reason
+    # an explicit model: say when the measured speckle fits another one better
+    if est is not None and est.reliable:
+        try:
+            model, choice = auto_choice(float(looks) if looks else est.looks, est.correlation)
+        except Exception:  # noqa: BLE001 - cards without Auto keys: nothing to advise
+            return denoiser, "given"
+        if model.name != denoiser.card.name:
+            from ..core.model_choice import AutoFit
+            fit = AutoFit.of(denoiser.card)
+            if fit is None or fit.distance(float(looks) if looks else est.looks, est.correlation) > 0:
+                progress.warn(f"the measured speckle ({est.describe()}) fits the bundled model "
+                              f"'{model.name}' better than '{denoiser.card.name}' (MODEL=Auto would use it)")
+    return denoiser, "given"
+
+
 def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
-                     domain: Domain | int = Domain.AUTO, looks: float = 1.0,
+                     domain: Domain | int = Domain.AUTO, looks: float = 0.0,
                      tile_size: Optional[int] = None, progress: Optional[Progress] = None,
-                     extra_metadata: Optional[Dict[str, str]] = None) -> DespeckleReport:
+                     extra_metadata: Optional[Dict[str, str]] = None, whiten: bool = True,
+                     keep_mean: bool = True) -> DespeckleReport:
     """Despeckle band ``band`` of ``src_path`` into a Float32 raster at ``dst_path``.
 
+    ``denoiser``: a loaded network (:class:`OnnxDenoiser`) or :class:`AutoModel` (choose the
+    bundled model from the measured speckle). ``looks``: the input's equivalent number of looks,
+    0 = measure it. Before anything is written, a bounded sample of the raster resolves an Auto
+    ``domain`` (decibels, integer amplitude...), checks that the domain keeps the valid pixels,
+    designs the SLC whitening (complex input, ``whiten``) and estimates the speckle
+    (:mod:`runtime.estimation`). ``keep_mean``: scale the output so that the ratio image has mean
+    1 (:func:`mean_gain`).
+
     Output: same size, geotransform, CRS and nodata as the input (NaN as nodata when the input
-    declares none), in the input's domain (complex SLC -> intensity), with provenance metadata.
-    On any error or cancel the destination is left untouched.
+    declares none), in the input's domain (complex SLC -> intensity), with provenance metadata
+    (model, how it was chosen, the speckle estimate, the gain). On any error or cancel the
+    destination is left untouched.
     """
     progress = progress or NullProgress()
-    card = denoiser.card
-    tile, halo = _prepare(card, looks, tile_size)
+    if not (math.isfinite(float(looks)) and float(looks) >= 0):
+        raise InvalidInputError(f"the number of looks must be a positive number (or 0 = measure it), got {looks}")
     with RasterSource(src_path, band) as src:
-        domain = resolve_domain(domain, src.is_complex)
-        out_domain = output_domain(domain)
         if src.is_complex and src.nodata is not None:
             raise InvalidInputError("complex rasters with a nodata value are not supported")
-        warning = looks_mismatch(card, looks)
+        progress.info("Measuring the speckle on a sample of the raster...")
+        measurement = measure(src, domain, whiten=whiten, progress=progress)
+        domain = measurement.domain
+        out_domain = output_domain(domain)
+        for note in measurement.notes:
+            progress.info(note)
+        est = measurement.estimate
+        if est is not None:
+            progress.info(f"Measured speckle: {est.describe()}")
+        denoiser, chosen = _select_model(denoiser, measurement, looks, progress)
+        card = denoiser.card
+        progress.info(f"Model '{card.name}' ({chosen})")
+        eff_looks = float(looks) if looks else (est.looks if est is not None else card.looks)
+        if looks and est is not None and est.reliable and looks_disagree(float(looks), est.looks):
+            try:
+                from .models import auto_choice
+                fits = auto_choice(est.looks, est.correlation)[0].name
+            except Exception:  # noqa: BLE001
+                fits = None
+            progress.warn(f"LOOKS={float(looks):g} but the raster's speckle measures an ENL of {est.looks:.2f}"
+                          + (f": the bundled model that fits the measured speckle is '{fits}'" if fits else ""))
+        tile, halo = _prepare(card, eff_looks, tile_size)
+        warning = looks_mismatch(card, float(looks)) if looks and chosen == "given" else None
         if warning:
             progress.warn(warning)
         offset = None
@@ -264,17 +422,36 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
         norm = LogNormaliser.from_card(card, offset)
         grid = TileGrid.build(src.height, src.width, tile, halo, multiple=card.size_multiple,
                               align=TILE_ALIGN)
+        white = measurement.whitening
+
+        def read_tile(window: Window):
+            return norm.forward(_read_intensity(src, window, domain, white))
+
+        gain = 1.0
+        if keep_mean:
+            gain, n_px = mean_gain(src.height, src.width, read_tile, denoiser, norm.inverse,
+                                   lambda w: raw_to_intensity(src, src.read(w), domain), halo,
+                                   card.size_multiple, progress)
+            progress.info(f"Mean-keeping gain {gain:.4f} (mean of the ratio image over a sample of {n_px} pixels)")
         metadata = provenance(
             model=card.name, model_file=denoiser.path.replace("\\", "/").rsplit("/", 1)[-1],
-            model_sha256=denoiser.sha256, looks=repr(float(looks)), input_band=band,
+            model_sha256=denoiser.sha256, model_choice=chosen,
+            looks=repr(float(looks)) if looks else f"auto ({eff_looks:.3f})", input_band=band,
             input_domain=domain.name.lower(), output_domain=out_domain.name.lower(), tile_size=tile,
-            halo=halo, log_offset=repr(norm.offset), device=denoiser.device_used)
+            halo=halo, log_offset=repr(norm.offset), device=denoiser.device_used,
+            mean_gain=f"{gain:.6f}", slc_whitening=white.describe() if white is not None else "none")
+        if est is not None:
+            metadata.update({f"SAR_DESPECKLE_{k.upper()}": v for k, v in est.metadata().items()})
         metadata.update(extra_metadata or {})
         spec = OutputSpec(src.width, src.height, src.geotransform, src.projection, output_nodata(src), metadata,
                           description=f"despeckled {out_domain.name.lower()} ({card.name})",
                           gcps=src.gcps, gcp_projection=src.gcp_projection)
-        progress.info(f"{len(grid)} tiles of {tile}x{tile} (halo {halo}) on {denoiser.device_used}")
+        progress.info(f"{len(grid)} tile{'s' if len(grid) != 1 else ''} of {tile}x{tile} (halo {halo}) "
+                      f"on {denoiser.device_used}")
 
-        stream_band(src, dst_path, domain, grid, norm.forward, denoiser, norm.inverse, spec, progress, 5.0)
+        def inverse(y):
+            return norm.inverse(y) * gain
+
+        stream_band(src, dst_path, domain, grid, read_tile, denoiser, inverse, spec, progress, 5.0)
     return DespeckleReport(dst_path, domain, out_domain, len(grid), tile, halo, norm.offset,
-                           denoiser.device_used, metadata)
+                           denoiser.device_used, metadata, card.name, chosen, est, gain)

@@ -21,6 +21,8 @@ except ImportError as err:  # pragma: no cover - GDAL ships with QGIS
     raise RuntimeDependencyError("GDAL's Python bindings (osgeo) are not installed") from err
 
 COMPLEX_TYPES = {gdal.GDT_CInt16, gdal.GDT_CInt32, gdal.GDT_CFloat32, gdal.GDT_CFloat64}
+INTEGER_TYPES = {getattr(gdal, n) for n in ("GDT_Byte", "GDT_Int8", "GDT_UInt16", "GDT_Int16", "GDT_UInt32",
+                                            "GDT_Int32", "GDT_UInt64", "GDT_Int64") if hasattr(gdal, n)}
 GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
                  "PREDICTOR=3", "BIGTIFF=IF_SAFER"]
 
@@ -53,6 +55,7 @@ class RasterSource:
         self.height = ds.RasterYSize
         self.data_type = self._band.DataType
         self.is_complex = self.data_type in COMPLEX_TYPES
+        self.is_integer = self.data_type in INTEGER_TYPES
         self.nodata: Optional[float] = self._band.GetNoDataValue()
         self.geotransform = ds.GetGeoTransform(can_return_null=True)
         self.projection = ds.GetProjection()

@@ -55,8 +55,8 @@ def test_toolbox_dialog_builds_a_widget_for_every_parameter(provider, qgis_iface
     names = {p.name() for p in alg.parameterDefinitions() if not p.isDestination()}
     assert names <= set(panel.wrappers)
     values = {name: panel.wrappers[name].parameterValue() for name in names}
-    from sar_despeckle_plugin.runtime.models import default_model_index
+    from sar_despeckle_plugin.runtime.models import auto_model_index
     assert values["INPUT_DOMAIN"] == 0 and values["DEVICE"] == 0
-    assert values["MODEL"] == default_model_index()  # the default model's position in models.json
-    assert values["LOOKS"] == 1.0 and values["MODEL_FILE"] in (None, "")
+    assert values["MODEL"] == auto_model_index() == 9  # Auto, the default
+    assert values["LOOKS"] == 0.0 and values["MODEL_FILE"] in (None, "") and values["WHITEN_SLC"] is True
     dialog.close()

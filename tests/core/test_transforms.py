@@ -68,3 +68,34 @@ def test_resolve_domain_rules():
         resolve_domain(Domain.AMPLITUDE, is_complex=True)
     with pytest.raises(InvalidInputError, match="unknown input domain"):
         resolve_domain(9, is_complex=False)
+
+
+def test_guess_domain_from_values():
+    from sar_despeckle_plugin.core.transforms import guess_domain
+    rng = np.random.default_rng(0)
+    intensity = rng.exponential(0.05, 10000)
+    db = 10 * np.log10(intensity)
+    assert guess_domain(db)[0] == Domain.DECIBELS and "decibels" in guess_domain(db)[1]
+    assert guess_domain(intensity)[0] == Domain.INTENSITY
+    dn = np.sqrt(intensity) * 400
+    assert guess_domain(dn.astype(np.uint16), is_integer=True)[0] == Domain.AMPLITUDE
+    # negative values outside any dB range are not taken for decibels
+    assert guess_domain(rng.normal(0, 500, 1000))[0] == Domain.INTENSITY
+    assert resolve_domain(0, is_complex=False, sample=db) == Domain.DECIBELS
+    assert resolve_domain(0, is_complex=False, is_integer=True) == Domain.AMPLITUDE
+
+
+def test_domain_loss_is_an_error_naming_the_likely_domain():
+    from sar_despeckle_plugin.core.transforms import check_domain_loss
+    rng = np.random.default_rng(1)
+    db = 10 * np.log10(rng.exponential(0.05, 10000))
+    with pytest.raises(InvalidInputError, match=r"100\.0% of the valid pixels .* Intensity .* Decibels"):
+        check_domain_loss(db, Domain.INTENSITY)
+    with pytest.raises(InvalidInputError, match="Amplitude"):
+        check_domain_loss(db, Domain.AMPLITUDE)
+    check_domain_loss(db, Domain.DECIBELS)
+    # zeros (undeclared nodata borders) and a few negative outliers are tolerated
+    values = np.concatenate([rng.exponential(1, 10000), np.zeros(5000), -np.ones(20)])
+    check_domain_loss(values, Domain.INTENSITY)
+    with pytest.raises(InvalidInputError, match="check the input domain"):
+        check_domain_loss(np.concatenate([values, -np.full(200, 1e5)]), Domain.INTENSITY)

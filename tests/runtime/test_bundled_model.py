@@ -44,9 +44,13 @@ def test_manifest_names_match_the_cards():
     for m in models:
         assert read_card(m.path).name == m.name, f"{m.file}: models.json and the card disagree"
     with open(MANIFEST) as fh:
-        files = [e["file"] for e in json.load(fh)["models"]]
+        entries = json.load(fh)["models"]
+    files = [e.get("file") for e in entries]
     # the MODEL enum is public: these indices never change
     assert files[:2] == ["dncnn_l1_general.onnx", "dncnn_l1to8_blind.onnx"]
+    assert files[7] == "unet_l1_long.onnx" and entries[9] == {
+        "auto": True, "name": "auto", "label": "Auto: the bundled model that fits the measured speckle (default)"}
+    assert [m.index for m in models] == [i for i, e in enumerate(entries) if not e.get("auto")]
 
 
 @pytest.mark.parametrize("index,looks_range", [(0, (1.0, 1.0)), (1, (1.0, 8.0))])

@@ -11,7 +11,7 @@ from sar_despeckle_plugin.core.errors import (
 )
 from sar_despeckle_plugin.core.transforms import log_bias
 from sar_despeckle_plugin.runtime.onnx_denoiser import CUDA, Device, OnnxDenoiser, import_onnxruntime
-from sar_despeckle_plugin.runtime.pipeline import despeckle_array, despeckle_raster
+from sar_despeckle_plugin.runtime.pipeline import despeckle_array, despeckle_raster, gain_windows
 
 GT = (600000.0, 20.0, 0.0, 5000000.0, 0.0, -20.0)
 SRS = osr.SpatialReference()
@@ -91,8 +91,11 @@ def test_debiasing_uses_the_models_looks(tmp_path, rng, model_looks):
     den = OnnxDenoiser(path, Device.CPU)
     data = speckled(rng, (40, 50))
     for looks in (1, 4.4):
-        out = despeckle_array(data, den, looks=looks)
+        out = despeckle_array(data, den, looks=looks, keep_mean=False)
         np.testing.assert_allclose(out, data * np.exp(-log_bias(model_looks)), rtol=1e-6)
+        # the mean-keeping gain undoes the constant factor: the ratio image has mean 1
+        kept = despeckle_array(data, den, looks=looks)
+        np.testing.assert_allclose(kept, data, rtol=1e-6)
 
 
 def test_a_looks_mismatch_is_reported(tmp_path, identity, rng):
@@ -150,10 +153,17 @@ def test_halo_and_blending_make_the_result_independent_of_the_tile_size(tmp_path
     x = np.pad(u - c, 3, mode="reflect")
     win = np.lib.stride_tricks.sliding_window_view(x, (7, 7)).mean(axis=(2, 3))
     expected = np.exp(win + c)
-    results = [despeckle_array(data, den, tile_size=t) for t in (32, 64, 100, 512)]
+    results = [despeckle_array(data, den, tile_size=t, keep_mean=False) for t in (32, 64, 100, 512)]
     for r in results:
         np.testing.assert_allclose(r, expected, rtol=1e-5)
     np.testing.assert_allclose(results[0], results[-1], rtol=1e-5)
+    # the mean-keeping gain is measured on windows that do not depend on the tile size
+    kept = [despeckle_array(data, den, tile_size=t) for t in (32, 512)]
+    ratios = np.concatenate([(data / expected)[w.slices()].ravel() for w in gain_windows(*data.shape)])
+    gain = ratios.mean()
+    assert gain > 1.05  # a box filter in the log domain darkens speckle: the gain is not trivial
+    np.testing.assert_allclose(kept[0], kept[1], rtol=1e-5)
+    np.testing.assert_allclose(kept[0], expected * gain, rtol=1e-4)
 
 
 def test_array_and_raster_paths_agree(tmp_path, box_onnx, rng):
@@ -206,7 +216,7 @@ def test_user_errors_are_typed(tmp_path, identity, rng):
     with pytest.raises(InvalidInputError, match="band 2 does not exist"):
         despeckle_raster(src, dst, identity, band=2)
     with pytest.raises(InvalidInputError, match="looks"):
-        despeckle_raster(src, dst, identity, looks=0)
+        despeckle_raster(src, dst, identity, looks=-1)
     with pytest.raises(InvalidInputError, match="'Complex SLC' needs a complex band"):
         despeckle_raster(src, dst, identity, domain=4)
     with pytest.raises(InvalidInputError, match="no valid pixel"):

@@ -1,0 +1,192 @@
+"""The Auto path on rasters: measured speckle -> bundled model, Auto domain, SLC whitening and the
+mean-keeping gain, with the bundled models through onnxruntime."""
+import re
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from conftest import DATA, DEMO_SAMPLE, shared
+from sar_despeckle_plugin.core.errors import InvalidInputError
+from sar_despeckle_plugin.core.speckle import (
+    correlated_slc, correlated_speckle, psf_sigma_for_correlation, ratio_image, simulate_intensity,
+)
+from sar_despeckle_plugin.runtime.models import bundled_models
+from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser
+from sar_despeckle_plugin.runtime.pipeline import AutoModel, despeckle_raster
+
+HILL = DATA / "s1_vh_hill_20171021.tif"
+MODELS = {m.name: m.path for m in bundled_models()}
+CORRELATED_MODELS = {"unet-l1-correlated-int8", "unet-l1-correlated-long"}
+
+
+class Log:
+    def __init__(self):
+        self.infos, self.warnings = [], []
+
+    def set_progress(self, p):
+        pass
+
+    def is_canceled(self):
+        return False
+
+    def info(self, m):
+        self.infos.append(m)
+
+    def warn(self, m):
+        self.warnings.append(m)
+
+
+def write(path, array, gdal_type=gdal.GDT_Float32, nodata=None):
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), array.shape[1], array.shape[0], 1, gdal_type)
+    if nodata is not None:
+        ds.GetRasterBand(1).SetNoDataValue(nodata)
+    ds.GetRasterBand(1).WriteArray(array)
+    ds = None
+    return str(path)
+
+
+def read(path):
+    ds = gdal.Open(str(path))
+    return ds.GetRasterBand(1).ReadAsArray().astype(np.float64), ds
+
+
+def psnr(estimate, reference):
+    a, b = np.sqrt(estimate), np.sqrt(reference)
+    return 10 * np.log10(np.percentile(b, 99) ** 2 / np.mean((a - b) ** 2))
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return gdal.Open(str(DATA / "s1_vv_temporal_mean_834.tif")).ReadAsArray().astype(np.float64)
+
+
+def run(tmp_path, src, name="out.tif", model=None, **kw):
+    log = Log()
+    den = AutoModel(Device.CPU) if model is None else OnnxDenoiser(MODELS[model], Device.CPU)
+    rep = despeckle_raster(str(src), str(tmp_path / name), den, progress=log, **kw)
+    out, ds = read(tmp_path / name)
+    return rep, out, ds, log
+
+
+def test_auto_picks_a_correlated_model_on_correlated_speckle_and_the_white_one_on_white(tmp_path, clean):
+    """Single-look speckle on a Sentinel-1 temporal mean, white or with the lag-1 correlation of
+    real single-look sensors (0.4): the white-speckle default of the past left blobs of
+    correlated speckle (ratio ENL far above 1, PSNR several dB lower)."""
+    rng = np.random.default_rng(21)
+    white = simulate_intensity(clean, 1, rng)
+    corr = clean * correlated_speckle(clean.shape, 1, psf_sigma_for_correlation(0.4), rng)
+    rep_w, out_w, ds_w, log_w = run(tmp_path, write(tmp_path / "white.tif", white.astype(np.float32)), "w.tif")
+    rep_c, out_c, ds_c, _ = run(tmp_path, write(tmp_path / "corr.tif", corr.astype(np.float32)), "c.tif")
+    assert rep_w.model == "unet-l1-long" and rep_c.model in CORRELATED_MODELS
+    assert rep_w.estimate.correlation < 0.15 < 0.3 < rep_c.estimate.correlation
+    assert ds_c.GetMetadataItem("SAR_DESPECKLE_MODEL_CHOICE").startswith(f"Auto: '{rep_c.model}'")
+    assert any(m.startswith("Measured speckle: ENL") for m in log_w.infos)
+    _, white_model_on_corr, _, _ = run(tmp_path, tmp_path / "corr.tif", "c2.tif", model="unet-l1-long")
+    assert psnr(out_c, clean) > psnr(white_model_on_corr, clean) + 2.0
+    for noisy, out in ((white, out_w), (corr, out_c)):
+        r = ratio_image(noisy, out)
+        assert np.nanmean(r) == pytest.approx(1.0, abs=0.03)
+    # the white-speckle model leaves correlated speckle in its output: ratio ENL >> 1; Auto does not
+    assert 0.85 < 1 / np.var(ratio_image(corr, out_c)) < 1.3
+    assert 1 / np.var(ratio_image(corr, white_model_on_corr)) > 1.5
+
+
+def test_auto_picks_the_grd_model_on_real_sentinel1_grd(tmp_path):
+    for src in (HILL, DEMO_SAMPLE):
+        rep, out, ds, log = run(tmp_path, src)
+        assert rep.model == "unet-l4-correlated-int8"
+        noisy, _ = read(src)
+        assert np.nanmean(ratio_image(noisy, out)) == pytest.approx(1.0, abs=0.03)
+        assert ds.GetMetadataItem("SAR_DESPECKLE_INPUT_DOMAIN") == "intensity"
+
+
+def test_declared_looks_steer_the_choice_and_a_disagreement_is_a_warning(tmp_path):
+    rep, _, ds, log = run(tmp_path, HILL, looks=1.0)
+    assert rep.model in CORRELATED_MODELS  # the user says single-look: the single-look model
+    assert ds.GetMetadataItem("SAR_DESPECKLE_LOOKS") == "1.0"
+    assert any("LOOKS=1 but the raster's speckle measures an ENL of 2.0" in w
+               and "'unet-l4-correlated-int8'" in w for w in log.warnings)
+
+
+def test_an_explicit_model_that_does_not_fit_is_a_warning(tmp_path):
+    rep, _, ds, log = run(tmp_path, HILL, model="unet-l1-long")
+    assert rep.model == "unet-l1-long" and ds.GetMetadataItem("SAR_DESPECKLE_MODEL_CHOICE") == "given"
+    assert any("fits the bundled model 'unet-l4-correlated-int8' better than 'unet-l1-long'" in w
+               for w in log.warnings)
+
+
+def test_decibels_are_recognised_and_a_wrong_domain_is_an_error(tmp_path):
+    intensity, _ = read(HILL)
+    db = write(tmp_path / "db.tif", (10 * np.log10(intensity)).astype(np.float32))
+    rep, out_db, ds, log = run(tmp_path, db, "db_out.tif")
+    assert rep.input_domain.name == "DECIBELS" and ds.GetMetadataItem("SAR_DESPECKLE_OUTPUT_DOMAIN") == "decibels"
+    assert any("read as decibels" in m for m in log.infos)
+    _, out_lin, _, _ = run(tmp_path, HILL, "lin_out.tif")
+    # the same result up to float32 rounding of the dB values, which the int8 network can amplify
+    # at a few pixels
+    diff = np.abs(out_db - 10 * np.log10(out_lin))
+    assert np.median(diff) < 1e-5 and np.percentile(diff, 99) < 0.02 and diff.max() < 0.15
+    assert np.isfinite(out_db).all()
+    with pytest.raises(InvalidInputError, match=r"of the valid pixels would become nodata when read as "
+                                                r"Intensity .* Decibels"):
+        run(tmp_path, db, "wrong.tif", domain=1)
+    assert not (tmp_path / "wrong.tif").exists()
+
+
+def test_integer_amplitude_numbers_are_read_as_amplitude(tmp_path):
+    intensity, _ = read(HILL)
+    dn = np.clip(np.round(np.sqrt(intensity) * 2000), 0, 65535).astype(np.uint16)
+    dn[:10, :10] = 0
+    src = write(tmp_path / "dn.tif", dn, gdal.GDT_UInt16, nodata=0)
+    rep, out, ds, log = run(tmp_path, src, "dn_out.tif")
+    assert rep.input_domain.name == "AMPLITUDE" and any("integer band" in m for m in log.infos)
+    _, explicit, _, _ = run(tmp_path, src, "dn_explicit.tif", domain=2)
+    np.testing.assert_array_equal(out, explicit)
+    assert (out[:10, :10] == 0).all() and ds.GetRasterBand(1).GetNoDataValue() == 0
+
+
+def test_slc_whitening_whitens_simulated_correlated_slc(tmp_path, clean):
+    """Complex input with correlated speckle (0.3 range, 0.45 azimuth): the Auto path whitens it
+    (on a flat scene the lag-1 correlation measured after whitening is < 0.05) and then picks the
+    white-speckle model; on a real scene the tile size does not change the result (the whitening
+    filter reads its own margin around every tile) and the radiometry is kept."""
+    psf = (psf_sigma_for_correlation(0.45), psf_sigma_for_correlation(0.3))
+    flat = correlated_slc(np.full((256, 256), 0.2), psf, 30)
+    rep, _, ds, log = run(tmp_path, write(tmp_path / "flat.tif", flat.astype(np.complex64), gdal.GDT_CFloat32),
+                          "flat_out.tif")
+    assert ds.GetMetadataItem("SAR_DESPECKLE_SLC_WHITENING").startswith("SLC spectrum whitened")
+    before = [m for m in log.infos if "lag-1 intensity correlation before:" in m]
+    assert len(before) == 1
+    x, y = (float(v) for v in re.findall(r"before: ([0-9.]+) \(range\), ([0-9.]+) \(azimuth\)", before[0])[0])
+    assert x == pytest.approx(0.3, abs=0.05) and y == pytest.approx(0.45, abs=0.05)
+    assert rep.estimate.correlation < 0.05 and rep.model == "unet-l1-long"
+
+    ref = clean[:256, :256]
+    z = correlated_slc(ref, psf, 31)
+    src = write(tmp_path / "slc.tif", z.astype(np.complex64), gdal.GDT_CFloat32)
+    rep, out, ds, log = run(tmp_path, src, "slc_out.tif", tile_size=512)
+    assert ds.GetMetadataItem("SAR_DESPECKLE_SLC_WHITENING").startswith("SLC spectrum whitened")
+    assert np.nanmean(ratio_image(np.abs(z) ** 2, out)) == pytest.approx(1.0, abs=0.03)
+    _, tiled, _, _ = run(tmp_path, src, "slc_tiles.tif", tile_size=128)
+    np.testing.assert_allclose(tiled, out, rtol=1e-4)
+    # without whitening the correlated speckle stays, and a correlated model is chosen
+    rep_raw, raw_out, ds_raw, _ = run(tmp_path, src, "slc_raw.tif", whiten=False)
+    assert rep_raw.model in CORRELATED_MODELS and ds_raw.GetMetadataItem("SAR_DESPECKLE_SLC_WHITENING") == "none"
+    assert psnr(out, ref) > psnr(raw_out, ref) - 0.5
+
+
+def test_mean_radiometry_is_kept_on_real_rasters(tmp_path):
+    """The ratio image noisy / despeckled has mean 1 +- 0.03 with default parameters."""
+    cases = [HILL, DEMO_SAMPLE]
+    folder = shared("test", "uavsar_slc")
+    for f in sorted(folder.glob("*.npy")):
+        cases.append(write(tmp_path / f"{f.stem}.tif", np.load(f).astype(np.complex64), gdal.GDT_CFloat32))
+    tsx = shared("validate", "tsx_clean_noisy_pairs", "noisy", "ramb_10_0.npy")
+    cases.append(write(tmp_path / "tsx.tif", (np.load(tsx).astype(np.float64) ** 2).astype(np.float32)))
+    for src in cases:
+        rep, out, ds, _ = run(tmp_path, src, "mean_out.tif")
+        raw = gdal.Open(str(src)).ReadAsArray()
+        noisy = np.abs(raw.astype(np.complex128)) ** 2 if np.iscomplexobj(raw) else raw.astype(np.float64)
+        assert np.nanmean(ratio_image(noisy, out)) == pytest.approx(1.0, abs=0.03), (src, rep.model)
+        assert abs(np.log(rep.gain)) < 0.15  # the models need only a correction of a few per cent
