@@ -112,10 +112,14 @@ models-smoke: setup-training
 	$(PY) -m training smoke --out runs/smoke
 
 # PSNR/SSIM of the bundled models against classical filters (TSX pairs, BSD68) and CPU speed.
+# Then the real-data benchmark: Sentinel-1 dates against the other dates, ratio statistics on real
+# GRD and SLC crops, a correlated-speckle TerraSAR-X proxy; every model, Auto and the filters.
 bench-quality: plugin
 	mkdir -p benchmarks/results
 	$(QGIS_ENV) $(PY) benchmarks/bench_quality.py --markdown benchmarks/results/bench_quality.md \
 	  --json benchmarks/results/bench_quality.json
+	$(QGIS_ENV) $(PY) benchmarks/bench_real.py --markdown benchmarks/results/bench_real.md \
+	  --json benchmarks/results/bench_real.json
 
 clean:
 	rm -rf $(BUILD) dist $(VENV)

@@ -109,6 +109,7 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
                                              NUMBER_DOUBLE, 0.0, minValue=0.0, maxValue=10000)
         looks.setHelp("0 (Auto) measures the equivalent number of looks; 1 for single-look data, about 4.4 "
                       "for Sentinel-1 GRD.")
+        looks.setMetadata({"widget_wrapper": {"decimals": 2}})
         self.addParameter(looks)
         self.addParameter(QgsProcessingParameterEnum(
             self.MODEL, "Model", options=model_options(), defaultValue=auto_model_index()))

@@ -146,6 +146,14 @@ def test_qgis_process_headless(tmp_path, identity_onnx):
     got, _ = read(out)
     want, _ = read(HILL)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+    # with every parameter at its default (Auto domain, looks and model) on this Sentinel-1 GRD crop
+    auto = subprocess.run([exe, "--json", "run", "sardespeckle:despeckle", "--", f"INPUT={HILL}",
+                           f"OUTPUT={tmp_path / 'auto.tif'}"], env=env, capture_output=True, text=True, timeout=600)
+    assert auto.returncode == 0, auto.stderr[-2000:]
+    res = json.loads(auto.stdout[auto.stdout.index("{"):])["results"]
+    assert res["MODEL_USED"] == "unet-l4-correlated-int8" and 1.6 < res["ESTIMATED_LOOKS"] < 2.6
+    got, _ = read(tmp_path / "auto.tif")
+    assert np.mean(want / got) == pytest.approx(1.0, abs=0.01)
     # a user error: clear message, non-zero exit, no output
     bad = subprocess.run([exe, "run", "sardespeckle:despeckle", "--", f"INPUT={HILL}", "BAND=5",
                           f"OUTPUT={tmp_path / 'bad.tif'}"], env=env, capture_output=True, text=True, timeout=600)
