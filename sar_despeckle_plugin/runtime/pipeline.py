@@ -15,21 +15,22 @@ from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 import numpy as np
 
 from ..core import whitening
-from ..core.errors import CanceledError, InvalidInputError
-from ..core.estimation import SpeckleEstimate
+from ..core.errors import CanceledError, InvalidInputError, ModelCardError
+from ..core.estimation import BLOCK, SpeckleEstimate, homogeneous_mask
 from ..core.model_choice import looks_disagree
 from ..core.normalisation import (
     LogNormaliser, log_offset_from_sample, looks_mismatch, model_log_bias, sample_step,
 )
 from ..core.tiling import TileGrid, Window, halo_for, pad_tile
 from ..core.transforms import Domain, from_intensity, output_domain, to_intensity
-from .estimation import Measurement, measure
+from .estimation import Measurement, estimate_array, measure
 from .raster_io import OutputSpec, RasterSource, RasterWriter
 
 VERSION = "0.1.0"
 WRITE_ROWS = 64  # rows converted and written at a time
 GAIN_WINDOWS = 4   # windows on which the mean-keeping gain is measured ...
 GAIN_WINDOW = 256  # ... of this size
+GAIN_MIN_BLOCKS = 8  # fewer homogeneous blocks in the gain windows: every block counts
 # Every tile starts at the same position modulo TILE_ALIGN, so that networks with 2x2 poolings
 # (the bundled U-Nets pool three times) see one pooling grid and the tiling does not change
 # their result; convolution-only networks do not care.
@@ -149,17 +150,25 @@ def gain_windows(height: int, width: int, size: int = GAIN_WINDOW, count: int = 
 
 
 def mean_gain(height: int, width: int, read_tile, infer, inverse, intensity_of, halo: int,
-              multiple: int = 1, progress: Optional[Progress] = None) -> Tuple[float, int]:
-    """The gain g that keeps the mean radiometry: the mean of the ratio image noisy / despeckled
-    over the valid pixels of :func:`gain_windows` (each run with its halo of context, mirrored at
-    the raster's border as tiles are), about 0.26 MPx whatever the raster's size.
+              multiple: int = 1, progress: Optional[Progress] = None,
+              estimate: Optional[SpeckleEstimate] = None) -> Tuple[float, int]:
+    """The gain g that keeps the mean radiometry of homogeneous areas: the median, over the
+    homogeneous 32 x 32 blocks of :func:`gain_windows` (:func:`core.estimation.homogeneous_mask`
+    judged against ``estimate``), of each block's noisy / despeckled mean intensity. Each window
+    runs with its halo of context, mirrored at the raster's border as tiles are (about 0.26 MPx
+    whatever the raster's size).
 
-    A network trained on speckle unlike the input's (looks, spatial correlation) leaves an
-    output whose mean is off by a few per cent; multiplying by g brings the ratio image's mean
-    back to 1, which is what a despeckled image must satisfy. The windows do not depend on the
-    tile size, so neither does the result. Returns (g, number of pixels used).
+    A network trained on speckle unlike the input's (looks, spatial correlation) leaves an output
+    whose level is off by a few per cent; multiplying by g brings it back, so that homogeneous
+    areas keep the input's mean intensity and the ratio image noisy / despeckled has mean 1 there.
+    The median keeps bright targets (which the log-cumulant test does not flag: the log
+    compresses them) from setting g. With fewer than ``GAIN_MIN_BLOCKS`` homogeneous blocks every
+    complete block counts; with no complete block (an image under 32 pixels), the ratio of the
+    sums. The windows do not depend on the tile size, so neither does the result. Returns (g,
+    number of blocks used).
     """
-    num, count = 0.0, 0
+    homog, others, tot = [], [], [0.0, 0.0]
+    b = BLOCK
     for w in gain_windows(height, width):
         if progress is not None and progress.is_canceled():
             raise CanceledError("canceled by the user")
@@ -177,11 +186,23 @@ def mean_gain(height: int, width: int, read_tile, infer, inverse, intensity_of, 
         keep = (slice(w.row_off - r0, w.row_off - r0 + w.height), slice(w.col_off - c0, w.col_off - c0 + w.width))
         noisy = intensity_of(w)
         good = ok[keep] & np.isfinite(est) & (est > 0) & np.isfinite(noisy)
-        if good.any():
-            num += float(np.sum(noisy[good] / est[good]))
-            count += int(good.sum())
-    gain = num / count if count else 1.0
-    return (gain if math.isfinite(gain) and gain > 0 else 1.0), count
+        tot[0] += float(np.sum(noisy[good]))
+        tot[1] += float(np.sum(est[good]))
+        mask = homogeneous_mask(noisy, estimate) if estimate is not None else np.zeros(noisy.shape, bool)
+        for r in range(0, w.height - b + 1, b):
+            for c in range(0, w.width - b + 1, b):
+                g = good[r:r + b, c:c + b]
+                if g.mean() < 0.9:
+                    continue
+                ratio = float(noisy[r:r + b, c:c + b][g].sum() / est[r:r + b, c:c + b][g].sum())
+                (homog if mask[r, c] else others).append(ratio)
+    if len(homog) >= GAIN_MIN_BLOCKS:
+        gain, n = float(np.median(homog)), len(homog)
+    elif homog or others:
+        gain, n = float(np.median(homog + others)), len(homog) + len(others)
+    else:
+        gain, n = (tot[0] / tot[1] if tot[1] > 0 else 1.0), 0
+    return (gain if math.isfinite(gain) and gain > 0 else 1.0), n
 
 
 def despeckle_array(intensity: np.ndarray, denoiser, looks: float = 1.0,
@@ -211,8 +232,9 @@ def despeckle_array(intensity: np.ndarray, denoiser, looks: float = 1.0,
 
     gain = 1.0
     if keep_mean:
+        estimate = estimate_array(intensity)
         gain, _ = mean_gain(*intensity.shape, read_tile, denoiser, norm.inverse, lambda w: intensity[w.slices()],
-                            halo, card.size_multiple, progress)
+                            halo, card.size_multiple, progress, estimate)
 
     def write_rows(row_off, y, valid):
         r = norm.inverse(y) * gain
@@ -353,7 +375,7 @@ def _select_model(denoiser, measurement: Measurement, looks: float, progress: Pr
     if est is not None and est.reliable:
         try:
             model, choice = auto_choice(float(looks) if looks else est.looks, est.correlation)
-        except Exception:  # noqa: BLE001 - cards without Auto keys: nothing to advise
+        except ModelCardError:  # no bundled card with Auto keys: nothing to advise
             return denoiser, "given"
         if model.name != denoiser.card.name:
             from ..core.model_choice import AutoFit
@@ -407,7 +429,7 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
             try:
                 from .models import auto_choice
                 fits = auto_choice(est.looks, est.correlation)[0].name
-            except Exception:  # noqa: BLE001
+            except ModelCardError:
                 fits = None
             progress.warn(f"LOOKS={float(looks):g} but the raster's speckle measures an ENL of {est.looks:.2f}"
                           + (f": the bundled model that fits the measured speckle is '{fits}'" if fits else ""))
@@ -431,8 +453,9 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
         if keep_mean:
             gain, n_px = mean_gain(src.height, src.width, read_tile, denoiser, norm.inverse,
                                    lambda w: raw_to_intensity(src, src.read(w), domain), halo,
-                                   card.size_multiple, progress)
-            progress.info(f"Mean-keeping gain {gain:.4f} (mean of the ratio image over a sample of {n_px} pixels)")
+                                   card.size_multiple, progress, measurement.raw_estimate)
+            progress.info(f"Mean-keeping gain {gain:.4f} (median input / output mean intensity of {n_px} "
+                          "homogeneous 32x32 blocks)")
         metadata = provenance(
             model=card.name, model_file=denoiser.path.replace("\\", "/").rsplit("/", 1)[-1],
             model_sha256=denoiser.sha256, model_choice=chosen,
