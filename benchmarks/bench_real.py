@@ -6,7 +6,7 @@
 Every method runs through the plugin's raster pipeline (``runtime.pipeline.despeckle_raster``:
 the speckle measurement, the Auto domain and model, SLC whitening, the mean-keeping gain), on
 GeoTIFFs written from the data; the classical filters run on the same intensities
-(``core.filters``) with the looks the plugin measures, at every window of 3-15 (and Frost at
+(``core.filters``) with the looks the plugin measures, at every window of 3-21 (and Frost at
 every damping of 0.25-2), and the best of each is reported.
 
 Sets (read from ``--data``, nothing is trained or tuned on them here):
@@ -31,7 +31,8 @@ Sets (read from ``--data``, nothing is trained or tuned on them here):
 * ``tsx_correlated`` (simulated, a proxy for real single-look detected images): the four
   TerraSAR-X references of ``validate/tsx_clean_noisy_pairs`` with single-look speckle whose
   lag-1 intensity correlation is 0.45 in range and 0.30 in azimuth (anisotropic Gaussian PSF,
-  seed 11), as real TerraSAR-X, Sentinel-1 SLC and UAVSAR measure 0.3-0.55: gain-fitted PSNR.
+  seed 11; ``training.evaluate.correlated_tsx``), as real TerraSAR-X, Sentinel-1 SLC and UAVSAR
+  measure 0.3-0.55: gain-fitted PSNR.
 * ``tsx_white``: the same references with the provided white single-look speckle (the
   ``make bench-quality`` TSX set): gain-fitted PSNR, to check that Auto keeps the white-speckle
   quality.
@@ -69,10 +70,9 @@ from sar_despeckle_plugin.runtime.pipeline import AutoModel, NullProgress, despe
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 STACK_DIR = "train/s1_grd_vv_stack_12dates"
 SAND = {5, 6, 7, 8}
-WINDOWS = (3, 5, 7, 9, 11, 13, 15)
+WINDOWS = (3, 5, 7, 9, 11, 13, 15, 17, 19, 21)
 FROST_DAMPINGS = (0.25, 0.5, 1.0, 2.0)
 FILTERS = (Filter.BOXCAR, Filter.LEE, Filter.FROST, Filter.GAMMA_MAP)
-CORR_X, CORR_Y, CORR_SEED = 0.45, 0.30, 11
 AUTO = "Auto"
 
 
@@ -221,17 +221,13 @@ def bench_uavsar(data: Path, run: Runner, methods: List[str]) -> Dict[str, objec
 
 
 def bench_tsx(data: Path, run: Runner, methods: List[str], correlated: bool) -> Dict[str, object]:
-    from training.data import correlated_speckle, load_tsx_pairs, psf_sigma_for_correlation
-    rng = np.random.default_rng(CORR_SEED)
+    from training.data import load_tsx_pairs
+    from training.evaluate import correlated_tsx
+    pairs = load_tsx_pairs(data)
+    images = correlated_tsx(pairs) if correlated else [(n, r, np.maximum(a ** 2, 1e-12)) for n, r, a in pairs]
     rows: Dict[str, List[Dict[str, float]]] = {}
-    for name, ref_amp, noisy_amp in load_tsx_pairs(data):
+    for name, ref_amp, noisy in images:
         ref = ref_amp ** 2
-        if correlated:
-            psf = (psf_sigma_for_correlation(CORR_Y), psf_sigma_for_correlation(CORR_X))
-            noisy = ref * correlated_speckle(ref.shape, 1, psf, rng)
-        else:
-            noisy = noisy_amp ** 2
-        noisy = np.maximum(noisy, 1e-12)
         src = run.write(noisy)
         outs = {m: run.run(src, m, tag=f"tsx {'correlated' if correlated else 'white'} {name}") for m in methods}
         outs.update(classical(noisy))
@@ -260,8 +256,8 @@ def markdown(res: Dict[str, object]) -> str:
            "`benchmarks/bench_real.py` (run by `make bench-quality`); see its docstring for the sets.", ""]
     psnr_cols = [("psnr", "{:.2f}"), ("ratio_mean", "{:.3f}"), ("ratio_enl", "{:.2f}")]
     for key, title in (("s1_stack", "Sentinel-1 GRD VV stack: each date against the mean of the other dates"),
-                       ("tsx_correlated", f"TerraSAR-X references, simulated single-look speckle with lag-1 "
-                                          f"correlation {CORR_X} (range) / {CORR_Y} (azimuth)"),
+                       ("tsx_correlated", "TerraSAR-X references, simulated single-look speckle with lag-1 "
+                                          "correlation 0.45 (range) / 0.30 (azimuth)"),
                        ("tsx_white", "TerraSAR-X validation pairs (white single-look speckle)")):
         if key not in res:
             continue
