@@ -208,3 +208,45 @@ def test_smoke_every_configuration(tmp_path):
         assert expected in card.training_strategy, (cfg["name"], card.training_strategy)
         if cfg.get("init"):  # the smoke run fine-tunes the smoke checkpoint of the configuration it names
             assert card.training_strategy.startswith(f"fine-tuned from {Path(cfg['init']).parent.name} (3 steps")
+
+
+def test_init_from_a_bundled_float32_onnx_gives_its_network():
+    """init: a .onnx file loads its weights by name: the torch model then computes what the file does."""
+    from training.trainer import onnx_state_dict
+    cfg = load_config("unet_l1_correlated_long")
+    model = build_model(cfg).eval()
+    model.load_state_dict(onnx_state_dict(str(MODELS / "unet_l1_long.onnx"), model))
+    x = np.random.default_rng(0).normal(size=(1, 1, 64, 72)).astype(np.float32)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(y, onnx_runner(MODELS / "unet_l1_long.onnx")(x), atol=1e-4)
+    with pytest.raises(ValueError, match="not exported from this architecture, or quantised"):
+        onnx_state_dict(str(MODELS / "unet_l1_long_int8.onnx"), model)
+
+
+def test_card_command_sets_keys_and_refuses_bad_ones(tmp_path, capsys):
+    import shutil
+    from training.quantize import int8_extra, read_card
+    path = tmp_path / "m.onnx"
+    shutil.copy(MODELS / "unet_l1_fast_int8.onnx", path)
+    assert cli.main(["card", str(path), "--set", "auto_looks=0.5,2", "--set", "auto_correlation=0,0.2",
+                     "--set", "auto_priority=3", "--set", "sensor_family=tests"]) == 0
+    card = read_card(path)
+    assert card.extra["auto_looks"] == "0.5,2" and card.extra["auto_priority"] == "3"
+    assert card.name == "unet-l1-fast-int8" and json.loads(capsys.readouterr().out)["sensor_family"] == "tests"
+    before = path.read_bytes()
+    from sar_despeckle_plugin.core.errors import ModelCardError
+    with pytest.raises(ModelCardError, match="auto_correlation"):
+        cli.main(["card", str(path), "--set", "auto_correlation=0.9,0.1"])
+    assert path.read_bytes() == before
+    assert int8_extra({"auto_priority": "10", "x": "y"}) == {"auto_priority": "5", "x": "y"}
+    assert int8_extra({"x": "y"}) == {"x": "y"}
+
+
+def test_auto_section_becomes_card_keys():
+    from training.export import build_config_card
+    card = build_config_card(load_config("unet_l1_correlated_long"))
+    assert card.extra["auto_looks"] == "0.3,1.3" and card.extra["auto_correlation"] == "0.15,1"
+    assert card.extra["auto_priority"] == "10" and "TerraSAR-X" in card.extra["sensor_family"]
+    assert "drawn independently for rows and columns" in card.training_data
+    assert "auto_looks" not in build_config_card(load_config("unet_l1_fast")).extra

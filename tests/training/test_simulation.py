@@ -265,3 +265,27 @@ def test_load_s1_stacks_exclusion_and_packed_folder(tmp_path):
         np.testing.assert_array_equal(a, b)
     only = load_s1_stacks(tmp_path, exclude_positions=(0, 5, 6, 7, 8))
     assert len(only) == 7 and "patch00" not in only[0][0]
+
+
+def test_anisotropic_psf_gives_each_axis_its_correlation():
+    """A (std between rows, std along rows) pair: each axis has the lag-1 correlation of its own std."""
+    sy, sx = psf_sigma_for_correlation(0.5), psf_sigma_for_correlation(0.2)
+    s = correlated_speckle((512, 512), 1, (sy, sx), np.random.default_rng(9))
+    # SE ~ sqrt(infl / N) ~ 0.01 here
+    assert _lag1(s, 0) == pytest.approx(0.5, abs=0.04) and _lag1(s, 1) == pytest.approx(0.2, abs=0.04)
+    np.testing.assert_array_equal(correlated_speckle((64, 64), 1, (0.8, 0.8), np.random.default_rng(3)),
+                                  correlated_speckle((64, 64), 1, 0.8, np.random.default_rng(3)))
+
+
+def test_patch_sampler_anisotropic_and_minimum_psf():
+    """psf_anisotropic draws rows' and columns' stds apart: per patch the two lag-1 correlations
+    differ; psf_sigma_min keeps every patch correlated."""
+    refs = [References("flat", [np.full((96, 96), 3.0, np.float32)] * 2, ["a", "b"])]
+    iso = _log_residual(PatchSampler(refs, patch=64, batch=16, seed=1, psf_sigma_max=1.2, correlated_fraction=1.0))
+    ani = _log_residual(PatchSampler(refs, patch=64, batch=16, seed=1, psf_sigma_min=0.6, psf_sigma_max=1.2,
+                                     correlated_fraction=1.0, psf_anisotropic=True))
+    gap = lambda res: np.mean([abs(_lag1(p, 0) - _lag1(p, 1)) for p in res])  # noqa: E731
+    assert gap(iso) < 0.06 < 0.12 < gap(ani)
+    assert min(min(_lag1(p, 0), _lag1(p, 1)) for p in ani) > 0.1
+    with pytest.raises(ValueError, match="psf_sigma_min"):
+        PatchSampler(refs, patch=64, batch=4, psf_sigma_min=2.0, psf_sigma_max=1.0)
