@@ -426,13 +426,15 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
         progress.info(f"Model '{card.name}' ({chosen})")
         eff_looks = float(looks) if looks else (est.looks if est is not None else card.looks)
         if looks and est is not None and est.reliable and looks_disagree(float(looks), est.looks):
+            # said only when it matters: the measured looks would take another model
             try:
                 from .models import auto_choice
                 fits = auto_choice(est.looks, est.correlation)[0].name
             except ModelCardError:
                 fits = None
-            progress.warn(f"LOOKS={float(looks):g} but the raster's speckle measures an ENL of {est.looks:.2f}"
-                          + (f": the bundled model that fits the measured speckle is '{fits}'" if fits else ""))
+            if fits is not None and fits != card.name:
+                progress.warn(f"LOOKS={float(looks):g} but the raster's speckle measures an ENL of {est.looks:.2f}: "
+                              f"the bundled model that fits the measured speckle is '{fits}', not '{card.name}'")
         tile, halo = _prepare(card, eff_looks, tile_size)
         warning = looks_mismatch(card, float(looks)) if looks and chosen == "given" else None
         if warning:

@@ -112,6 +112,10 @@ def test_declared_looks_steer_the_choice_and_a_disagreement_is_a_warning(tmp_pat
     assert ds.GetMetadataItem("SAR_DESPECKLE_LOOKS") == "1.0"
     assert any("LOOKS=1 but the raster's speckle measures an ENL of 2.0" in w
                and "'unet-l4-correlated-int8'" in w for w in log.warnings)
+    # LOOKS=4.4, the nominal looks of GRD: the measured ENL is lower (texture, the VH noise
+    # floor) but it leads to the same model, so nothing is said
+    rep, _, _, log = run(tmp_path, HILL, "declared44.tif", looks=4.4)
+    assert rep.model == "unet-l4-correlated-int8" and log.warnings == []
 
 
 def test_an_explicit_model_that_does_not_fit_is_a_warning(tmp_path):
