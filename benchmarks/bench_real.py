@@ -95,6 +95,8 @@ def ratio_stats(noisy: np.ndarray, estimate: np.ndarray) -> Dict[str, float]:
     c = v.mean()
     rr = np.where(np.isfinite(r), r - c, 0.0)
     var = float(np.mean(rr ** 2))
+    if var == 0:  # the noisy input against itself
+        return {"ratio_mean": float(c), "ratio_enl": float("inf"), "ratio_lag1_x": 0.0, "ratio_lag1_y": 0.0}
     return {"ratio_mean": float(c), "ratio_enl": enl(v),
             "ratio_lag1_x": float(np.mean(rr[:, 1:] * rr[:, :-1]) / var),
             "ratio_lag1_y": float(np.mean(rr[1:] * rr[:-1]) / var)}

@@ -318,7 +318,9 @@ def test_denoiser_calls_are_bounded_in_pixels(monkeypatch):
         return M.nlm_denoiser(x, s)
 
     monkeypatch.setattr(M, "_DENOISER_PIXELS", 3 * 16 * 24)
-    np.testing.assert_array_equal(M.mulog(lab, 1.0, den, t, iterations=2), whole)
+    # equal up to the last bits: the proximal step splits its pixels over threads, and a loaded
+    # machine ordered one sum differently (relative difference 1.7e-14 in a full-suite run)
+    np.testing.assert_allclose(M.mulog(lab, 1.0, den, t, iterations=2), whole, rtol=1e-12, atol=0)
     assert sizes == [3, 3, 2] * 2                  # 4 channels + 4 mirror images, 3 per call
 
 
