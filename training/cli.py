@@ -72,8 +72,6 @@ def _evaluate(args) -> int:
 
 
 def _card(args) -> int:
-    from dataclasses import replace
-
     from sar_despeckle_plugin.core.model_card import ModelCard
     from sar_despeckle_plugin.core.model_choice import AutoFit
     from .export import write_card
@@ -88,7 +86,7 @@ def _card(args) -> int:
             meta[key.strip()] = value
         card = ModelCard.from_metadata(meta)   # raises on a bad value
         AutoFit.of(card)                       # the Auto keys parse
-        write_card(args.model, replace(card))
+        write_card(args.model, card)
     print(json.dumps(card.to_metadata(), indent=1, ensure_ascii=False))
     return 0
 

@@ -132,12 +132,11 @@ def design(blocks: Iterable[np.ndarray], n: int = FFT_LENGTH, half: int = HALF_T
     return Whitening(ty, tx, by, bx)
 
 
-def _filter_axis(z: np.ndarray, taps: np.ndarray, axis: int, pad: bool) -> np.ndarray:
+def _filter_axis(z: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
+    """'valid' convolution of ``z`` with ``taps`` along ``axis`` (the result is shorter by
+    ``len(taps) - 1``)."""
     half = len(taps) // 2
     z = np.moveaxis(z, axis, -1)
-    if pad:
-        width = [(0, 0)] * (z.ndim - 1) + [(half, half)]
-        z = np.pad(z, width, mode="symmetric")
     n = z.shape[-1] - 2 * half
     out = np.zeros(z.shape[:-1] + (n,), dtype=np.complex128)
     # y[i] = sum_k taps[k] z[i - (k - half)]  (convolution; taps[half] is tap 0)
@@ -167,8 +166,8 @@ def apply_taps(z: np.ndarray, whitening: Whitening, margins: Optional[tuple] = N
         top, bottom = top + pads[0][0], bottom + pads[0][1]
         left, right = left + pads[1][0], right + pads[1][1]
     z = z[top - h:z.shape[0] - bottom + h, left - h:z.shape[1] - right + h]
-    y = _filter_axis(z, _centre(whitening.taps_y, h), 0, pad=False)
-    return _filter_axis(y, _centre(whitening.taps_x, h), 1, pad=False)
+    y = _filter_axis(z, _centre(whitening.taps_y, h), 0)
+    return _filter_axis(y, _centre(whitening.taps_x, h), 1)
 
 
 def _centre(taps: np.ndarray, half: int) -> np.ndarray:
