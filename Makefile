@@ -114,12 +114,16 @@ models-smoke: setup-training
 # PSNR/SSIM of the bundled models against classical filters (TSX pairs, BSD68) and CPU speed.
 # Then the real-data benchmark: Sentinel-1 dates against the other dates, ratio statistics on real
 # GRD and SLC crops, a correlated-speckle TerraSAR-X proxy; every model, Auto and the filters.
+# Then the time series (bench_timeseries.py; RABASAR's row comes from bench_rabasar.py, run in its
+# own environment, see its docstring).
 bench-quality: plugin
 	mkdir -p benchmarks/results
 	$(QGIS_ENV) $(PY) benchmarks/bench_quality.py --markdown benchmarks/results/bench_quality.md \
 	  --json benchmarks/results/bench_quality.json
 	$(QGIS_ENV) $(PY) benchmarks/bench_real.py --markdown benchmarks/results/bench_real.md \
 	  --json benchmarks/results/bench_real.json
+	$(QGIS_ENV) $(PY) benchmarks/bench_timeseries.py --markdown benchmarks/results/bench_timeseries.md \
+	  --json benchmarks/results/bench_timeseries.json
 
 clean:
 	rm -rf $(BUILD) dist $(VENV)

@@ -8,6 +8,7 @@ from .assessment import AssessmentAlgorithm
 from .classicalfilter import ClassicalFilterAlgorithm, ClassicalPolsarFilterAlgorithm
 from .despeckle import DespeckleAlgorithm
 from .despecklepolsar import DespecklePolsarAlgorithm
+from .despeckletimeseries import DespeckleTimeseriesAlgorithm
 from .polsar_io import ImportPolsarproAlgorithm, SlcToCovarianceAlgorithm
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.svg")
@@ -30,6 +31,7 @@ class SarDespeckleProvider(QgsProcessingProvider):
         return ICON
 
     def loadAlgorithms(self):
-        for alg in (DespeckleAlgorithm(), DespecklePolsarAlgorithm(), ClassicalFilterAlgorithm(), ClassicalPolsarFilterAlgorithm(),
-                    AssessmentAlgorithm(), ImportPolsarproAlgorithm(), SlcToCovarianceAlgorithm()):
+        for alg in (DespeckleAlgorithm(), DespecklePolsarAlgorithm(), DespeckleTimeseriesAlgorithm(),
+                    ClassicalFilterAlgorithm(), ClassicalPolsarFilterAlgorithm(), AssessmentAlgorithm(),
+                    ImportPolsarproAlgorithm(), SlcToCovarianceAlgorithm()):
             self.addAlgorithm(alg)

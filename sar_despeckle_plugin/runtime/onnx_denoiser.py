@@ -170,3 +170,15 @@ class OnnxGaussianDenoiser(_OnnxNetwork):
         batch[:, 0] = (x - offset) / scale
         batch[:, 1] = (sigma / scale)[:, None, None]
         return self._run(batch)[:, 0] * scale + offset
+
+    def denoise_map(self, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """One channel with a per-pixel noise level: x and sigma float (H, W) in the channel's
+        units (x zero-centred by the caller); returns float32 (H, W)."""
+        x = np.asarray(x, dtype=np.float32)
+        sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float32), x.shape)
+        offset = 0.0 if isinstance(self.card.norm_offset, str) else float(self.card.norm_offset)
+        scale = float(self.card.norm_scale)
+        batch = np.empty((1, 2) + x.shape, dtype=np.float32)
+        batch[0, 0] = (x - offset) / scale
+        batch[0, 1] = sigma / scale
+        return self._run(batch)[0, 0] * scale + offset

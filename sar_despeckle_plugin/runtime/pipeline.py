@@ -151,7 +151,8 @@ def gain_windows(height: int, width: int, size: int = GAIN_WINDOW, count: int = 
 
 def mean_gain(height: int, width: int, read_tile, infer, inverse, intensity_of, halo: int,
               multiple: int = 1, progress: Optional[Progress] = None,
-              estimate: Optional[SpeckleEstimate] = None) -> Tuple[float, int]:
+              estimate: Optional[SpeckleEstimate] = None,
+              scale_of: Optional[Callable[[Window], np.ndarray]] = None) -> Tuple[float, int]:
     """The gain g that keeps the mean radiometry of homogeneous areas: the median, over the
     homogeneous 32 x 32 blocks of :func:`gain_windows` (:func:`core.estimation.homogeneous_mask`
     judged against ``estimate``), of each block's noisy / despeckled mean intensity. Each window
@@ -165,7 +166,9 @@ def mean_gain(height: int, width: int, read_tile, infer, inverse, intensity_of, 
     compresses them) from setting g. With fewer than ``GAIN_MIN_BLOCKS`` homogeneous blocks every
     complete block counts; with no complete block (an image under 32 pixels), the ratio of the
     sums. The windows do not depend on the tile size, so neither does the result. Returns (g,
-    number of blocks used).
+    number of blocks used). ``scale_of(window)``, when given, multiplies the inverse-transformed
+    output of each window before it is compared with ``intensity_of(window)`` (the time series'
+    super-image times a despeckled ratio).
     """
     homog, others, tot = [], [], [0.0, 0.0]
     b = BLOCK
@@ -181,8 +184,11 @@ def mean_gain(height: int, width: int, read_tile, infer, inverse, intensity_of, 
         h_all, w_all = x.shape[0] + top + bottom, x.shape[1] + left + right
         bottom += -h_all % multiple
         right += -w_all % multiple
-        y = infer(np.pad(x, ((top, bottom), (left, right)), mode="reflect") if (top or bottom or left or right) else x)
+        pads = ((0, 0),) * (x.ndim - 2) + ((top, bottom), (left, right))  # (channels, h, w) tiles too
+        y = infer(np.pad(x, pads, mode="reflect") if (top or bottom or left or right) else x)
         est = inverse(y[halo:halo + w.height, halo:halo + w.width])
+        if scale_of is not None:
+            est = est * scale_of(w)
         keep = (slice(w.row_off - r0, w.row_off - r0 + w.height), slice(w.col_off - c0, w.col_off - c0 + w.width))
         noisy = intensity_of(w)
         good = ok[keep] & np.isfinite(est) & (est > 0) & np.isfinite(noisy)

@@ -194,6 +194,14 @@ class RasterWriter:
             if band.WriteArray(np.ascontiguousarray(plane, dtype=np.float32), col_off, row_off) != 0:
                 raise InvalidInputError(_gdal_error(f"cannot write to '{self.path}' (disk full?)"))
 
+    def write_band(self, band: int, row_off: int, col_off: int, data: np.ndarray) -> None:
+        """Write (height, width) data to band ``band`` (1-based) only."""
+        if not 1 <= int(band) <= len(self._bands):
+            raise InvalidInputError(f"band {band} does not exist in a {len(self._bands)}-band output")
+        plane = np.ascontiguousarray(data, dtype=np.float32)
+        if self._bands[int(band) - 1].WriteArray(plane, col_off, row_off) != 0:
+            raise InvalidInputError(_gdal_error(f"cannot write to '{self.path}' (disk full?)"))
+
     def release_cache(self) -> None:
         self._ds.FlushCache()
 

@@ -1,0 +1,539 @@
+"""Despeckle a co-registered stack of SAR dates (see :mod:`core.timeseries`). Never imports QGIS.
+
+Two passes over the raster, each tile by tile:
+
+1. the temporal estimate, accumulated date by date over each tile (memory: a few tile-sized
+   arrays whatever the number of dates) and written to a temporary raster beside the output:
+   the denoised super-image S_hat (ratio-based deep) or Quegan's sum Q;
+2. one date after the other: date k's tile with the temporal estimate gives the output
+   (S_hat x despeckled ratio, or F_k x Q), written to band k.
+
+Memory is that of the single-image pipeline (a tile and one strip of tile rows), not of the
+number of dates or the raster size; the input is read twice (three times for Quegan's filter
+of each date), the temporal estimate once per date.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..core import timeseries as ts
+from ..core.errors import CanceledError, InvalidInputError
+from ..core.estimation import BLOCK, SpeckleEstimate
+from ..core.filters import FILTER_LABELS, Filter, filter_halo, filter_intensity
+from ..core.normalisation import LogNormaliser, log_offset_from_sample, model_log_bias
+from ..core.tiling import TileGrid, Window, halo_for
+from ..core.transforms import Domain, from_intensity, output_domain, to_intensity
+from .estimation import Measurement, measure, sample_blocks
+from .pipeline import (
+    TILE_ALIGN, WRITE_ROWS, AutoModel, NullProgress, Progress, _select_model, check_tile_size, mean_gain,
+    output_nodata, provenance, run_tiles,
+)
+from .raster_io import OutputSpec, RasterSource, RasterWriter
+
+MEASURED_DATES = 3   # dates whose speckle is measured (first, middle, last)
+QUEGAN_TILE = 512
+
+
+@dataclass(frozen=True)
+class DateInput:
+    """One date of the stack: band ``band`` of the raster at ``path``, called ``label``."""
+    path: str
+    band: int = 1
+    label: str = ""
+
+
+@dataclass
+class TimeseriesReport:
+    output: str
+    super_image: Optional[str]
+    method: ts.TimeseriesMethod
+    dates: int
+    labels: Tuple[str, ...]
+    input_domain: Domain
+    output_domain: Domain
+    looks: float
+    model: str = ""
+    model_choice: str = ""
+    super_model: str = ""
+    estimate: Optional[SpeckleEstimate] = None
+    gains: List[float] = field(default_factory=list)
+    metadata: Dict[str, str] = field(default_factory=dict)
+
+
+def dates_of_raster(path: str) -> List[DateInput]:
+    """Every band of a multiband raster as one date, labelled by its band description."""
+    with RasterSource(path, 1) as src:
+        labels = ts.date_labels(src.band_descriptions, src.count)
+        return [DateInput(path, b + 1, labels[b]) for b in range(src.count)]
+
+
+def _same_grid(a: RasterSource, b: RasterSource) -> Optional[str]:
+    """Why b is not on a's grid, or None."""
+    if (a.width, a.height) != (b.width, b.height):
+        return f"{b.width}x{b.height} pixels instead of {a.width}x{a.height}"
+    if a.geotransform is not None and b.geotransform is not None:
+        ga, gb = np.asarray(a.geotransform), np.asarray(b.geotransform)
+        pixel = max(abs(ga[1]), abs(ga[5]), 1e-12)
+        if np.any(np.abs(ga[[0, 3]] - gb[[0, 3]]) > 0.01 * pixel) or \
+                np.any(np.abs(ga[[1, 2, 4, 5]] - gb[[1, 2, 4, 5]]) > 1e-6 * pixel):
+            return f"geotransform {tuple(gb)} instead of {tuple(ga)}"
+    return None
+
+
+class Stack:
+    """The dates, opened read-only, checked to share one pixel grid."""
+
+    def __init__(self, dates: Sequence[DateInput]):
+        dates = list(dates)
+        if len(dates) < 2:
+            raise InvalidInputError(f"a time series needs at least 2 dates, got {len(dates)}")
+        self.sources: List[RasterSource] = []
+        try:
+            for d in dates:
+                self.sources.append(RasterSource(d.path, d.band))
+            first = self.sources[0]
+            for d, src in zip(dates[1:], self.sources[1:]):
+                why = _same_grid(first, src)
+                if why:
+                    raise InvalidInputError(
+                        f"date '{d.label or d.path}' is not on the grid of the first date ({why}): "
+                        "co-register and resample the dates onto one grid first (e.g. with GDAL Warp)")
+        except Exception:
+            self.close()
+            raise
+        self.labels = ts.date_labels([d.label for d in dates], len(dates))
+        self.width, self.height = first.width, first.height
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def intensity(self, k: int, window: Window, domain: Domain) -> np.ndarray:
+        """Linear intensity of date k in ``window``, NaN where invalid."""
+        src = self.sources[k]
+        raw = src.read(window)
+        out = to_intensity(raw, domain)
+        out[src.invalid_mask(raw)] = np.nan
+        return out
+
+    def release_cache(self) -> None:
+        for src in self.sources:
+            src.release_cache()
+
+    def close(self) -> None:
+        for src in self.sources:
+            src.close()
+
+
+def _measure_dates(stack: Stack, domain: Domain | int, progress: Progress):
+    """(domain, the median date's Measurement, the measured looks of each measured date)."""
+    picks = sorted({0, len(stack) // 2, len(stack) - 1})[:MEASURED_DATES]
+    measurements = []
+    for k in picks:
+        m = measure(stack.sources[k], domain, whiten=False, progress=progress)
+        domain = m.domain  # Auto resolved on the first date, checked on the others
+        measurements.append(m)
+        for note in m.notes:
+            progress.info(f"{stack.labels[k]}: {note}")
+    measured = [m for m in measurements if m.estimate is not None]
+    if not measured:
+        return measurements[0].domain, measurements[0], []
+    measured.sort(key=lambda m: m.estimate.looks)
+    return measurements[0].domain, measured[len(measured) // 2], [m.estimate.looks for m in measured]
+
+
+def _log_median(stack: Stack, domain: Domain, picks: Sequence[int]) -> float:
+    """Median log intensity over the measurement sample of the given dates."""
+    values = []
+    for k in picks:
+        src = stack.sources[k]
+        for raw in sample_blocks(src):
+            i = to_intensity(raw, domain)
+            ok = ~src.invalid_mask(raw) & np.isfinite(i) & (i > 0)
+            values.append(np.log(i[ok]))
+    v = np.concatenate(values) if values else np.zeros(0)
+    return float(np.median(v)) if v.size else 0.0
+
+
+def _temp_writer(directory: str, name: str, stack: Stack, bands: int = 1) -> Tuple[str, RasterWriter]:
+    first = stack.sources[0]
+    path = os.path.join(directory, name)
+    spec = OutputSpec(stack.width, stack.height, first.geotransform, first.projection, float("nan"), {},
+                      bands=bands)
+    return path, RasterWriter(path, spec)
+
+
+def _block_gain(noisy: np.ndarray, estimate: np.ndarray) -> float:
+    """Median over complete valid 32 x 32 blocks of noisy / estimate block means (1 if none)."""
+    ratios = []
+    for r in range(0, noisy.shape[0] - BLOCK + 1, BLOCK):
+        for c in range(0, noisy.shape[1] - BLOCK + 1, BLOCK):
+            a, b = noisy[r:r + BLOCK, c:c + BLOCK], estimate[r:r + BLOCK, c:c + BLOCK]
+            ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+            if ok.mean() >= 0.9:
+                ratios.append(a[ok].sum() / b[ok].sum())
+    g = float(np.median(ratios)) if ratios else 1.0
+    return g if math.isfinite(g) and g > 0 else 1.0
+
+
+def _ratio_estimate(stack: Stack, super_path: str, domain: Domain, picks: Sequence[int]) -> Optional[SpeckleEstimate]:
+    """Speckle estimate of the ratio images date / super-image on the measurement sample."""
+    from ..core.estimation import estimate_speckle, grid_blocks
+    blocks = []
+    with RasterSource(super_path, 1) as sup:
+        sup_blocks = sample_blocks(sup)
+    for k in picks:
+        src = stack.sources[k]
+        for raw, s in zip(sample_blocks(src), sup_blocks):
+            i = to_intensity(raw, domain)
+            i[src.invalid_mask(raw)] = np.nan
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = i / s.astype(np.float64)
+            if min(r.shape) >= BLOCK:
+                blocks.extend(grid_blocks(r))
+    if not blocks:
+        return None
+    try:
+        return estimate_speckle(blocks)
+    except InvalidInputError:
+        return None
+
+
+def _copy_out(src_path: str, dst_path: str, band_of: Sequence[int], spec: OutputSpec, out_domain: Domain,
+              scale: float, progress: Progress) -> None:
+    """Copy bands of a temporary intensity raster into ``dst_path`` in ``out_domain``, times
+    ``scale``, strip by strip."""
+    with RasterSource(src_path, band_of[0]) as tmp, RasterWriter(dst_path, spec) as writer:
+        for r in range(0, tmp.height, WRITE_ROWS * 4):
+            if progress.is_canceled():
+                raise CanceledError("canceled by the user")
+            h = min(WRITE_ROWS * 4, tmp.height - r)
+            planes = []
+            for b in band_of:
+                with RasterSource(src_path, b) as s:
+                    v = s.read(Window(r, 0, h, tmp.width)).astype(np.float64) * scale
+                bad = ~np.isfinite(v) | (v <= 0)
+                v = from_intensity(np.where(bad, 1.0, v), out_domain)
+                v[bad] = spec.nodata
+                planes.append(v)
+            writer.write(r, 0, np.stack(planes) if len(planes) > 1 else planes[0])
+        writer.commit()
+
+
+def despeckle_timeseries(dates: Sequence[DateInput], dst_path: str, super_path: Optional[str] = None,
+                         method: ts.TimeseriesMethod | int = ts.TimeseriesMethod.RATIO_DEEP,
+                         denoiser=None, gaussian=None, domain: Domain | int = Domain.AUTO,
+                         looks: float = 0.0, tile_size: Optional[int] = None,
+                         quegan_filter: Filter | int = Filter.REFINED_LEE, quegan_window: int = 7,
+                         progress: Optional[Progress] = None,
+                         extra_metadata: Optional[Dict[str, str]] = None) -> TimeseriesReport:
+    """Despeckle the co-registered ``dates`` into one band per date at ``dst_path`` (Float32, the
+    input's domain, the first date's georeferencing and nodata, band descriptions = date labels),
+    and the despeckled temporal estimate at ``super_path`` when given.
+
+    ``denoiser``: the ratio images' network (:class:`OnnxDenoiser`) or :class:`AutoModel` (the
+    bundled model that fits the dates' measured speckle; the default). ``gaussian``: the
+    super-image's Gaussian denoiser (:class:`OnnxGaussianDenoiser`; default: the bundled default
+    on ``denoiser``'s device). ``looks``: the dates' equivalent number of looks, 0 = measure it
+    (median over the first, middle and last dates). On any error or cancel no output appears.
+    """
+    progress = progress or NullProgress()
+    method = ts.TimeseriesMethod(int(method))
+    if not (math.isfinite(float(looks)) and float(looks) >= 0):
+        raise InvalidInputError(f"the number of looks must be a positive number (or 0 = measure it), got {looks}")
+    stack = Stack(dates)
+    tmpdir = None
+    try:
+        if any(src.is_complex and src.nodata is not None for src in stack.sources):
+            raise InvalidInputError("complex rasters with a nodata value are not supported")
+        progress.info(f"{len(stack)} dates of {stack.width}x{stack.height} pixels: " + ", ".join(stack.labels))
+        progress.info("Measuring the speckle on a sample of the first, middle and last dates...")
+        domain, median_m, measured_looks = _measure_dates(stack, domain, progress)
+        out_domain = output_domain(domain)
+        est = median_m.estimate
+        if est is not None:
+            progress.info(f"Measured speckle (median date): {est.describe()}")
+        if looks:
+            eff_looks = float(looks)
+        elif est is not None:
+            eff_looks = float(np.median(measured_looks))
+        else:
+            eff_looks = 1.0
+            progress.warn("the speckle could not be measured (raster too small or too empty): the dates are "
+                          "taken as single-look; give LOOKS to set it")
+        first = stack.sources[0]
+        nodata = output_nodata(first)
+        tmpdir = tempfile.mkdtemp(prefix=".sar_despeckle_timeseries_",
+                                  dir=os.path.dirname(os.path.abspath(dst_path)) or None)
+        common = dict(method=ts.METHOD_LABELS[method], dates=len(stack), looks=f"{eff_looks:.4f}",
+                      input_domain=domain.name.lower(), output_domain=out_domain.name.lower())
+        if method == ts.TimeseriesMethod.RATIO_DEEP:
+            report = _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_domain, eff_looks,
+                                 looks, median_m, tile_size, nodata, tmpdir, common, extra_metadata, progress)
+        else:
+            report = _quegan(stack, dst_path, super_path, domain, out_domain, eff_looks, Filter(int(quegan_filter)),
+                             quegan_window, nodata, tmpdir, common, extra_metadata, progress)
+        report.estimate = est
+        return report
+    finally:
+        stack.close()
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _spec(stack: Stack, nodata: float, metadata: Dict[str, str], bands: int, descriptions) -> OutputSpec:
+    first = stack.sources[0]
+    return OutputSpec(stack.width, stack.height, first.geotransform, first.projection, nodata, metadata,
+                      gcps=first.gcps, gcp_projection=first.gcp_projection, bands=bands,
+                      band_descriptions=tuple(descriptions))
+
+
+def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_domain, eff_looks, looks,
+                median_m, tile_size, nodata, tmpdir, common, extra_metadata, progress) -> TimeseriesReport:
+    from .models import GAUSSIAN, auto_choice, bundled_models, default_model_index
+    from .onnx_denoiser import Device, OnnxGaussianDenoiser
+    if denoiser is None:
+        denoiser = AutoModel()
+    est = median_m.estimate
+    if gaussian is None:
+        g = next(m for m in bundled_models(GAUSSIAN) if m.index == default_model_index(GAUSSIAN))
+        dev = denoiser.device if isinstance(denoiser, AutoModel) else \
+            (Device.CUDA if denoiser.device_used == "CUDA" else Device.CPU)
+        gaussian = OnnxGaussianDenoiser(g.path, dev)
+    corr = est.correlation if est is not None else 0.0
+    factor = ts.super_sigma_factor(corr)
+    progress.info(f"Super-image: temporal mean of the valid dates ({eff_looks:.2f} looks each), denoised by "
+                  f"'{gaussian.card.name}' with the log noise level of {eff_looks:.2f} x (valid dates) looks "
+                  f"x {factor:.2f} (for speckle correlation {corr:.2f})")
+    n = len(stack)
+
+    # pass 1: super-image
+    g_tile = check_tile_size(tile_size, gaussian.card) if tile_size else gaussian.card.tile_size
+    g_halo = halo_for(gaussian.card.receptive_field)
+    grid = TileGrid.build(stack.height, stack.width, g_tile, g_halo, multiple=gaussian.card.size_multiple,
+                          align=TILE_ALIGN)
+    picks = sorted({0, n // 2, n - 1})
+    c = _log_median(stack, domain, picks)
+
+    corr_x, corr_y = (est.corr_x, est.corr_y) if est is not None else (0.0, 0.0)
+    threshold = ts.change_log_threshold(eff_looks, corr_x, corr_y)
+    progress.info(f"Change test: a date whose {ts.CHANGE_WINDOW}x{ts.CHANGE_WINDOW} local mean departs from the "
+                  f"dates' median by more than a factor {math.exp(threshold):.2f} is left out of the "
+                  "super-image there")
+
+    def read_super(window: Window):
+        # (dates, h, w) float32: the tile times the number of dates, the memory bound
+        dates_i = np.stack([stack.intensity(k, window, domain).astype(np.float32) for k in range(n)])
+        local = np.stack([filter_intensity(d, Filter.BOXCAR, ts.CHANGE_WINDOW) for d in dates_i])
+        keep = ts.unchanged_dates(local, threshold)
+        del local
+        mean, count = ts.temporal_mean(np.where(keep, dates_i, np.nan))
+        del dates_i, keep
+        z, ok = ts.super_log_input(mean, count, eff_looks, c)
+        return np.stack([z, ts.super_log_sigma(eff_looks, count, factor)]).astype(np.float32), ok
+
+    def infer_super(x):
+        return gaussian.denoise_map(x[0], x[1])
+
+    super_tmp, writer = _temp_writer(tmpdir, "super.tif", stack)
+    with writer:
+        def write_super(row_off, y, valid):
+            v = np.exp(y.astype(np.float64) + c)
+            v[~valid] = np.nan
+            writer.write(row_off, 0, v)
+            writer.release_cache()
+            stack.release_cache()
+        progress.info(f"Pass 1/2: super-image, {len(grid)} tile{'s' if len(grid) != 1 else ''} of {g_tile}x{g_tile}")
+        run_tiles(grid, read_super, infer_super, write_super, progress, 0.0, 25.0)
+        writer.commit()
+
+    # the super-image's level: median over 32x32 blocks of the sample of mean / denoised mean
+    with RasterSource(super_tmp, 1) as sup:
+        blocks_s = sample_blocks(sup)
+        total = [np.zeros(b.shape) for b in blocks_s]
+        count = [np.zeros(b.shape) for b in blocks_s]
+        for src in stack.sources:  # date by date: memory of one sample, not of the stack
+            for t, n_, raw in zip(total, count, sample_blocks(src)):
+                i = to_intensity(raw, domain)
+                ok = ~src.invalid_mask(raw) & np.isfinite(i) & (i > 0)
+                t[ok] += i[ok]
+                n_ += ok
+        block_gains = [_block_gain(np.where(n_ > 0, t / np.maximum(n_, 1), np.nan), b)
+                       for t, n_, b in zip(total, count, blocks_s)]
+        super_gain = float(np.median(block_gains)) if block_gains else 1.0
+    progress.info(f"Super-image gain {super_gain:.4f}")
+
+    # The ratio images' speckle: flat (1) wherever nothing changed, with what is left of the
+    # date's speckle once divided by the super-image (less than the date's own: the super-image
+    # holds part of it, and dates of coherent ground share it). Measured on the sample of the
+    # first, middle and last dates; Auto takes the bundled model that fits that speckle.
+    ratio_est = _ratio_estimate(stack, super_tmp, domain, picks)
+    if ratio_est is not None:
+        progress.info(f"Ratio images' speckle: {ratio_est.describe()}")
+    if isinstance(denoiser, AutoModel):
+        r_looks = ratio_est.looks if ratio_est is not None else eff_looks
+        r_corr = ratio_est.correlation if ratio_est is not None else corr
+        bundled, choice = auto_choice(r_looks, r_corr)
+        model = denoiser.load(bundled.path)
+        chosen = "Auto for the ratio images: " + choice.reason
+    else:
+        model, chosen = _select_model(denoiser, Measurement(domain, ratio_est, None, [], ratio_est), 0.0, progress)
+    card = model.card
+    progress.info(f"Ratio images: model '{card.name}' ({chosen})")
+
+    # pass 2: each date's ratio to the super-image
+    tile = check_tile_size(tile_size, card)
+    halo = halo_for(card.receptive_field)
+    grid = TileGrid.build(stack.height, stack.width, tile, halo, multiple=card.size_multiple, align=TILE_ALIGN)
+    bias = model_log_bias(card)
+    metadata = provenance(**common, model=card.name, model_sha256=model.sha256, model_choice=chosen,
+                          super_model=gaussian.card.name, super_sigma_factor=f"{factor:.3f}",
+                          super_gain=f"{super_gain:.6f}", tile_size=tile, device=model.device_used)
+    if est is not None:
+        metadata.update({f"SAR_DESPECKLE_{k.upper()}": v for k, v in est.metadata().items()})
+    if ratio_est is not None:
+        metadata.update({f"SAR_DESPECKLE_RATIO_{k.upper()}": v for k, v in ratio_est.metadata().items()})
+    metadata.update(extra_metadata or {})
+    gains = []
+    progress.info(f"Pass 2/2: {n} ratio images, {len(grid)} tile{'s' if len(grid) != 1 else ''} of "
+                  f"{tile}x{tile} each, on {model.device_used}")
+    with RasterSource(super_tmp, 1) as sup, \
+            RasterWriter(dst_path, _spec(stack, nodata, metadata, n, stack.labels)) as out:
+        sup_sample = sample_blocks(sup)
+        for k in range(n):
+            def ratio(window: Window, k=k):
+                s = sup.read(window).astype(np.float64)
+                return stack.intensity(k, window, domain) / s
+
+            sample = []
+            for raw, s in zip(sample_blocks(stack.sources[k]), sup_sample):
+                i = to_intensity(raw, domain)
+                i[stack.sources[k].invalid_mask(raw)] = np.nan
+                r = i / s
+                sample.append(r[np.isfinite(r) & (r > 0)])
+            sample = np.concatenate(sample) if sample else np.zeros(0)
+            offset = log_offset_from_sample(sample, bias) if card.norm_offset == "median" and sample.size else None
+            norm = LogNormaliser.from_card(card, offset if offset is not None else 0.0) \
+                if card.norm_offset == "median" else LogNormaliser.from_card(card, None)
+
+            def read_ratio(window: Window, norm=norm, ratio=ratio):
+                return norm.forward(ratio(window))
+
+            start = 25.0 + 75.0 * k / n
+            # the gain that keeps date k's mean intensity in S_hat x despeckled ratio
+            gain, _ = mean_gain(stack.height, stack.width, read_ratio, model, norm.inverse,
+                                lambda w, k=k: stack.intensity(k, w, domain), halo, card.size_multiple, progress,
+                                est, scale_of=lambda w: sup.read(w).astype(np.float64))
+            gains.append(gain)
+
+            def write_rows(row_off, y, valid, k=k, norm=norm, gain=gain):
+                for r in range(0, y.shape[0], WRITE_ROWS):
+                    rows = Window(row_off + r, 0, min(WRITE_ROWS, y.shape[0] - r), stack.width)
+                    s = sup.read(rows).astype(np.float64)
+                    v = norm.inverse(y[r:r + WRITE_ROWS]) * gain * s
+                    bad = ~valid[r:r + WRITE_ROWS] | ~np.isfinite(v) | (v <= 0)
+                    v = from_intensity(np.where(bad, 1.0, v), out_domain)
+                    v[bad] = nodata
+                    out.write_band(k + 1, rows.row_off, 0, v)
+                out.release_cache()
+                sup.release_cache()
+                stack.sources[k].release_cache()
+
+            run_tiles(grid, read_ratio, model, write_rows, progress, start, start + 75.0 / n)
+            progress.info(f"{stack.labels[k]}: ratio gain {gain:.4f}")
+        out.commit()
+    if super_path:
+        meta = dict(metadata)
+        meta["SAR_DESPECKLE_SUPER_IMAGE"] = "despeckled temporal mean"
+        _copy_out(super_tmp, super_path, [1], _spec(stack, nodata, meta, 1, ["super-image (despeckled temporal mean)"]),
+                  out_domain, super_gain, progress)
+    return TimeseriesReport(dst_path, super_path, ts.TimeseriesMethod.RATIO_DEEP, n, stack.labels, domain,
+                            out_domain, eff_looks, card.name, chosen, gaussian.card.name, None, gains, metadata)
+
+
+def _quegan_sums(grid: TileGrid, stack: Stack, domain: Domain, local, writer: RasterWriter,
+                 progress: Progress, start: float, stop: float) -> None:
+    """Write Q = mean over the valid dates of I_i / F_i (band 1) and the mean of the F_i (band 2)
+    tile by tile, accumulating date after date (tiles do not overlap: filters need only their
+    halo of real context, NaN beyond the raster)."""
+    from ..core.tiling import pad_tile
+    n = len(stack)
+    done, total = 0, len(grid)
+    for i in range(len(grid.rows.spans)):
+        for tile in grid.tile_row(i):
+            shape = (tile.keep.height, tile.keep.width)
+            ratio_sum, f_sum, count = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+            inner = tile.keep_in_tile.slices()
+            r0, c0 = tile.keep.row_off - tile.read.row_off, tile.keep.col_off - tile.read.col_off
+            for k in range(n):
+                if progress.is_canceled():
+                    raise CanceledError("canceled by the user")
+                raw = stack.intensity(k, tile.read, domain)
+                f = local(pad_tile(raw, tile, "nan"))[inner]
+                x = raw[r0:r0 + shape[0], c0:c0 + shape[1]]
+                ok = np.isfinite(x) & (x > 0) & np.isfinite(f) & (f > 0)
+                ratio_sum[ok] += x[ok] / f[ok]
+                f_sum[ok] += f[ok]
+                count += ok
+            q, mean_f = np.full(shape, np.nan), np.full(shape, np.nan)
+            np.divide(ratio_sum, count, out=q, where=count > 0)
+            np.divide(f_sum, count, out=mean_f, where=count > 0)
+            writer.write(tile.keep.row_off, tile.keep.col_off, np.stack([q, q * mean_f]))
+            done += 1
+            progress.set_progress(start + (stop - start) * done / total)
+        writer.release_cache()
+        stack.release_cache()
+
+
+def _quegan(stack, dst_path, super_path, domain, out_domain, eff_looks, kind, window, nodata, tmpdir, common,
+            extra_metadata, progress) -> TimeseriesReport:
+    halo = filter_halo(kind, window)
+    filter_intensity(np.ones((3, 3)), kind, window, eff_looks)  # validate before any work
+    n = len(stack)
+    grid = TileGrid.build(stack.height, stack.width, max(QUEGAN_TILE, 4 * halo + 64), halo, overlap=0)
+
+    def local(i):
+        return filter_intensity(i, kind, window, eff_looks)
+
+    progress.info(f"Quegan filter, local means by {FILTER_LABELS[kind]} {window}x{window} "
+                  f"({eff_looks:.2f} looks), {n} dates")
+    q_tmp, writer = _temp_writer(tmpdir, "quegan.tif", stack, bands=2)
+    with writer:
+        _quegan_sums(grid, stack, domain, local, writer, progress, 0.0, 40.0)
+        writer.commit()
+    metadata = provenance(**common, quegan_filter=FILTER_LABELS[kind], quegan_window=window)
+    metadata.update(extra_metadata or {})
+    with RasterSource(q_tmp, 1) as qsrc, RasterWriter(dst_path, _spec(stack, nodata, metadata, n, stack.labels)) as out:
+        for k in range(n):
+            start = 40.0 + 55.0 * k / n
+
+            def read_date(win: Window, k=k):
+                i = stack.intensity(k, win, domain)
+                return i, np.isfinite(i) & (i > 0)
+
+            def write_rows(row_off, y, valid, k=k):
+                rows = Window(row_off, 0, y.shape[0], stack.width)
+                v = y * qsrc.read(rows).astype(np.float64)
+                bad = ~valid | ~np.isfinite(v) | (v <= 0)
+                v = from_intensity(np.where(bad, 1.0, v), out_domain)
+                v[bad] = nodata
+                out.write_band(k + 1, row_off, 0, v)
+                out.release_cache()
+                qsrc.release_cache()
+                stack.sources[k].release_cache()
+
+            run_tiles(grid, read_date, local, write_rows, progress, start, start + 55.0 / n, pad="nan")
+        out.commit()
+    if super_path:
+        meta = dict(metadata)
+        meta["SAR_DESPECKLE_SUPER_IMAGE"] = "temporal mean of the Quegan-filtered dates"
+        _copy_out(q_tmp, super_path, [2], _spec(stack, nodata, meta, 1, ["super-image (mean of the filtered dates)"]),
+                  out_domain, 1.0, progress)
+    return TimeseriesReport(dst_path, super_path, ts.TimeseriesMethod.QUEGAN, n, stack.labels, domain, out_domain,
+                            eff_looks, metadata=metadata)

@@ -1,0 +1,114 @@
+"""core.timeseries: temporal mean, super-image noise model, Quegan's filter, date labels."""
+import numpy as np
+import pytest
+
+from sar_despeckle_plugin.core.errors import InvalidInputError
+from sar_despeckle_plugin.core.filters import Filter, filter_intensity
+from sar_despeckle_plugin.core.timeseries import (
+    MAX_SIGMA_FACTOR, change_log_threshold, date_labels, quegan, quegan_sum, super_log_input, super_log_sigma, super_sigma_factor,
+    temporal_mean, unchanged_dates,
+)
+from sar_despeckle_plugin.core.transforms import log_bias, trigamma
+
+
+def test_temporal_mean_counts_only_valid_dates():
+    stack = np.array([[[1.0, 2.0, np.nan]], [[3.0, np.nan, np.nan]], [[5.0, 4.0, -1.0]]])
+    mean, count = temporal_mean(stack)
+    np.testing.assert_array_equal(count, [[3, 2, 0]])
+    np.testing.assert_allclose(mean[0, :2], [3.0, 3.0])
+    assert np.isnan(mean[0, 2])
+
+
+def test_super_noise_level_follows_the_number_of_valid_dates():
+    count = np.array([[0, 1, 2, 5, 60]])
+    sigma = super_log_sigma(4.0, count, 1.2)
+    want = [1.2 * np.sqrt(trigamma(4.0 * max(n, 1))) for n in count[0]]
+    np.testing.assert_allclose(sigma[0], want, rtol=1e-12)
+    assert np.all(np.diff(sigma[0, 1:]) < 0)  # more dates, less noise
+
+
+def test_the_noise_factor_grows_with_the_speckle_correlation():
+    assert super_sigma_factor(0.0) == 1.0 and super_sigma_factor(-0.1) == 1.0
+    assert super_sigma_factor(0.45) == pytest.approx(1.225)
+    assert super_sigma_factor(1.0) == super_sigma_factor(3.0) == MAX_SIGMA_FACTOR
+
+
+def test_change_threshold_and_unchanged_dates(rng):
+    """A 5x5 mean of white single-look speckle has 25 looks: 4 x 1.1 x sqrt(trigamma(25)) in log;
+    correlated speckle averages less, so its threshold is wider."""
+    white = change_log_threshold(1.0)
+    assert white == pytest.approx(4 * 1.1 * np.sqrt(trigamma(25.0)), rel=1e-9)
+    assert change_log_threshold(1.0, 0.5, 0.5) > 1.3 * white
+    assert change_log_threshold(4.0) < white
+    # local means of 6 dates at 3 pixels: stable; one date 10x brighter; an even split far apart
+    local = np.ones((6, 1, 3))
+    local[2, 0, 1] = 10.0
+    local[:3, 0, 2], local[3:, 0, 2] = 1.0, 20.0
+    local[4, 0, 0] = np.nan
+    keep = unchanged_dates(local, white)
+    np.testing.assert_array_equal(keep[:, 0, 0], [1, 1, 1, 1, 0, 1])
+    np.testing.assert_array_equal(keep[:, 0, 1], [1, 1, 0, 1, 1, 1])
+    assert keep[:, 0, 2].all()  # no date near the median: every valid date counts
+
+
+def test_super_log_input_is_unbiased_for_the_temporal_mean_of_gamma_speckle(rng):
+    """log of the mean of n dates of L-look speckle, debiased with L n looks, has mean log R."""
+    looks, n, reflectivity = 2.0, 6, 3.5
+    stack = reflectivity * rng.gamma(looks, 1 / looks, size=(n, 200, 200))
+    mean, count = temporal_mean(stack)
+    z, ok = super_log_input(mean, count, looks, offset=1.0)
+    assert ok.all()
+    assert z.mean() == pytest.approx(np.log(reflectivity) - 1.0, abs=0.005)
+    # its spread is the trigamma of L n: the noise level the denoiser is told, before the factor
+    assert z.std() == pytest.approx(np.sqrt(trigamma(looks * n)), rel=0.03)
+    # without the debiasing the log would be low by log_bias(L n)
+    assert log_bias(looks * n) < -0.03
+
+
+def test_quegan_of_identical_dates_returns_the_date():
+    """Fully correlated dates carry no extra information: J_k = F_k * I / F_k = I."""
+    rng = np.random.default_rng(3)
+    date = rng.exponential(size=(40, 50))
+    stack = np.stack([date] * 4)
+    f = np.stack([filter_intensity(d, Filter.BOXCAR, 5) for d in stack])
+    np.testing.assert_allclose(quegan(stack, f), stack, rtol=1e-12)
+
+
+def test_quegan_matches_its_formula_and_skips_invalid_dates(rng):
+    stack = rng.exponential(size=(5, 30, 30)) * 2.0
+    stack[1, :10, :10] = np.nan
+    f = np.stack([filter_intensity(d, Filter.BOXCAR, 7) for d in stack])
+    out = quegan(stack, f)
+    k, r, c = 3, 4, 5  # date 1 is invalid here: 4 dates in the sum
+    q = np.mean([stack[i, r, c] / f[i, r, c] for i in (0, 2, 3, 4)])
+    assert out[k, r, c] == pytest.approx(f[k, r, c] * q, rel=1e-12)
+    r, c = 20, 20
+    q = np.mean([stack[i, r, c] / f[i, r, c] for i in range(5)])
+    assert out[k, r, c] == pytest.approx(f[k, r, c] * q, rel=1e-12)
+    assert np.isnan(out[1, :10, :10]).all() and np.isfinite(out[0]).all()
+    np.testing.assert_allclose(quegan_sum(stack, f)[20, 20], q, rtol=1e-12)
+
+
+def test_quegan_reduces_speckle_about_as_many_times_as_there_are_dates(rng):
+    """On a homogeneous area the multi-temporal sum averages n independent dates."""
+    n = 8
+    stack = rng.exponential(size=(n, 128, 128))
+    f = np.stack([filter_intensity(d, Filter.BOXCAR, 9) for d in stack])
+    out = quegan(stack, f)
+    enl_in = stack[0].mean() ** 2 / stack[0].var()
+    enl_out = out[0].mean() ** 2 / out[0].var()
+    assert enl_in == pytest.approx(1.0, abs=0.05)
+    assert 0.6 * n < enl_out < 3 * n
+    assert out.mean() == pytest.approx(stack.mean(), rel=0.02)
+
+
+def test_quegan_rejects_mismatched_stacks():
+    with pytest.raises(InvalidInputError):
+        quegan(np.ones((2, 4, 4)), np.ones((3, 4, 4)))
+    with pytest.raises(InvalidInputError):
+        temporal_mean(np.ones((4, 4)))
+
+
+def test_date_labels_fill_gaps_and_disambiguate():
+    assert date_labels(["2018-01", "", "2018-01"], 4) == ("2018-01", "date 2", "2018-01 (2)", "date 4")
+    assert date_labels(None, 2) == ("date 1", "date 2")
