@@ -10,6 +10,7 @@ from .despeckle import DespeckleAlgorithm
 from .despecklepolsar import DespecklePolsarAlgorithm
 from .despeckletimeseries import DespeckleTimeseriesAlgorithm
 from .polsar_io import ImportPolsarproAlgorithm, SlcToCovarianceAlgorithm
+from .runtimeinfo import RuntimeInfoAlgorithm
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.svg")
 
@@ -33,5 +34,5 @@ class SarDespeckleProvider(QgsProcessingProvider):
     def loadAlgorithms(self):
         for alg in (DespeckleAlgorithm(), DespecklePolsarAlgorithm(), DespeckleTimeseriesAlgorithm(),
                     ClassicalFilterAlgorithm(), ClassicalPolsarFilterAlgorithm(), AssessmentAlgorithm(),
-                    ImportPolsarproAlgorithm(), SlcToCovarianceAlgorithm()):
+                    ImportPolsarproAlgorithm(), SlcToCovarianceAlgorithm(), RuntimeInfoAlgorithm()):
             self.addAlgorithm(alg)

@@ -1,0 +1,154 @@
+"""What this installation can run: library versions, onnxruntime providers, whether CUDA really
+runs, and the bundled models with their SHA-256 and card summary. Never imports QGIS.
+
+``get_available_providers()`` lists CUDA wherever onnxruntime-gpu is installed, GPU or not; only
+a session that was created and has run tells whether CUDA works (:func:`cuda_check`).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..core.errors import DespeckleError
+from .models import DESPECKLERS, GAUSSIAN, bundled_models
+from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, read_card
+
+
+@dataclass
+class ModelInfo:
+    kind: str                  # "despeckler" (MODEL of despeckle) or "gaussian" (MODEL of despecklepolsar)
+    index: int                 # position in that MODEL enum
+    name: str
+    file: str
+    size_bytes: int
+    sha256: str
+    summary: str = ""          # one line from the card
+    card: Dict[str, object] = field(default_factory=dict)
+    error: str = ""            # the file is missing or its card does not parse
+
+
+@dataclass
+class RuntimeInfo:
+    plugin_version: str
+    python: str
+    numpy: str
+    gdal: str
+    onnxruntime: str            # "" when not installed
+    onnxruntime_error: str      # why it cannot be imported, with the install hint
+    available_providers: List[str]
+    cuda_works: bool
+    cuda_detail: str
+    models: List[ModelInfo]
+
+    def as_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+    def lines(self) -> List[str]:
+        out = [f"sar-despeckle {self.plugin_version}; Python {self.python}, numpy {self.numpy}, GDAL {self.gdal}",
+               (f"onnxruntime {self.onnxruntime}, providers: {', '.join(self.available_providers)}"
+                if self.onnxruntime else f"onnxruntime: {self.onnxruntime_error}"),
+               f"CUDA: {'works' if self.cuda_works else 'not usable'} ({self.cuda_detail})"]
+        for m in self.models:
+            kind = "MODEL" if m.kind == "despeckler" else "MuLog MODEL"
+            out.append(f"{kind} {m.index} {m.name}: {m.error}" if m.error else
+                       f"{kind} {m.index} {m.name} ({m.file}, {m.size_bytes / 1e6:.1f} MB, sha256 {m.sha256}): {m.summary}")
+        return out
+
+
+def _summary(card) -> str:
+    if card.input_domain == "gaussian":
+        what = f"Gaussian denoiser, sigma {card.sigma_min:g}-{card.sigma_max:g}"
+    else:
+        looks = f"{card.looks:g}" if card.looks_max in (None, card.looks) else f"{card.looks:g}-{card.looks_max:g}"
+        what = f"{looks}-look despeckler"
+    auto = card.extra.get("auto_looks")
+    if auto:
+        what += (f", Auto for {auto.replace(',', '-')} looks and lag-1 correlation "
+                 f"{card.extra.get('auto_correlation', '?').replace(',', '-')}")
+    arch = card.architecture.split(";")[0] + (" int8" if "int8" in card.architecture else "")
+    return (f"{arch}, {what}, receptive field {card.receptive_field}, tile {card.tile_size}, "
+            f"{card.training_strategy.split(':')[0]} training")
+
+
+def _card_dict(card) -> Dict[str, object]:
+    keys = ("name", "architecture", "input_domain", "looks", "looks_max", "sigma_min", "sigma_max", "debias",
+            "norm_offset", "norm_scale", "receptive_field", "tile_size", "size_multiple", "training_strategy",
+            "training_data", "metrics", "description", "license")
+    out = {k: getattr(card, k) for k in keys}
+    out.update({k: v for k, v in card.extra.items()})
+    return out
+
+
+def model_infos() -> List[ModelInfo]:
+    """Every bundled file of both MODEL enums, with its SHA-256 and card (no inference session
+    beyond reading the metadata)."""
+    out = []
+    for kind, label in ((DESPECKLERS, "despeckler"), (GAUSSIAN, "gaussian")):
+        for m in bundled_models(kind):
+            info = ModelInfo(label, m.index, m.name, m.file, 0, "")
+            try:
+                info.size_bytes = os.path.getsize(m.path)
+                info.sha256 = file_sha256(m.path)
+                card = read_card(m.path)
+                info.summary, info.card = _summary(card), _card_dict(card)
+            except (OSError, DespeckleError) as err:
+                info.error = str(err)
+            out.append(info)
+    return out
+
+
+def cuda_check(ort, model_path: Optional[str]) -> tuple:
+    """(works, detail): a session on [CUDA, CPU] with ``model_path`` that runs one 32 x 32 tile
+    and keeps CUDA as its first provider."""
+    if CUDA not in ort.get_available_providers():
+        return False, "this onnxruntime has no CUDA provider (install onnxruntime-gpu for NVIDIA GPUs)"
+    if not model_path:
+        return False, "no bundled model to test a session with"
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    # a CUDA provider that cannot start logs errors through the default logger: the check reports them
+    ort.set_default_logger_severity(4)
+    try:
+        sess = ort.InferenceSession(model_path, sess_options=opts, providers=[CUDA, CPU])
+        if sess.get_providers()[0] != CUDA:
+            return False, ("onnxruntime-gpu is installed but no usable NVIDIA GPU / CUDA runtime was found "
+                           "(the session fell back to CPU)")
+        x = sess.get_inputs()[0]
+        shape = [1, int(x.shape[1]) if isinstance(x.shape[1], int) else 1, 32, 32]
+        t = time.perf_counter()
+        sess.run(None, {x.name: np.zeros(shape, dtype=np.float32)})
+        return True, f"a 32 x 32 tile ran on CUDA in {1000 * (time.perf_counter() - t):.0f} ms"
+    except Exception as err:  # onnxruntime's own error types
+        return False, f"CUDA session failed: {err}"
+    finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
+
+
+def runtime_info(check_cuda: bool = True) -> RuntimeInfo:
+    from osgeo import gdal
+
+    from .pipeline import VERSION
+    try:
+        import onnxruntime as ort
+        ort_version, ort_error, providers = ort.__version__, "", list(ort.get_available_providers())
+    except ImportError as err:
+        ort, ort_version, ort_error, providers = None, "", f"not installed ({err}): {INSTALL_HINT}", []
+    models = model_infos()
+    if ort is None:
+        cuda, detail = False, "onnxruntime is not installed"
+    elif check_cuda:
+        smallest = min((m for m in models if not m.error and m.kind == "despeckler"),
+                       key=lambda m: m.size_bytes, default=None)
+        path = None
+        if smallest is not None:
+            path = next(b.path for b in bundled_models(DESPECKLERS) if b.name == smallest.name)
+        cuda, detail = cuda_check(ort, path)
+    else:
+        cuda, detail = False, "not checked"
+    return RuntimeInfo(VERSION, platform.python_version(), np.__version__, gdal.__version__, ort_version, ort_error,
+                       providers, cuda, detail, models)

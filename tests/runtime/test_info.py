@@ -1,0 +1,63 @@
+"""runtime.info: versions, providers, the CUDA check and the bundled models' fingerprints."""
+import json
+import os
+
+import numpy as np
+import onnxruntime
+import pytest
+from osgeo import gdal
+
+from sar_despeckle_plugin.runtime.info import cuda_check, model_infos, runtime_info
+from sar_despeckle_plugin.runtime.models import DESPECKLERS, GAUSSIAN, bundled_models
+from sar_despeckle_plugin.runtime.onnx_denoiser import CUDA, file_sha256, read_card
+
+
+def test_versions_and_providers_are_those_of_this_python():
+    info = runtime_info(check_cuda=False)
+    assert info.numpy == np.__version__ and info.gdal == gdal.__version__
+    assert info.onnxruntime == onnxruntime.__version__ and info.onnxruntime_error == ""
+    assert info.available_providers == onnxruntime.get_available_providers()
+    assert info.cuda_works is False and info.cuda_detail == "not checked"
+    json.dumps(info.as_dict(), default=str)  # serialisable, for qgis_process --json
+    assert info.lines()[1].startswith(f"onnxruntime {onnxruntime.__version__}, providers: ")
+
+
+def test_every_bundled_file_is_listed_with_its_sha256_and_card():
+    infos = model_infos()
+    files = [(k, m) for k in (DESPECKLERS, GAUSSIAN) for m in bundled_models(k)]
+    assert len(infos) == len(files)
+    for info, (kind, m) in zip(infos, files):
+        assert info.error == "" and info.name == m.name and info.index == m.index and info.file == m.file
+        assert info.kind == ("despeckler" if kind == DESPECKLERS else "gaussian")
+        assert info.sha256 == file_sha256(m.path) and len(info.sha256) == 64
+        assert info.size_bytes == os.path.getsize(m.path)
+        card = read_card(m.path)
+        assert info.card["name"] == card.name and info.card["receptive_field"] == card.receptive_field
+        assert card.architecture.split("(")[0] in info.summary
+    auto = next(i for i in infos if i.name == "unet-l4-correlated-int8")
+    assert "int8, 4.4-look despeckler, Auto for 1.3-12 looks" in auto.summary and auto.card["auto_priority"] == "5"
+
+
+def test_cuda_check_runs_a_session_and_does_not_trust_the_provider_list():
+    """Here (no GPU) the CUDA provider, when listed, must be reported as not working; a GPU machine
+    reports a tile that ran. Either way the answer comes from a real session."""
+    small = min(bundled_models(), key=lambda m: os.path.getsize(m.path))
+    works, detail = cuda_check(onnxruntime, small.path)
+    sess_providers = onnxruntime.InferenceSession(small.path, providers=[CUDA, "CPUExecutionProvider"]) \
+        .get_providers() if CUDA in onnxruntime.get_available_providers() else ["CPUExecutionProvider"]
+    assert works == (sess_providers[0] == CUDA)
+    assert ("ran on CUDA" in detail) if works else ("CUDA" in detail)
+
+
+def test_a_broken_model_file_is_reported_not_raised(tmp_path, monkeypatch):
+    import sar_despeckle_plugin.runtime.models as models
+    bad = tmp_path / "models"
+    bad.mkdir()
+    (bad / "models.json").write_text(json.dumps({"models": [{"file": "missing.onnx", "name": "gone"}],
+                                                 "gaussian_models": []}))
+    monkeypatch.setattr(models, "MODELS_DIR", str(bad))
+    monkeypatch.setattr(models, "MANIFEST", str(bad / "models.json"))
+    infos = model_infos()
+    assert len(infos) == 1 and infos[0].name == "gone" and "missing.onnx" in infos[0].error
+    with pytest.raises(FileNotFoundError):
+        os.path.getsize(bad / "missing.onnx")
