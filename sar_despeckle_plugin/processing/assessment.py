@@ -20,6 +20,7 @@ from ..core.errors import CanceledError, DespeckleError
 from ..core.transforms import DOMAIN_LABELS, Domain
 from ..runtime.assessment import PolygonArea, assess_rasters
 from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced
+from .styling import RATIO_RANGE, name_and_style
 
 try:  # QGIS >= 3.36 / QGIS 4
     from qgis.core import Qgis
@@ -223,6 +224,7 @@ class AssessmentAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(err)) from err
         feedback.pushInfo(f"Ratio mean {res.ratio_mean:.4f}, ENL {res.ratio_enl:.3f} (L = {looks:g}); "
                           f"{res.blocks_kept} homogeneous blocks")
+        name_and_style(context, ratio, f"ratio {noisy.name()} / {desp.name()}", 1, RATIO_RANGE)
         out = {self.RATIO: ratio, self.HTML: report}
         out.update(res.outputs())
         return out

@@ -18,6 +18,7 @@ from ..core.polsar import MATRIX_LABELS, MatrixType
 from ..core.transforms import DOMAIN_LABELS, Domain
 from ..runtime.filtering import PolsarFilter, filter_polsar_raster, filter_raster
 from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced
+from .styling import name_and_style, percentile_range
 
 CANCELED = "Filtering was canceled: no output was written."
 
@@ -124,7 +125,12 @@ class ClassicalFilterAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(CANCELED) from None
         except DespeckleError as err:
             raise QgsProcessingException(str(err)) from err
-        feedback.pushInfo(f"{report.tiles} tiles, halo {report.halo}")
+        feedback.pushInfo(f"{report.tiles} tile{'s' if report.tiles != 1 else ''}, halo {report.halo}")
+        band = self.parameterAsInt(parameters, self.BAND, context) or 1
+        kind = FILTER_LABELS[Filter(self.parameterAsEnum(parameters, self.FILTER, context))]
+        window = self.parameterAsInt(parameters, self.WINDOW, context)
+        name_and_style(context, output, f"{layer.name()} {kind} {window}x{window}",
+                       value_range=percentile_range(layer, band))
         return {self.OUTPUT: output}
 
 

@@ -21,6 +21,7 @@ from ..runtime.models import auto_model_index, bundled_models, model_options, re
 from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxDenoiser
 from ..runtime.pipeline import AutoModel, despeckle_raster
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced
+from .styling import name_and_style, percentile_range
 
 
 class DespeckleAlgorithm(QgsProcessingAlgorithm):
@@ -165,6 +166,8 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("Despeckling was canceled: no output was written.") from None
         except DespeckleError as err:
             raise QgsProcessingException(str(err)) from err
+        name_and_style(context, output, f"{layer.name()} despeckled ({report.model})",
+                       value_range=percentile_range(layer, band))
         return {self.OUTPUT: output, self.MODEL_USED: report.model,
                 self.ESTIMATED_LOOKS: report.estimate.looks if report.estimate is not None else None,
                 self.ESTIMATED_CORRELATION: report.estimate.correlation if report.estimate is not None else None}

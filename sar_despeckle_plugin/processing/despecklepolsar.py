@@ -16,6 +16,7 @@ from ..core.polsar import MATRIX_LABELS, MatrixType
 from ..runtime.models import GAUSSIAN, bundled_models, default_model_index, resolve_model
 from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxGaussianDenoiser
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced
+from .styling import name_and_style, percentile_range
 
 DEFAULT_ITERATIONS = 6  # core.mulog.DEFAULT_ITERATIONS, repeated so the dialog loads without numpy work
 
@@ -120,5 +121,8 @@ class DespecklePolsarAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("Despeckling was canceled: no output was written.") from None
         except DespeckleError as err:
             raise QgsProcessingException(str(err)) from err
-        feedback.pushInfo(f"{report.matrix}: {report.tiles} tiles, halo {report.halo}")
+        feedback.pushInfo(f"{report.matrix}: {report.tiles} tile{'s' if report.tiles != 1 else ''}, "
+                          f"halo {report.halo}")
+        name_and_style(context, output, f"{layer.name()} MuLog ({denoiser.card.name})", 1,
+                       percentile_range(layer, 1))
         return {self.OUTPUT: output}

@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsRasterLayer,
 )
 
 from ..core.errors import CanceledError, DespeckleError
@@ -23,6 +24,7 @@ from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxDenoiser
 from ..runtime.pipeline import AutoModel
 from ..runtime.timeseries import DateInput, dates_of_raster, despeckle_timeseries
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_RASTER, QgisProgress, advanced
+from .styling import name_and_style, percentile_range
 
 
 class DespeckleTimeseriesAlgorithm(QgsProcessingAlgorithm):
@@ -190,5 +192,10 @@ class DespeckleTimeseriesAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("Despeckling was canceled: no output was written.") from None
         except DespeckleError as err:
             raise QgsProcessingException(str(err)) from err
+        what = "Quegan" if method == TimeseriesMethod.QUEGAN else report.model
+        first = dates[0]
+        value_range = percentile_range(QgsRasterLayer(first.path, "first date"), first.band)
+        name_and_style(context, output, f"{report.dates} dates despeckled ({what})", 1, value_range)
+        name_and_style(context, super_image, f"super-image of {report.dates} dates ({what})", 1, value_range)
         return {self.OUTPUT: output, self.SUPER_IMAGE: super_image or None, self.MODEL_USED: report.model,
                 self.ESTIMATED_LOOKS: report.looks, self.DATES: report.dates}

@@ -511,7 +511,7 @@ def _quegan(stack, dst_path, super_path, domain, out_domain, eff_looks, kind, wi
     metadata.update(extra_metadata or {})
     with RasterSource(q_tmp, 1) as qsrc, RasterWriter(dst_path, _spec(stack, nodata, metadata, n, stack.labels)) as out:
         for k in range(n):
-            start = 40.0 + 55.0 * k / n
+            start = 40.0 + 60.0 * k / n
 
             def read_date(win: Window, k=k):
                 i = stack.intensity(k, win, domain)
@@ -528,7 +528,7 @@ def _quegan(stack, dst_path, super_path, domain, out_domain, eff_looks, kind, wi
                 qsrc.release_cache()
                 stack.sources[k].release_cache()
 
-            run_tiles(grid, read_date, local, write_rows, progress, start, start + 55.0 / n, pad="nan")
+            run_tiles(grid, read_date, local, write_rows, progress, start, start + 60.0 / n, pad="nan")
         out.commit()
     if super_path:
         meta = dict(metadata)

@@ -218,3 +218,38 @@ def test_user_errors(tmp_path, rng):
                              method=TimeseriesMethod.QUEGAN, quegan_window=4)
     assert not (tmp_path / "o.tif").exists()
     assert not list(tmp_path.glob(".sar_despeckle_timeseries_*"))
+
+
+class CancelAfter:
+    """Cancels after ``n`` progress reports; records the reported percentages."""
+
+    def __init__(self, n):
+        self.n, self.seen = n, []
+
+    def set_progress(self, p):
+        self.seen.append(p)
+
+    def is_canceled(self):
+        return len(self.seen) >= self.n
+
+    def info(self, m):
+        pass
+
+    def warn(self, m):
+        pass
+
+
+@pytest.mark.parametrize("method", [TimeseriesMethod.RATIO_DEEP, TimeseriesMethod.QUEGAN])
+def test_cancel_leaves_no_output_and_progress_is_monotonic(tmp_path, rng, method):
+    from sar_despeckle_plugin.core.errors import CanceledError
+    src = write_stack(tmp_path / "stack.tif", 1.0 + rng.exponential(size=(3, 300, 280)))
+    full = CancelAfter(10 ** 6)
+    despeckle_timeseries(dates_of_raster(src), str(tmp_path / "ok.tif"), method=method, looks=1, tile_size=256,
+                         progress=full)
+    assert full.seen == sorted(full.seen) and 95.0 <= full.seen[-1] <= 100.0
+    for n in (1, len(full.seen) // 2):
+        with pytest.raises(CanceledError):
+            despeckle_timeseries(dates_of_raster(src), str(tmp_path / "out.tif"), str(tmp_path / "sup.tif"),
+                                 method=method, looks=1, tile_size=256, progress=CancelAfter(n))
+        assert not (tmp_path / "out.tif").exists() and not (tmp_path / "sup.tif").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.tif", "stack.tif"]
