@@ -19,7 +19,7 @@ from qgis.core import (
 from ..core.errors import CanceledError, DespeckleError
 from ..core.transforms import DOMAIN_LABELS, Domain
 from ..runtime.assessment import PolygonArea, assess_rasters
-from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced
+from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_file, output_layer
 from .styling import RATIO_RANGE, name_and_style
 
 try:  # QGIS >= 3.36 / QGIS 4
@@ -202,8 +202,8 @@ class AssessmentAlgorithm(QgsProcessingAlgorithm):
         domain = self.parameterAsEnum(parameters, self.INPUT_DOMAIN, context)
         looks = self.parameterAsDouble(parameters, self.LOOKS, context)
         block = self.parameterAsInt(parameters, self.BLOCK_SIZE, context) or 16
-        ratio = self.parameterAsOutputLayer(parameters, self.RATIO, context)
-        report = self.parameterAsFileOutput(parameters, self.HTML, context)
+        ratio = output_layer(self, parameters, self.RATIO, context, "ratio.tif")
+        report = output_file(self, parameters, self.HTML, context, "assessment.html")
         areas = self._polygons(parameters, context, noisy.crs(), feedback)
         if feedback.isCanceled():
             raise QgsProcessingException("The assessment was canceled: no output was written.")

@@ -1,5 +1,5 @@
 """Small helpers that keep the algorithms working from QGIS 3.22 (Qt5) to QGIS 4 (Qt6)."""
-from qgis.core import QgsProcessingParameterDefinition
+from qgis.core import QgsProcessingParameterDefinition, QgsProcessingUtils
 
 try:  # QGIS >= 3.36 (and QGIS 4, where the old flag names are gone)
     from qgis.core import Qgis
@@ -54,3 +54,14 @@ except (NameError, AttributeError):  # QGIS 3.22 - 3.34
     from qgis.core import QgsProcessing
 
     SOURCE_RASTER = QgsProcessing.TypeRaster
+
+
+def output_layer(alg, parameters, name, context, filename="output.tif") -> str:
+    """The path of a raster destination; a temporary file when it is empty (a model output that
+    the caller of the model left out reaches the child algorithm as an empty path)."""
+    return alg.parameterAsOutputLayer(parameters, name, context) or QgsProcessingUtils.generateTempFilename(filename)
+
+
+def output_file(alg, parameters, name, context, filename) -> str:
+    """The path of a file destination; a temporary file when it is empty."""
+    return alg.parameterAsFileOutput(parameters, name, context) or QgsProcessingUtils.generateTempFilename(filename)

@@ -20,7 +20,7 @@ from ..core.transforms import DOMAIN_LABELS, Domain
 from ..runtime.models import auto_model_index, bundled_models, model_options, resolve_model
 from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxDenoiser
 from ..runtime.pipeline import AutoModel, despeckle_raster
-from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced
+from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer
 from .styling import name_and_style, percentile_range
 
 
@@ -150,7 +150,7 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
         if parameters.get(self.TILE_SIZE) not in (None, ""):
             tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         whiten = self.parameterAsBool(parameters, self.WHITEN, context)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        output = output_layer(self, parameters, self.OUTPUT, context, "despeckled.tif")
         try:
             if not model_file and model_index == auto_model_index():
                 denoiser = AutoModel(Device(device))

@@ -23,7 +23,7 @@ from ..runtime.models import auto_model_index, model_options, resolve_model
 from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxDenoiser
 from ..runtime.pipeline import AutoModel
 from ..runtime.timeseries import DateInput, dates_of_raster, despeckle_timeseries
-from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_RASTER, QgisProgress, advanced
+from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, SOURCE_RASTER, advanced, output_layer
 from .styling import name_and_style, percentile_range
 
 
@@ -174,7 +174,7 @@ class DespeckleTimeseriesAlgorithm(QgsProcessingAlgorithm):
             tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         quegan_filter = self.parameterAsEnum(parameters, self.QUEGAN_FILTER, context)
         quegan_window = self.parameterAsInt(parameters, self.QUEGAN_WINDOW, context)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        output = output_layer(self, parameters, self.OUTPUT, context, "timeseries.tif")
         super_image = self.parameterAsOutputLayer(parameters, self.SUPER_IMAGE, context)
         try:
             dates, sources = self._dates(parameters, context)

@@ -16,7 +16,7 @@ from ..core.errors import CanceledError, DespeckleError
 from ..runtime.covariance import slc_to_covariance
 from ..runtime.polsarpro import import_polsarpro
 from ..runtime.raster_io import RasterSource
-from .compat import NUMBER_INTEGER, SOURCE_RASTER, QgisProgress, advanced
+from .compat import NUMBER_INTEGER, QgisProgress, SOURCE_RASTER, advanced, output_layer
 
 try:  # QGIS >= 3.36 / QGIS 4
     from qgis.core import Qgis
@@ -69,7 +69,7 @@ class ImportPolsarproAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         folder = self.parameterAsFile(parameters, self.INPUT, context)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        output = output_layer(self, parameters, self.OUTPUT, context, "covariance.tif")
         size = [self.parameterAsInt(parameters, n, context) if parameters.get(n) not in (None, "") else None
                 for n in (self.ROWS, self.COLUMNS)]
         try:
@@ -142,7 +142,7 @@ class SlcToCovarianceAlgorithm(QgsProcessingAlgorithm):
             sources.extend((layer.source(), b) for b in range(1, count + 1))
         try:
             report = slc_to_covariance(
-                sources, self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+                sources, output_layer(self, parameters, self.OUTPUT, context, "covariance.tif"),
                 kind=self.parameterAsEnum(parameters, self.OUTPUT_MATRIX, context),
                 window_rows=self.parameterAsInt(parameters, self.WINDOW_ROWS, context),
                 window_cols=self.parameterAsInt(parameters, self.WINDOW_COLS, context),

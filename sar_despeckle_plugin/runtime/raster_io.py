@@ -153,6 +153,8 @@ class RasterWriter:
     """
 
     def __init__(self, path: str, spec: OutputSpec):
+        if not str(path or "").strip():
+            raise InvalidInputError("no output file was given")
         self.path = str(path)
         self.driver = driver_for_path(self.path)
         directory = os.path.dirname(os.path.abspath(self.path))

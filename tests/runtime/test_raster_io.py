@@ -75,3 +75,10 @@ def test_bad_inputs_raise_typed_errors(tmp_path):
         RasterSource(str(bad))
     with pytest.raises(InvalidInputError, match="band 3 does not exist.*1 band"):
         RasterSource(str(DATA / "s1_vh_hill_20171021.tif"), band=3)
+
+
+def test_an_empty_output_path_is_a_clear_error(tmp_path):
+    spec = OutputSpec(4, 4, None, "", None, {})
+    for path in ("", "  "):
+        with pytest.raises(InvalidInputError, match="no output file"):
+            RasterWriter(path, spec)
