@@ -32,7 +32,10 @@ class SarDespecklePlugin:
             return status
         from qgis.PyQt.QtWidgets import QPushButton
         bar = self.iface.messageBar()
-        self.message = bar.createMessage("SAR despeckling", status.problem + ". The deep-learning algorithms need it.")
+        short = (f"onnxruntime {status.version} is too old for the bundled models" if status.version else
+                 "onnxruntime is missing from QGIS's Python")
+        self.message = bar.createMessage("SAR despeckling", short + ": the deep-learning algorithms need it.")
+        self.message.setToolTip(status.problem)
         button = QPushButton(INSTALL_BUTTON, self.message)
         button.clicked.connect(self.install_onnxruntime)
         self.message.layout().addWidget(button)

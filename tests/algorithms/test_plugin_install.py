@@ -30,7 +30,8 @@ def test_missing_onnxruntime_gets_a_button_that_installs(qgis_iface, monkeypatch
     plugin = make_plugin(qgis_iface, monkeypatch, missing)
     plugin.initGui()
     try:
-        assert plugin.message is not None and "not installed" in plugin.message.text()
+        assert plugin.message is not None and "missing from QGIS's Python" in plugin.message.text()
+        assert "No module named x" in plugin.message.toolTip()
         buttons = [b.text() for b in plugin.message.findChildren(QPushButton)]
         assert INSTALL_BUTTON in buttons
         # the user declines: nothing runs
