@@ -24,7 +24,7 @@ from ..core.normalisation import (
 from ..core.tiling import TileGrid, Window, halo_for, pad_tile
 from ..core.transforms import Domain, from_intensity, output_domain, to_intensity
 from .estimation import Measurement, estimate_array, measure
-from .raster_io import OutputSpec, RasterSource, RasterWriter
+from .raster_io import OutputSpec, RasterSource, RasterWriter, check_output
 
 VERSION = "0.1.0"
 WRITE_ROWS = 64  # rows converted and written at a time
@@ -416,6 +416,7 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
     if not (math.isfinite(float(looks)) and float(looks) >= 0):
         raise InvalidInputError(f"the number of looks must be a positive number (or 0 = measure it), got {looks}")
     with RasterSource(src_path, band) as src:
+        check_output(dst_path)  # before any work: not the input itself
         if src.is_complex and src.nodata is not None:
             raise InvalidInputError("complex rasters with a nodata value are not supported")
         progress.info("Measuring the speckle on a sample of the raster...")

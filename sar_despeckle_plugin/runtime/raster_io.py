@@ -6,7 +6,9 @@ QGIS plugins); every call that can fail is checked here and turned into a typed 
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -25,6 +27,27 @@ INTEGER_TYPES = {getattr(gdal, n) for n in ("GDT_Byte", "GDT_Int8", "GDT_UInt16"
                                             "GDT_Int32", "GDT_UInt64", "GDT_Int64") if hasattr(gdal, n)}
 GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
                  "PREDICTOR=3", "BIGTIFF=IF_SAFER"]
+
+
+# Files open for reading by a RasterSource: a RasterWriter refuses to replace one of them (an output
+# path equal to the input would otherwise overwrite the user's data when the result is committed).
+_READING: Counter = Counter()
+_READING_LOCK = threading.Lock()
+
+
+def _key(path: str) -> str:
+    return os.path.normcase(os.path.realpath(str(path)))
+
+
+def check_output(path: Optional[str]) -> None:
+    """Refuse an empty output path, or one that a RasterSource of this run is reading."""
+    if not str(path or "").strip():
+        raise InvalidInputError("no output file was given")
+    with _READING_LOCK:
+        reading = _key(str(path)) in _READING
+    if reading:
+        raise InvalidInputError(f"the output '{path}' is an input of this run: choose another output "
+                                "file (writing it would overwrite the input)")
 
 
 def _gdal_error(default: str) -> str:
@@ -49,6 +72,9 @@ class RasterSource:
             raise InvalidInputError(f"band {band} does not exist: '{self.path}' has "
                                     f"{ds.RasterCount} band{'s' if ds.RasterCount > 1 else ''}")
         self._ds = ds
+        self._key = _key(self.path)
+        with _READING_LOCK:
+            _READING[self._key] += 1
         self.band_number = int(band)
         self._band = ds.GetRasterBand(self.band_number)
         self.width = ds.RasterXSize
@@ -96,6 +122,11 @@ class RasterSource:
 
     def close(self) -> None:
         self._band = None
+        if self._ds is not None:
+            with _READING_LOCK:
+                _READING[self._key] -= 1
+                if _READING[self._key] <= 0:
+                    del _READING[self._key]
         self._ds = None
 
     def __enter__(self) -> "RasterSource":
@@ -153,8 +184,7 @@ class RasterWriter:
     """
 
     def __init__(self, path: str, spec: OutputSpec):
-        if not str(path or "").strip():
-            raise InvalidInputError("no output file was given")
+        check_output(path)
         self.path = str(path)
         self.driver = driver_for_path(self.path)
         directory = os.path.dirname(os.path.abspath(self.path))

@@ -35,7 +35,7 @@ from .pipeline import (
     TILE_ALIGN, WRITE_ROWS, AutoModel, NullProgress, Progress, _select_model, check_tile_size, mean_gain,
     output_nodata, provenance, run_tiles,
 )
-from .raster_io import OutputSpec, RasterSource, RasterWriter
+from .raster_io import OutputSpec, RasterSource, RasterWriter, check_output
 
 MEASURED_DATES = 3   # dates whose speckle is measured (first, middle, last)
 QUEGAN_TILE = 512
@@ -250,6 +250,9 @@ def despeckle_timeseries(dates: Sequence[DateInput], dst_path: str, super_path: 
     stack = Stack(dates)
     tmpdir = None
     try:
+        check_output(dst_path)  # before any work: not one of the dates
+        if super_path:
+            check_output(super_path)
         if any(src.is_complex and src.nodata is not None for src in stack.sources):
             raise InvalidInputError("complex rasters with a nodata value are not supported")
         progress.info(f"{len(stack)} dates of {stack.width}x{stack.height} pixels: " + ", ".join(stack.labels))

@@ -159,3 +159,16 @@ def test_qgis_process_headless(tmp_path, identity_onnx):
     assert bad.returncode != 0
     assert "band 5 does not exist" in bad.stdout + bad.stderr
     assert not (tmp_path / "bad.tif").exists()
+
+
+def test_output_equal_to_the_input_is_refused_and_the_input_kept(provider, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    src = tmp_path / "hill.tif"
+    shutil.copy(HILL, src)
+    before = src.read_bytes()
+    for alg, extra in (("sardespeckle:despeckle", {"DEVICE": 1}), ("sardespeckle:classicalfilter", {"LOOKS": 2})):
+        with pytest.raises(QgsProcessingException, match="is an input of this run"):
+            processing.run(alg, dict(extra, INPUT=str(src), OUTPUT=str(src)))
+        assert src.read_bytes() == before

@@ -82,3 +82,22 @@ def test_an_empty_output_path_is_a_clear_error(tmp_path):
     for path in ("", "  "):
         with pytest.raises(InvalidInputError, match="no output file"):
             RasterWriter(path, spec)
+
+
+def test_an_output_that_is_an_input_of_the_run_is_refused(tmp_path, rng):
+    """Committing would replace the user's input file: refused while a source has it open,
+    allowed again once it is closed."""
+    path = write_array(str(tmp_path / "in.tif"), rng.exponential(size=(8, 8)).astype(np.float32))
+    before = open(path, "rb").read()
+    spec = OutputSpec(8, 8, None, "", None, {})
+    with RasterSource(path) as src:
+        assert src.width == 8
+        with pytest.raises(InvalidInputError, match="is an input of this run"):
+            RasterWriter(path, spec)
+        with pytest.raises(InvalidInputError, match="is an input of this run"):
+            RasterWriter(str(tmp_path / "." / "in.tif"), spec)  # the same file by another spelling
+    assert open(path, "rb").read() == before
+    with RasterWriter(path, spec) as w:  # nobody reads it now
+        w.write(0, 0, np.ones((8, 8)))
+        w.commit()
+    np.testing.assert_array_equal(gdal.Open(path).ReadAsArray(), 1.0)

@@ -253,3 +253,12 @@ def test_cancel_leaves_no_output_and_progress_is_monotonic(tmp_path, rng, method
                                  method=method, looks=1, tile_size=256, progress=CancelAfter(n))
         assert not (tmp_path / "out.tif").exists() and not (tmp_path / "sup.tif").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.tif", "stack.tif"]
+
+
+def test_output_equal_to_a_date_is_refused_and_the_date_kept(tmp_path, rng):
+    paths = [write_array(str(tmp_path / f"d{k}.tif"), rng.exponential(size=(64, 64)).astype(np.float32), GT)
+             for k in range(3)]
+    before = open(paths[1], "rb").read()
+    with pytest.raises(InvalidInputError, match="is an input of this run"):
+        despeckle_timeseries([DateInput(p) for p in paths], paths[1], method=TimeseriesMethod.QUEGAN, looks=1)
+    assert open(paths[1], "rb").read() == before
