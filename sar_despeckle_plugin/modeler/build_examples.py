@@ -63,7 +63,8 @@ def despeckle_and_compare():
           [("INPUT", sar), ("LOOKS", looks)], [("OUTPUT", "Refined Lee 7x7")])
     for cid, source, tag in (("assess_deep", "deep_despeckling", "deep"), ("assess_refined_lee", "refined_lee",
                                                                          "Refined Lee")):
-        child("sardespeckle:assessment", cid, {"BAND_NOISY": 1, "BAND_DESPECKLED": 1, "INPUT_DOMAIN": 0, "BLOCK_SIZE": 16},
+        child("sardespeckle:assessment", cid,
+              {"BAND_NOISY": 1, "BAND_DESPECKLED": 1, "INPUT_DOMAIN": 0, "BLOCK_SIZE": 16},
               [("NOISY", sar), ("DESPECKLED", Source.fromChildOutput(source, "OUTPUT")), ("LOOKS", looks)],
               [("RATIO", f"Ratio image ({tag})"), ("HTML", f"Report ({tag})")])
     ok, errors = model.validate()

@@ -56,7 +56,8 @@ class RuntimeInfo:
         for m in self.models:
             kind = "MODEL" if m.kind == "despeckler" else "MuLog MODEL"
             out.append(f"{kind} {m.index} {m.name}: {m.error}" if m.error else
-                       f"{kind} {m.index} {m.name} ({m.file}, {m.size_bytes / 1e6:.1f} MB, sha256 {m.sha256}): {m.summary}")
+                       f"{kind} {m.index} {m.name} ({m.file}, {m.size_bytes / 1e6:.1f} MB, "
+                       f"sha256 {m.sha256}): {m.summary}")
         return out
 
 

@@ -45,7 +45,8 @@ def check_outputs(tmp_path, ratios=True):
     np.testing.assert_allclose(deep, read(tmp_path / "d.tif"), rtol=1e-6)
     # the classical filter got the looks the despeckler measured
     processing.run("sardespeckle:classicalfilter", {"INPUT": HILL, "FILTER": 2, "WINDOW": 7,
-                                                    "LOOKS": direct["ESTIMATED_LOOKS"], "OUTPUT": str(tmp_path / "r.tif")})
+                                                    "LOOKS": direct["ESTIMATED_LOOKS"],
+                                                    "OUTPUT": str(tmp_path / "r.tif")})
     np.testing.assert_allclose(rl, read(tmp_path / "r.tif"), rtol=1e-6)
     if ratios:
         np.testing.assert_allclose(read(tmp_path / "ratio_deep.tif"), noisy / deep, rtol=1e-5)

@@ -5,8 +5,8 @@ import pytest
 from sar_despeckle_plugin.core.errors import InvalidInputError
 from sar_despeckle_plugin.core.filters import Filter, filter_intensity
 from sar_despeckle_plugin.core.timeseries import (
-    MAX_SIGMA_FACTOR, change_log_threshold, date_labels, quegan, quegan_sum, super_log_input, super_log_sigma, super_sigma_factor,
-    temporal_mean, unchanged_dates,
+    MAX_SIGMA_FACTOR, change_log_threshold, date_labels, quegan, quegan_sum, super_log_input, super_log_sigma,
+    super_sigma_factor, temporal_mean, unchanged_dates,
 )
 from sar_despeckle_plugin.core.transforms import log_bias, trigamma
 
