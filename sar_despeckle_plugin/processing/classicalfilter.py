@@ -17,7 +17,7 @@ from ..core.filters import FILTER_LABELS, FILTER_REFERENCES, Filter
 from ..core.polsar import MATRIX_LABELS, MatrixType
 from ..core.transforms import DOMAIN_LABELS, Domain
 from ..runtime.filtering import PolsarFilter, filter_polsar_raster, filter_raster
-from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer
+from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
 
 CANCELED = "Filtering was canceled: no output was written."
@@ -108,6 +108,7 @@ class ClassicalFilterAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         layer = _gdal_layer(self, parameters, context, self.INPUT)
+        warn_if_no_crs(layer, feedback)
         output = output_layer(self, parameters, self.OUTPUT, context, "filtered.tif")
         try:
             report = filter_raster(
@@ -187,6 +188,7 @@ class ClassicalPolsarFilterAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         layer = _gdal_layer(self, parameters, context, self.INPUT)
+        warn_if_no_crs(layer, feedback)
         output = output_layer(self, parameters, self.OUTPUT, context, "filtered.tif")
         try:
             report = filter_polsar_raster(

@@ -65,3 +65,10 @@ def output_layer(alg, parameters, name, context, filename="output.tif") -> str:
 def output_file(alg, parameters, name, context, filename) -> str:
     """The path of a file destination; a temporary file when it is empty."""
     return alg.parameterAsFileOutput(parameters, name, context) or QgsProcessingUtils.generateTempFilename(filename)
+
+
+def warn_if_no_crs(layer, feedback) -> None:
+    """Despeckling works in pixels, but a raster without a CRS cannot be placed on a map."""
+    if layer is not None and feedback is not None and not layer.crs().isValid():
+        feedback.pushWarning(f"'{layer.name()}' has no coordinate reference system: the output has none either "
+                             "(it stays pixel-aligned with the input); assign one with Assign Projection if needed")

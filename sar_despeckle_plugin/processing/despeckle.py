@@ -20,7 +20,7 @@ from ..core.transforms import DOMAIN_LABELS, Domain
 from ..runtime.models import auto_model_index, bundled_models, model_options, resolve_model
 from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxDenoiser
 from ..runtime.pipeline import AutoModel, despeckle_raster
-from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer
+from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
 
 
@@ -140,6 +140,7 @@ class DespeckleAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(
                 f"'{layer.name()}' is served by the '{layer.providerType()}' provider; "
                 "despeckling needs a raster file readable by GDAL")
+        warn_if_no_crs(layer, feedback)
         band = self.parameterAsInt(parameters, self.BAND, context) or 1
         domain = self.parameterAsEnum(parameters, self.INPUT_DOMAIN, context)
         looks = self.parameterAsDouble(parameters, self.LOOKS, context)

@@ -15,7 +15,7 @@ from ..core.errors import CanceledError, DespeckleError
 from ..core.polsar import MATRIX_LABELS, MatrixType
 from ..runtime.models import GAUSSIAN, bundled_models, default_model_index, resolve_model
 from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxGaussianDenoiser
-from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer
+from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
 
 DEFAULT_ITERATIONS = 6  # core.mulog.DEFAULT_ITERATIONS, repeated so the dialog loads without numpy work
@@ -101,6 +101,7 @@ class DespecklePolsarAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
         if layer.providerType() != "gdal":
             raise QgsProcessingException(f"'{layer.name()}' is not a raster file readable by GDAL")
+        warn_if_no_crs(layer, feedback)
         output = output_layer(self, parameters, self.OUTPUT, context, "mulog.tif")
         tile = None
         if parameters.get(self.TILE_SIZE) not in (None, ""):

@@ -65,8 +65,62 @@ def read_card(path: str) -> ModelCard:
         opts.log_severity_level = 3
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=[CPU])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ModelError(f"cannot load ONNX model '{path}': {err}") from None
+        raise _load_error(str(path), err, ort) from None
     return ModelCard.from_metadata(sess.get_modelmeta().custom_metadata_map)
+
+
+def _fields(buf: bytes):
+    """(field number, wire type, value) of one protobuf message (just enough for ModelProto)."""
+    def varint(i):
+        value = shift = 0
+        while True:
+            byte = buf[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value, i
+    i = 0
+    while i < len(buf):
+        key, i = varint(i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = varint(i)
+        elif wire == 2:
+            size, i = varint(i)
+            value, i = buf[i:i + size], i + size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = buf[i:i + size], i + size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield number, wire, value
+
+
+def model_opsets(path: str) -> dict:
+    """The opset imports of an ONNX file, {domain ('' = ONNX): version}, read without the onnx
+    package; {} when the file cannot be parsed."""
+    try:
+        with open(path, "rb") as fh:
+            buf = fh.read()
+        out = {}
+        for number, wire, value in _fields(buf):
+            if number == 8 and wire == 2:  # ModelProto.opset_import
+                entry = {n: v for n, w, v in _fields(value)}
+                out[entry.get(1, b"").decode("utf-8", "replace")] = int(entry.get(2, 0))
+        return out
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
+def _load_error(path: str, err: Exception, ort) -> ModelError:
+    text = str(err)
+    if "opset" in text.lower():
+        opset = model_opsets(path).get("")
+        return ModelError(f"onnxruntime {ort.__version__} cannot load ONNX model '{path}': it uses ONNX opset "
+                          f"{opset if opset is not None else '?'}, newer than this onnxruntime supports; update "
+                          f"onnxruntime ({INSTALL_HINT})")
+    return ModelError(f"onnxruntime {ort.__version__} cannot load ONNX model '{path}': {text}")
 
 
 def _check_file(path: str) -> None:
@@ -103,7 +157,7 @@ class _OnnxNetwork:
         except Exception as err:
             if device == Device.CUDA:
                 raise DeviceUnavailableError(f"CUDA could not be initialised: {err}") from None
-            raise ModelError(f"cannot load ONNX model '{self.path}': {err}") from None
+            raise _load_error(self.path, err, ort) from None
         self.providers = self.session.get_providers()
         if device == Device.CUDA and CUDA not in self.providers:
             raise DeviceUnavailableError(
