@@ -133,6 +133,7 @@ class AssessmentAlgorithm(QgsProcessingAlgorithm):
         looks = QgsProcessingParameterNumber(self.LOOKS, "Number of looks (ENL) of the noisy image",
                                              NUMBER_DOUBLE, 1.0, minValue=0.01, maxValue=10000)
         looks.setHelp("1 for single-look data; the ENL measured on a homogeneous area otherwise.")
+        looks.setMetadata({"widget_wrapper": {"decimals": 2}})
         self.addParameter(looks)
         block = QgsProcessingParameterNumber(self.BLOCK_SIZE, "Homogeneous block size (pixels)",
                                              NUMBER_INTEGER, 16, minValue=4, maxValue=1024)

@@ -2,6 +2,8 @@
 speckle filters analysts compare deep results with, streamed by the same tiling pipeline."""
 from __future__ import annotations
 
+import html
+
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
@@ -44,6 +46,7 @@ def _looks_parameter(name):
     param = QgsProcessingParameterNumber(name, "Number of looks (ENL) of the input", NUMBER_DOUBLE, 1.0,
                                          minValue=0.01, maxValue=10000)
     param.setHelp("Sets the speckle's coefficient of variation Cu = 1/sqrt(L) used by the adaptive filters.")
+    param.setMetadata({"widget_wrapper": {"decimals": 2}})
     return param
 
 
@@ -74,7 +77,8 @@ class ClassicalFilterAlgorithm(QgsProcessingAlgorithm):
         return ClassicalFilterAlgorithm()
 
     def shortHelpString(self):
-        refs = "".join(f"<li><b>{FILTER_LABELS[f]}</b>: {FILTER_REFERENCES[f]}</li>" for f in Filter)
+        refs = "".join(f"<li><b>{FILTER_LABELS[f]}</b>: {html.escape(FILTER_REFERENCES[f], quote=False)}</li>"
+                       for f in Filter)
         return (
             "<p>Boxcar, Lee, Refined Lee, Frost, Gamma-MAP, Kuan, Lee Sigma and median filters for one band "
             "of a SAR image, to compare with the deep-learning despeckler or to use on their own. The "
@@ -165,7 +169,7 @@ class ClassicalPolsarFilterAlgorithm(QgsProcessingAlgorithm):
             "C3/T3 = X11, X12_real, X12_imag, X13_real, X13_imag, X22, X23_real, X23_imag, X33. "
             "<b>Auto</b> takes 4 bands as C2 and 9 bands as T3 when the first band's description starts "
             "with T, else C3. The output keeps the band layout and gets these band descriptions. Pixels "
-            "with a nodata or non-finite band, or a diagonal term <= 0, are excluded and come back as "
+            "with a nodata or non-finite band, or a diagonal term that is not positive, are excluded and come back as "
             "nodata.</p>"
             "<p><b>Refined Lee</b> (J.-S. Lee, M. R. Grunes, G. de Grandi, 'Polarimetric SAR speckle "
             "filtering and its implication for classification', IEEE TGRS 37(5), 1999): the span "
@@ -203,5 +207,6 @@ class ClassicalPolsarFilterAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(CANCELED) from None
         except DespeckleError as err:
             raise QgsProcessingException(str(err)) from err
-        feedback.pushInfo(f"{report.tiles} tiles, halo {report.halo}, {report.metadata['SAR_DESPECKLE_MATRIX']}")
+        feedback.pushInfo(f"{report.tiles} tile{'s' if report.tiles != 1 else ''}, halo {report.halo}, "
+                          f"{report.metadata['SAR_DESPECKLE_MATRIX']}")
         return {self.OUTPUT: output}

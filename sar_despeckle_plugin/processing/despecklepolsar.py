@@ -76,8 +76,10 @@ class DespecklePolsarAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Covariance / coherency raster"))
         self.addParameter(QgsProcessingParameterEnum(
             self.MATRIX, "Matrix", options=[MATRIX_LABELS[m] for m in MatrixType], defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.LOOKS, "Number of looks of the input", NUMBER_DOUBLE, 1.0, minValue=0.5, maxValue=10000))
+        looks = QgsProcessingParameterNumber(
+            self.LOOKS, "Number of looks of the input", NUMBER_DOUBLE, 1.0, minValue=0.5, maxValue=10000)
+        looks.setMetadata({"widget_wrapper": {"decimals": 2}})
+        self.addParameter(looks)
         self.addParameter(QgsProcessingParameterEnum(
             self.MODEL, "Gaussian denoiser", options=[m.name for m in bundled_models(GAUSSIAN)],
             defaultValue=default_model_index(GAUSSIAN)))

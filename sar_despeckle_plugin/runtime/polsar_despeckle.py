@@ -122,6 +122,7 @@ def despeckle_polsar_raster(src_path: str, dst_path: str, denoiser, matrix: Matr
             return matrix_to_bands(mulog(bands_to_matrix(bands), looks, denoiser, transform, int(iterations),
                                          progress_check=check, pad=0))
 
-        progress.info(f"{len(grid)} tiles of up to {tile} pixels (halo {halo}) on {denoiser.device_used}")
+        progress.info(f"{len(grid)} tile{'s' if len(grid) != 1 else ''} of up to {tile} pixels (halo {halo}) "
+                      f"on {denoiser.device_used}")
         stream_channels(dst_path, spec, grid, lambda w: _read_valid(src, w, single), infer, [src], progress, 5.0)
     return PolsarReport(dst_path, label, len(grid), tile, halo, metadata)
