@@ -29,11 +29,11 @@ from ..core.estimation import BLOCK, SpeckleEstimate
 from ..core.filters import FILTER_LABELS, Filter, filter_halo, filter_intensity
 from ..core.normalisation import LogNormaliser, log_offset_from_sample, model_log_bias
 from ..core.tiling import TileGrid, Window, halo_for
-from ..core.transforms import Domain, from_intensity, output_domain, to_intensity
+from ..core.transforms import Domain, from_intensity, output_domain
 from .estimation import Measurement, measure, sample_blocks
 from .pipeline import (
     TILE_ALIGN, WRITE_ROWS, AutoModel, NullProgress, Progress, _select_model, check_tile_size, mean_gain,
-    output_nodata, provenance, run_tiles,
+    output_nodata, provenance, raw_to_intensity, run_tiles,
 )
 from .raster_io import OutputSpec, RasterSource, RasterWriter, check_output
 
@@ -117,10 +117,7 @@ class Stack:
     def intensity(self, k: int, window: Window, domain: Domain) -> np.ndarray:
         """Linear intensity of date k in ``window``, NaN where invalid."""
         src = self.sources[k]
-        raw = src.read(window)
-        out = to_intensity(raw, domain)
-        out[src.invalid_mask(raw)] = np.nan
-        return out
+        return raw_to_intensity(src, src.read(window), domain)
 
     def release_cache(self) -> None:
         for src in self.sources:
@@ -154,9 +151,8 @@ def _log_median(stack: Stack, domain: Domain, picks: Sequence[int]) -> float:
     for k in picks:
         src = stack.sources[k]
         for raw in sample_blocks(src):
-            i = to_intensity(raw, domain)
-            ok = ~src.invalid_mask(raw) & np.isfinite(i) & (i > 0)
-            values.append(np.log(i[ok]))
+            i = raw_to_intensity(src, raw, domain)
+            values.append(np.log(i[np.isfinite(i) & (i > 0)]))
     v = np.concatenate(values) if values else np.zeros(0)
     return float(np.median(v)) if v.size else 0.0
 
@@ -191,8 +187,7 @@ def _ratio_estimate(stack: Stack, super_path: str, domain: Domain, picks: Sequen
     for k in picks:
         src = stack.sources[k]
         for raw, s in zip(sample_blocks(src), sup_blocks):
-            i = to_intensity(raw, domain)
-            i[src.invalid_mask(raw)] = np.nan
+            i = raw_to_intensity(src, raw, domain)
             with np.errstate(invalid="ignore", divide="ignore"):
                 r = i / s.astype(np.float64)
             if min(r.shape) >= BLOCK:
@@ -205,24 +200,19 @@ def _ratio_estimate(stack: Stack, super_path: str, domain: Domain, picks: Sequen
         return None
 
 
-def _copy_out(src_path: str, dst_path: str, band_of: Sequence[int], spec: OutputSpec, out_domain: Domain,
-              scale: float, progress: Progress) -> None:
-    """Copy bands of a temporary intensity raster into ``dst_path`` in ``out_domain``, times
+def _copy_out(src_path: str, band: int, dst_path: str, spec: OutputSpec, out_domain: Domain, scale: float,
+              progress: Progress) -> None:
+    """Copy band ``band`` of a temporary intensity raster into ``dst_path`` in ``out_domain``, times
     ``scale``, strip by strip."""
-    with RasterSource(src_path, band_of[0]) as tmp, RasterWriter(dst_path, spec) as writer:
+    with RasterSource(src_path, band) as tmp, RasterWriter(dst_path, spec) as writer:
         for r in range(0, tmp.height, WRITE_ROWS * 4):
             if progress.is_canceled():
                 raise CanceledError("canceled by the user")
-            h = min(WRITE_ROWS * 4, tmp.height - r)
-            planes = []
-            for b in band_of:
-                with RasterSource(src_path, b) as s:
-                    v = s.read(Window(r, 0, h, tmp.width)).astype(np.float64) * scale
-                bad = ~np.isfinite(v) | (v <= 0)
-                v = from_intensity(np.where(bad, 1.0, v), out_domain)
-                v[bad] = spec.nodata
-                planes.append(v)
-            writer.write(r, 0, np.stack(planes) if len(planes) > 1 else planes[0])
+            v = tmp.read(Window(r, 0, min(WRITE_ROWS * 4, tmp.height - r), tmp.width)).astype(np.float64) * scale
+            bad = ~np.isfinite(v) | (v <= 0)
+            v = from_intensity(np.where(bad, 1.0, v), out_domain)
+            v[bad] = spec.nodata
+            writer.write(r, 0, v)
         writer.commit()
 
 
@@ -363,8 +353,8 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_dom
         count = [np.zeros(b.shape) for b in blocks_s]
         for src in stack.sources:  # date by date: memory of one sample, not of the stack
             for t, n_, raw in zip(total, count, sample_blocks(src)):
-                i = to_intensity(raw, domain)
-                ok = ~src.invalid_mask(raw) & np.isfinite(i) & (i > 0)
+                i = raw_to_intensity(src, raw, domain)
+                ok = np.isfinite(i) & (i > 0)
                 t[ok] += i[ok]
                 n_ += ok
         block_gains = [_block_gain(np.where(n_ > 0, t / np.maximum(n_, 1), np.nan), b)
@@ -416,9 +406,7 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_dom
 
             sample = []
             for raw, s in zip(sample_blocks(stack.sources[k]), sup_sample):
-                i = to_intensity(raw, domain)
-                i[stack.sources[k].invalid_mask(raw)] = np.nan
-                r = i / s
+                r = raw_to_intensity(stack.sources[k], raw, domain) / s
                 sample.append(r[np.isfinite(r) & (r > 0)])
             sample = np.concatenate(sample) if sample else np.zeros(0)
             offset = log_offset_from_sample(sample, bias) if card.norm_offset == "median" and sample.size else None
@@ -454,7 +442,7 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_dom
     if super_path:
         meta = dict(metadata)
         meta["SAR_DESPECKLE_SUPER_IMAGE"] = "despeckled temporal mean"
-        _copy_out(super_tmp, super_path, [1], _spec(stack, nodata, meta, 1, ["super-image (despeckled temporal mean)"]),
+        _copy_out(super_tmp, 1, super_path, _spec(stack, nodata, meta, 1, ["super-image (despeckled temporal mean)"]),
                   out_domain, super_gain, progress)
     return TimeseriesReport(dst_path, super_path, ts.TimeseriesMethod.RATIO_DEEP, n, stack.labels, domain,
                             out_domain, eff_looks, card.name, chosen, gaussian.card.name, None, gains, metadata)
@@ -536,7 +524,7 @@ def _quegan(stack, dst_path, super_path, domain, out_domain, eff_looks, kind, wi
     if super_path:
         meta = dict(metadata)
         meta["SAR_DESPECKLE_SUPER_IMAGE"] = "temporal mean of the Quegan-filtered dates"
-        _copy_out(q_tmp, super_path, [2], _spec(stack, nodata, meta, 1, ["super-image (mean of the filtered dates)"]),
+        _copy_out(q_tmp, 2, super_path, _spec(stack, nodata, meta, 1, ["super-image (mean of the filtered dates)"]),
                   out_domain, 1.0, progress)
     return TimeseriesReport(dst_path, super_path, ts.TimeseriesMethod.QUEGAN, n, stack.labels, domain, out_domain,
                             eff_looks, metadata=metadata)

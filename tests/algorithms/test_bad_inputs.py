@@ -101,23 +101,9 @@ def test_a_raster_without_crs_works_with_a_warning(provider, tmp_path):
     assert gdal.Open(str(tmp_path / "o.tif")).GetProjection() == ""
 
 
-def test_the_same_cases_through_qgis_process(tmp_path):
+def test_the_same_cases_through_qgis_process(tmp_path, qgis_process):
     """Non-zero exit, the message on the terminal, no output file; then a good run succeeds."""
-    import os
     import shutil
-    import subprocess
-
-    from conftest import ROOT
-    exe = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
-    if not os.path.exists(exe):
-        pytest.skip("qgis_process.bin is not installed")
-    build = ROOT / "build"
-    if not (build / "sar_despeckle_plugin" / "metadata.txt").exists():
-        pytest.skip("run 'make plugin' first (make test does)")
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
-    env = dict(os.environ, QGIS_PLUGINPATH=str(build), QT_QPA_PLATFORM="offscreen",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(site) if site else "", str(ROOT)])))
-    subprocess.run([exe, "plugins", "enable", "sar_despeckle_plugin"], env=env, capture_output=True, timeout=300)
     src = tmp_path / "hill.tif"
     shutil.copy(HILL, src)
     before = src.read_bytes()
@@ -128,10 +114,9 @@ def test_the_same_cases_through_qgis_process(tmp_path):
              (["sardespeckle:despeckletimeseries", f"INPUT={src}", f"OUTPUT={out}"], "one band"),
              (["sardespeckle:classicalfilter", f"INPUT={src}", "WINDOW=4", f"OUTPUT={out}"], "window")]
     for args, message in cases:
-        proc = subprocess.run([exe, "run", args[0], "--"] + args[1:], env=env, capture_output=True, text=True,
-                              timeout=300)
+        proc = qgis_process.run("run", args[0], "--", *args[1:], timeout=300)
         assert proc.returncode != 0 and message in proc.stdout + proc.stderr, (args[0], proc.stderr[-500:])
         assert not out.exists() and src.read_bytes() == before
-    ok = subprocess.run([exe, "run", "sardespeckle:classicalfilter", "--", f"INPUT={src}", "LOOKS=2",
-                         f"OUTPUT={out}"], env=env, capture_output=True, text=True, timeout=300)
+    ok = qgis_process.run("run", "sardespeckle:classicalfilter", "--", f"INPUT={src}", "LOOKS=2", f"OUTPUT={out}",
+                          timeout=300)
     assert ok.returncode == 0 and out.exists()

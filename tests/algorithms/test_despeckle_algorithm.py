@@ -1,14 +1,12 @@
 """sardespeckle:despeckle through processing.run and through qgis_process."""
 import json
-import os
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 from osgeo import gdal
 
-from conftest import DATA, ROOT
+from conftest import DATA
 from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser
 from sar_despeckle_plugin.runtime.pipeline import despeckle_array
 
@@ -121,24 +119,12 @@ def test_user_errors_end_in_a_processing_exception(provider, tmp_path, identity_
     assert not out.exists()
 
 
-def test_qgis_process_headless(tmp_path, identity_onnx):
+def test_qgis_process_headless(tmp_path, identity_onnx, qgis_process):
     """The exact command the README documents, in a subprocess."""
-    exe = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
-    if not os.path.exists(exe):
-        pytest.skip("qgis_process.bin is not installed")
-    build = ROOT / "build"
-    if not (build / "sar_despeckle_plugin" / "metadata.txt").exists():
-        pytest.skip("run 'make plugin' first (make test does)")
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
-    env = dict(os.environ, QGIS_PLUGINPATH=str(build), QT_QPA_PLATFORM="offscreen",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(site) if site else "", str(ROOT)])))
-    enable = subprocess.run([exe, "plugins", "enable", "sar_despeckle_plugin"], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert enable.returncode == 0 or "already enabled" in enable.stdout + enable.stderr, enable.stderr
     out = tmp_path / "out.tif"
-    proc = subprocess.run([exe, "--json", "run", "sardespeckle:despeckle", "--", f"INPUT={HILL}",
-                           "INPUT_DOMAIN=1", "LOOKS=1", f"MODEL_FILE={identity_onnx}", "TILE_SIZE=128",
-                           f"OUTPUT={out}"], env=env, capture_output=True, text=True, timeout=600)
+    proc = qgis_process.run("--json", "run", "sardespeckle:despeckle", "--", f"INPUT={HILL}",
+                            "INPUT_DOMAIN=1", "LOOKS=1", f"MODEL_FILE={identity_onnx}", "TILE_SIZE=128",
+                            f"OUTPUT={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert result["results"]["OUTPUT"] == str(out)
@@ -146,16 +132,13 @@ def test_qgis_process_headless(tmp_path, identity_onnx):
     want, _ = read(HILL)
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # with every parameter at its default (Auto domain, looks and model) on this Sentinel-1 GRD crop
-    auto = subprocess.run([exe, "--json", "run", "sardespeckle:despeckle", "--", f"INPUT={HILL}",
-                           f"OUTPUT={tmp_path / 'auto.tif'}"], env=env, capture_output=True, text=True, timeout=600)
-    assert auto.returncode == 0, auto.stderr[-2000:]
-    res = json.loads(auto.stdout[auto.stdout.index("{"):])["results"]
+    res = qgis_process.results("sardespeckle:despeckle", f"INPUT={HILL}", f"OUTPUT={tmp_path / 'auto.tif'}")
     assert res["MODEL_USED"] == "unet-l4-correlated-int8" and 1.6 < res["ESTIMATED_LOOKS"] < 2.6
     got, _ = read(tmp_path / "auto.tif")
     assert np.mean(want) / np.mean(got) == pytest.approx(1.0, abs=0.03)
     # a user error: clear message, non-zero exit, no output
-    bad = subprocess.run([exe, "run", "sardespeckle:despeckle", "--", f"INPUT={HILL}", "BAND=5",
-                          f"OUTPUT={tmp_path / 'bad.tif'}"], env=env, capture_output=True, text=True, timeout=600)
+    bad = qgis_process.run("run", "sardespeckle:despeckle", "--", f"INPUT={HILL}", "BAND=5",
+                           f"OUTPUT={tmp_path / 'bad.tif'}")
     assert bad.returncode != 0
     assert "band 5 does not exist" in bad.stdout + bad.stderr
     assert not (tmp_path / "bad.tif").exists()

@@ -1,9 +1,5 @@
 """The graphical-modeler example shipped with the plugin: up to date, runs through processing.run
 and qgis_process, and chains the measured looks into the classical filter and the assessments."""
-import json
-import os
-import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -70,24 +66,11 @@ def test_runs_through_processing_run(provider, tmp_path):
     check_outputs(tmp_path)
 
 
-def test_runs_through_qgis_process(provider, tmp_path):
-    exe = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
-    if not os.path.exists(exe):
-        pytest.skip("qgis_process.bin is not installed")
-    build = ROOT / "build"
-    if not (build / "sar_despeckle_plugin" / "modeler" / MODEL.name).exists():
-        pytest.skip("run 'make plugin' first (make test does)")
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
-    env = dict(os.environ, QGIS_PLUGINPATH=str(build), QT_QPA_PLATFORM="offscreen",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(site) if site else "", str(ROOT)])))
-    subprocess.run([exe, "plugins", "enable", "sar_despeckle_plugin"], env=env, capture_output=True, timeout=300)
+def test_runs_through_qgis_process(provider, tmp_path, qgis_process):
     # the README's command: the ratio images are left out (they go to temporary files)
     given = {k: v for k, v in OUTPUTS.items() if "Ratio" not in k}
-    args = [exe, "--json", "run", "sardespeckle:despeckleandcompare", "--", f"sar={HILL}"]
-    args += [f"{k}={tmp_path / v}" for k, v in given.items()]
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(proc.stdout[proc.stdout.index("{"):])["results"]
+    results = qgis_process.results("sardespeckle:despeckleandcompare", f"sar={HILL}",
+                                   *[f"{k}={tmp_path / v}" for k, v in given.items()])
     # (written to qgis_process's temporary folder, removed when it exits)
     assert results["assess_deep:Ratio image (deep)"].endswith(".tif")
     check_outputs(tmp_path, ratios=False)

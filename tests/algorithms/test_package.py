@@ -3,7 +3,6 @@ folder, runs sardespeckle:runtimeinfo through qgis_process; and the code imports
 qgis.PyQt (QGIS 3 with Qt 5 and QGIS 4 with Qt 6)."""
 import ast
 import json
-import os
 import shutil
 import subprocess
 import zipfile
@@ -52,21 +51,14 @@ def test_the_zip_holds_a_complete_plugin_and_no_clutter(tmp_path):
 
 
 def test_runtimeinfo_from_the_unpacked_zip(tmp_path):
-    exe = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
-    if not os.path.exists(exe):
-        pytest.skip("qgis_process.bin is not installed")
+    from algorithms.conftest import QgisProcess, qgis_process_exe, venv_site_packages
+    exe = qgis_process_exe()
     plugins = tmp_path / "profile" / "python" / "plugins"
     plugins.mkdir(parents=True)
     zipfile.ZipFile(build_zip(tmp_path)).extractall(plugins)
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
     # PYTHONPATH holds onnxruntime's site-packages only, not the repository: the unpacked copy runs
-    env = dict(os.environ, QGIS_PLUGINPATH=str(plugins), QT_QPA_PLATFORM="offscreen",
-               PYTHONPATH=str(site) if site else "")
-    subprocess.run([exe, "plugins", "enable", "sar_despeckle_plugin"], env=env, capture_output=True, timeout=300)
-    proc = subprocess.run([exe, "--json", "run", "sardespeckle:runtimeinfo", "--", "CHECK_CUDA=false"], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    res = json.loads(proc.stdout[proc.stdout.index("{"):])["results"]
+    res = QgisProcess(exe, plugins, [venv_site_packages()]).results("sardespeckle:runtimeinfo", "CHECK_CUDA=false",
+                                                                    timeout=300)
     models = json.loads(res["MODELS"])
     assert res["MODEL_COUNT"] == len(models) >= 17 and all(m["error"] == "" for m in models)
     assert res["CUDA_DETAIL"] == "not checked"

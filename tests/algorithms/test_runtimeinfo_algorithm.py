@@ -1,15 +1,10 @@
 """sardespeckle:runtimeinfo through processing.run and qgis_process --json."""
 import json
-import os
-import shutil
-import subprocess
 
 import numpy as np
 import onnxruntime
-import pytest
 from osgeo import gdal
 
-from conftest import ROOT
 from sar_despeckle_plugin.runtime.models import DESPECKLERS, GAUSSIAN, bundled_models
 from sar_despeckle_plugin.runtime.onnx_denoiser import file_sha256
 
@@ -34,18 +29,5 @@ def test_processing_run(provider):
     assert "MODEL 9" not in res["REPORT"] and "MODEL 10 unet-l1-correlated-long" in res["REPORT"]
 
 
-def test_qgis_process_json():
-    exe = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
-    if not os.path.exists(exe):
-        pytest.skip("qgis_process.bin is not installed")
-    build = ROOT / "build"
-    if not (build / "sar_despeckle_plugin" / "metadata.txt").exists():
-        pytest.skip("run 'make plugin' first (make test does)")
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
-    env = dict(os.environ, QGIS_PLUGINPATH=str(build), QT_QPA_PLATFORM="offscreen",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(site) if site else "", str(ROOT)])))
-    subprocess.run([exe, "plugins", "enable", "sar_despeckle_plugin"], env=env, capture_output=True, timeout=300)
-    proc = subprocess.run([exe, "--json", "run", "sardespeckle:runtimeinfo"], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    check(json.loads(proc.stdout[proc.stdout.index("{"):])["results"])
+def test_qgis_process_json(qgis_process):
+    check(qgis_process.results("sardespeckle:runtimeinfo"))

@@ -1,14 +1,9 @@
 """sardespeckle:despeckletimeseries through processing.run and through qgis_process."""
-import json
-import os
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from conftest import ROOT
 from sar_despeckle_plugin.core.timeseries import TimeseriesMethod
 from sar_despeckle_plugin.runtime.onnx_denoiser import Device
 from sar_despeckle_plugin.runtime.pipeline import AutoModel
@@ -133,26 +128,11 @@ def test_user_errors_end_in_a_processing_exception(provider, tmp_path, stack):
         assert not out.exists()
 
 
-def test_qgis_process_headless(tmp_path, stack):
-    exe = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
-    if not os.path.exists(exe):
-        pytest.skip("qgis_process.bin is not installed")
-    build = ROOT / "build"
-    if not (build / "sar_despeckle_plugin" / "metadata.txt").exists():
-        pytest.skip("run 'make plugin' first (make test does)")
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
-    env = dict(os.environ, QGIS_PLUGINPATH=str(build), QT_QPA_PLATFORM="offscreen",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(site) if site else "", str(ROOT)])))
-    enable = subprocess.run([exe, "plugins", "enable", "sar_despeckle_plugin"], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert enable.returncode == 0 or "already enabled" in enable.stdout + enable.stderr, enable.stderr
+def test_qgis_process_headless(tmp_path, stack, qgis_process):
     src = write(tmp_path / "stack.tif", stack)
     out = tmp_path / "ts.tif"
-    proc = subprocess.run([exe, "--json", "run", "sardespeckle:despeckletimeseries", "--", f"INPUT={src}",
-                           "LOOKS=1", "DEVICE=1", f"OUTPUT={out}", f"SUPER_IMAGE={tmp_path / 'super.tif'}"],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout[proc.stdout.index("{"):])["results"]
+    result = qgis_process.results("sardespeckle:despeckletimeseries", f"INPUT={src}", "LOOKS=1", "DEVICE=1",
+                                  f"OUTPUT={out}", f"SUPER_IMAGE={tmp_path / 'super.tif'}")
     assert result["OUTPUT"] == str(out) and result["DATES"] == 5
     got, info = read(out)
     assert info["descriptions"] == ("date 1", "date 2", "date 3", "date 4", "date 5")
