@@ -10,6 +10,7 @@ from .classicalfilter import ClassicalFilterAlgorithm, ClassicalPolsarFilterAlgo
 from .despeckle import DespeckleAlgorithm
 from .despecklepolsar import DespecklePolsarAlgorithm
 from .despeckletimeseries import DespeckleTimeseriesAlgorithm
+from .explain import ExplainAlgorithm
 from .polsar_io import ImportPolsarproAlgorithm, SlcToCovarianceAlgorithm
 from .runtimeinfo import RuntimeInfoAlgorithm
 
@@ -63,7 +64,8 @@ class SarDespeckleProvider(QgsProcessingProvider):
     def loadAlgorithms(self):
         for alg in (DespeckleAlgorithm(), DespecklePolsarAlgorithm(), DespeckleTimeseriesAlgorithm(),
                     ClassicalFilterAlgorithm(), ClassicalPolsarFilterAlgorithm(), AssessmentAlgorithm(),
-                    ImportPolsarproAlgorithm(), SlcToCovarianceAlgorithm(), RuntimeInfoAlgorithm()):
+                    ImportPolsarproAlgorithm(), SlcToCovarianceAlgorithm(), RuntimeInfoAlgorithm(),
+                    ExplainAlgorithm()):
             self.addAlgorithm(alg)
         if self.load_examples:
             for path in sorted(glob.glob(os.path.join(MODELER_DIR, "*.model3"))):

@@ -10,11 +10,15 @@ from typing import List, Optional, Tuple
 
 from qgis.core import (
     Qgis,
+    QgsColorRampShader,
     QgsContrastEnhancement,
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
+    QgsRasterShader,
     QgsSingleBandGrayRenderer,
+    QgsSingleBandPseudoColorRenderer,
 )
+from qgis.PyQt.QtGui import QColor
 
 CUT = (0.02, 0.98)
 _DATA_TYPE = getattr(Qgis, "DataType", Qgis)  # scoped enum in QGIS 4 (Qt 6), flat in QGIS 3
@@ -76,5 +80,51 @@ def name_and_style(context, output: str, name: str, band: int = 1,
     details = context.layerToLoadOnCompletionDetails(output)
     details.name = name
     style = RasterStyle(band, value_range)
+    _ALIVE.append(style)
+    details.setPostProcessor(style)
+
+
+class DivergingStyle(QgsProcessingLayerPostProcessorInterface):
+    """Blue - white - red from -``limit`` to +``limit`` on band 1 (signed scores)."""
+
+    def __init__(self, limit: float):
+        super().__init__()
+        self.limit = float(limit)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        if isinstance(layer, QgsRasterLayer):
+            apply_diverging(layer, self.limit)
+
+
+def apply_diverging(layer: QgsRasterLayer, limit: float) -> bool:
+    if not layer.isValid():
+        return False
+    ramp = QgsColorRampShader(-limit, limit)
+    interpolated = getattr(QgsColorRampShader, "Interpolated", None)
+    if interpolated is None:  # QGIS 4: scoped enum
+        interpolated = Qgis.ShaderInterpolationMethod.Linear
+    ramp.setColorRampType(interpolated)
+    ramp.setColorRampItemList([
+        QgsColorRampShader.ColorRampItem(-limit, QColor(33, 102, 172), f"{-limit:g}"),
+        QgsColorRampShader.ColorRampItem(0.0, QColor(247, 247, 247), "0"),
+        QgsColorRampShader.ColorRampItem(limit, QColor(178, 24, 43), f"{limit:g}"),
+    ])
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(-limit)
+    renderer.setClassificationMax(limit)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+    return True
+
+
+def diverging_style(context, output: str, name: str, limit: float) -> None:
+    """When ``output`` is loaded into the project at the end: call it ``name``, blue-white-red."""
+    if not output or not context.willLoadLayerOnCompletion(output):
+        return
+    details = context.layerToLoadOnCompletionDetails(output)
+    details.name = name
+    style = DivergingStyle(limit)
     _ALIVE.append(style)
     details.setPostProcessor(style)

@@ -392,6 +392,111 @@ def _select_model(denoiser, measurement: Measurement, looks: float, progress: Pr
     return denoiser, "given"
 
 
+DIHEDRAL_PASSES = 8
+
+
+class _Quiet:
+    """A progress that still cancels but does not move the bar (a step inside a longer run)."""
+
+    def __init__(self, progress: Progress):
+        self._p = progress
+
+    def set_progress(self, percent: float) -> None:
+        pass
+
+    def is_canceled(self) -> bool:
+        return self._p.is_canceled()
+
+    def info(self, message: str) -> None:
+        self._p.info(message)
+
+    def warn(self, message: str) -> None:
+        self._p.warn(message)
+
+
+def dihedral(x: np.ndarray, k: int) -> np.ndarray:
+    """Transform ``k`` (0..7) of the dihedral group on the last two axes: ``k % 4`` quarter turns,
+    then a left-right flip when ``k >= 4``."""
+    y = np.rot90(x, k % 4, axes=(-2, -1))
+    return y[..., ::-1] if k >= 4 else y
+
+
+def undo_dihedral(y: np.ndarray, k: int) -> np.ndarray:
+    """The inverse of :func:`dihedral` (``undo_dihedral(dihedral(x, k), k) == x``)."""
+    if k >= 4:
+        y = y[..., ::-1]
+    return np.rot90(y, -(k % 4), axes=(-2, -1))
+
+
+class DihedralEnsemble:
+    """A network run on the 8 flips / rotations of each tile, the outputs (normalised log
+    reflectivity) brought back and averaged: test-time ensembling (QUALITY Best). Rotating a
+    tile swaps its sides, both multiples of the model's size multiple, and the tiles' alignment
+    is kept (their sizes are even multiples of ``TILE_ALIGN``), so the result still does not depend
+    on the tiling. Every other attribute is the network's."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def __getattr__(self, name):
+        return getattr(self.net, name)
+
+    def passes(self, x: np.ndarray) -> np.ndarray:
+        """(8, H, W): the network's output for each transform of ``x``, transformed back."""
+        return np.stack([undo_dihedral(self.net(np.ascontiguousarray(dihedral(x, k))), k)
+                         for k in range(DIHEDRAL_PASSES)])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.passes(x).mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def spread_raster(src_path: str, dst_path: str, denoiser, band: int = 1, domain: Domain | int = Domain.AUTO,
+                  tile_size: Optional[int] = None, progress: Optional[Progress] = None,
+                  start: float = 0.0, stop: float = 100.0, whiten: bool = True) -> str:
+    """The per-pixel standard deviation, in dB, of ``denoiser``'s 8 flip / rotation passes over
+    band ``band`` of ``src_path`` (the same normalisation, whitening and tiling as
+    :func:`despeckle_raster`; the mean-keeping gain does not change a spread in dB), written
+    as a Float32 raster to ``dst_path``: how much the network's answer depends on the
+    orientation of the data, high where it is unsure (edges, targets, texture it may invent)."""
+    progress = progress or NullProgress()
+    ensemble = denoiser if isinstance(denoiser, DihedralEnsemble) else DihedralEnsemble(denoiser)
+    with RasterSource(src_path, band) as src:
+        check_output(dst_path)
+        measurement = measure(src, domain, whiten=whiten, progress=progress)
+        domain = measurement.domain
+        card = ensemble.card
+        tile, halo = _prepare(card, 1.0, tile_size)
+        offset = None
+        if card.norm_offset == "median":
+            offset = _median_offset(src, domain, model_log_bias(card), _Quiet(progress), 0.0)
+        norm = LogNormaliser.from_card(card, offset)
+        grid = TileGrid.build(src.height, src.width, tile, halo, multiple=card.size_multiple, align=TILE_ALIGN)
+        white = measurement.whitening
+        to_db = float(card.norm_scale) * 10.0 / math.log(10.0)
+
+        def read_tile(window: Window):
+            return norm.forward(_read_intensity(src, window, domain, white))
+
+        def infer(x):
+            return ensemble.passes(x).std(axis=0, dtype=np.float64) * to_db
+
+        spec = OutputSpec(src.width, src.height, src.geotransform, src.projection, float("nan"),
+                          provenance(product="spread (dB) of the 8 flip / rotation passes", model=card.name),
+                          description=f"uncertainty: spread of 8 passes, dB ({card.name})",
+                          gcps=src.gcps, gcp_projection=src.gcp_projection)
+        with RasterWriter(dst_path, spec) as writer:
+            def write_rows(row_off, y, valid):
+                y = y.astype(np.float32)
+                y[~valid] = np.nan
+                writer.write(row_off, 0, y)
+                writer.release_cache()
+                src.release_cache()
+
+            run_tiles(grid, read_tile, infer, write_rows, progress, start + 0.05 * (stop - start), stop)
+            writer.commit()
+    return dst_path
+
+
 def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
                      domain: Domain | int = Domain.AUTO, looks: float = 0.0,
                      tile_size: Optional[int] = None, progress: Optional[Progress] = None,
