@@ -57,6 +57,8 @@ test: plugin setup-training
 bench: plugin
 	$(QGIS_ENV) $(PY) benchmarks/bench_pipeline.py
 	$(QGIS_ENV) $(PY) benchmarks/bench_filters.py
+	mkdir -p benchmarks/results
+	$(QGIS_ENV) $(PY) benchmarks/bench_explain.py --markdown benchmarks/results/bench_explain.md
 
 # Retrain the bundled despeckling models from their configurations (training/configs/*.yaml).
 # CPU times on the 2-core development machine are in sar_despeckle_plugin/models/README.md
