@@ -393,6 +393,9 @@ def _select_model(denoiser, measurement: Measurement, looks: float, progress: Pr
 
 
 DIHEDRAL_PASSES = 8
+QUALITY_FAST, QUALITY_BEST = 0, 1  # public QUALITY enum of sardespeckle:despeckle: append only
+QUALITY_LABELS = {QUALITY_FAST: "Fast (one pass)",
+                  QUALITY_BEST: "Best (8 flips / rotations averaged; 8x the time)"}
 
 
 class _Quiet:
@@ -501,7 +504,7 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
                      domain: Domain | int = Domain.AUTO, looks: float = 0.0,
                      tile_size: Optional[int] = None, progress: Optional[Progress] = None,
                      extra_metadata: Optional[Dict[str, str]] = None, whiten: bool = True,
-                     keep_mean: bool = True) -> DespeckleReport:
+                     keep_mean: bool = True, quality: int = 0) -> DespeckleReport:
     """Despeckle band ``band`` of ``src_path`` into a Float32 raster at ``dst_path``.
 
     ``denoiser``: a loaded network (:class:`OnnxDenoiser`) or :class:`AutoModel` (choose the
@@ -515,7 +518,9 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
     Output: same size, geotransform, CRS and nodata as the input (NaN as nodata when the input
     declares none), in the input's domain (complex SLC -> intensity), with provenance metadata
     (model, how it was chosen, the speckle estimate, the gain). On any error or cancel the
-    destination is left untouched.
+    destination is left untouched. ``quality``: :data:`QUALITY_FAST` (one pass) or
+    :data:`QUALITY_BEST` (the 8 flips / rotations of each tile averaged in the log domain,
+    :class:`DihedralEnsemble`: 8 times the inference cost).
     """
     progress = progress or NullProgress()
     if not (math.isfinite(float(looks)) and float(looks) >= 0):
@@ -534,6 +539,10 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
         if est is not None:
             progress.info(f"Measured speckle: {est.describe()}")
         denoiser, chosen = _select_model(denoiser, measurement, looks, progress)
+        if int(quality) not in QUALITY_LABELS:
+            raise InvalidInputError(f"quality must be 0 (Fast) or 1 (Best), got {quality}")
+        if int(quality) == QUALITY_BEST:
+            denoiser = DihedralEnsemble(denoiser)
         card = denoiser.card
         progress.info(f"Model '{card.name}' ({chosen})")
         eff_looks = float(looks) if looks else (est.looks if est is not None else card.looks)
@@ -576,7 +585,8 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
             looks=repr(float(looks)) if looks else f"auto ({eff_looks:.3f})", input_band=band,
             input_domain=domain.name.lower(), output_domain=out_domain.name.lower(), tile_size=tile,
             halo=halo, log_offset=repr(norm.offset), device=denoiser.device_used,
-            mean_gain=f"{gain:.6f}", slc_whitening=white.describe() if white is not None else "none")
+            mean_gain=f"{gain:.6f}", slc_whitening=white.describe() if white is not None else "none",
+            quality=QUALITY_LABELS[int(quality)].split(" ")[0].lower())
         if est is not None:
             metadata.update({f"SAR_DESPECKLE_{k.upper()}": v for k, v in est.metadata().items()})
         metadata.update(extra_metadata or {})

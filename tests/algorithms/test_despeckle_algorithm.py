@@ -24,8 +24,11 @@ def test_algorithm_is_registered_with_the_public_parameters(provider):
     alg = QgsApplication.processingRegistry().algorithmById("sardespeckle:despeckle")
     assert alg is not None and alg.displayName() == "Despeckle SAR image (deep learning)"
     names = [p.name() for p in alg.parameterDefinitions()]
-    assert names == ["INPUT", "BAND", "INPUT_DOMAIN", "LOOKS", "MODEL", "MODEL_FILE", "WHITEN_SLC", "DEVICE",
-                     "TILE_SIZE", "OUTPUT"]
+    assert names == ["INPUT", "BAND", "INPUT_DOMAIN", "LOOKS", "MODEL", "QUALITY", "MODEL_FILE", "WHITEN_SLC",
+                     "DEVICE", "TILE_SIZE", "OUTPUT"]
+    quality = alg.parameterDefinition("QUALITY")
+    assert quality.defaultValue() == 0 and quality.options()[0].startswith("Fast") \
+        and quality.options()[1].startswith("Best")
     assert alg.parameterDefinition("INPUT_DOMAIN").options() == [
         "Auto", "Intensity (linear power)", "Amplitude", "Decibels (10·log10 intensity)", "Complex SLC"]
     assert alg.parameterDefinition("DEVICE").options()[:3] == ["Auto (CUDA when available)", "CPU",
@@ -63,6 +66,22 @@ def test_processing_run_with_defaults_on_a_real_sentinel1_crop(provider, tmp_pat
     assert ds.GetMetadataItem("SAR_DESPECKLE_LOOKS").startswith("auto (")
     assert float(ds.GetMetadataItem("SAR_DESPECKLE_ESTIMATED_LOOKS")) == pytest.approx(result["ESTIMATED_LOOKS"], abs=1e-3)
     assert float(ds.GetMetadataItem("SAR_DESPECKLE_MEAN_GAIN")) == pytest.approx(1.022, abs=0.01)
+
+
+def test_processing_run_quality_best_is_the_average_of_the_eight_passes(provider, tmp_path):
+    """QUALITY=1 through processing.run gives what the pipeline's ensemble gives, and says so."""
+    import processing
+    from sar_despeckle_plugin.runtime.models import bundled_models
+    from sar_despeckle_plugin.runtime.pipeline import despeckle_raster
+
+    out = str(tmp_path / "best.tif")
+    result = processing.run("sardespeckle:despeckle", {"INPUT": HILL, "DEVICE": 1, "QUALITY": 1, "OUTPUT": out})
+    got, ds = read(out)
+    assert ds.GetMetadataItem("SAR_DESPECKLE_QUALITY") == "best"
+    direct = str(tmp_path / "direct.tif")
+    path = {m.name: m.path for m in bundled_models()}[result["MODEL_USED"]]
+    despeckle_raster(HILL, direct, OnnxDenoiser(path, Device.CPU), quality=1)
+    np.testing.assert_allclose(got, read(direct)[0], rtol=1e-5)
 
 
 def test_processing_run_with_an_explicit_model(provider, tmp_path, default_model_path):
