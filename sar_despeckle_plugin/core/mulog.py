@@ -107,6 +107,8 @@ from .transforms import digamma
 DEFAULT_ITERATIONS = 6
 NEWTON_ITERATIONS = 2  # per proximal step; 3 gave the same PSNR and coherence (bench-polsar), 23 % slower
 DEBIAS_RADIUS = 8
+DEBIAS_CAP_SIGMAS = 6.0
+DEBIAS_MIX = 0.5
 DATA_INVERSE_CONDITION = 1e-4
 INIT_INVERSE_CONDITION = 1e-3
 _CHUNK = 32768           # pixels per block in the proximal step (bounds memory)
@@ -568,20 +570,61 @@ def _sqrt_and_inv_sqrt(a: np.ndarray):
     return _apply_eig(u, np.sqrt(w)), _apply_eig(u, 1.0 / np.sqrt(w))
 
 
-def _debias(sigma_hat: np.ndarray, c: np.ndarray, valid: np.ndarray, r: int) -> np.ndarray:
-    """Congruence Sigma <- T Sigma T^H that makes the local mean of the estimate equal the local
-    mean of the data, as a whole matrix: A, B = means over the valid pixels of the (2r+1)^2
-    window of Sigma and of C (E[C] = Sigma); T = A^(1/2) M^(1/2) A^(-1/2) with
-    M = A^(-1/2) B A^(-1/2), whose eigenvalues (the generalised eigenvalues of (B, A)) are
-    clipped to [1/4, 4]. Then T A T^H = B. For diagonal A and B (and for D = 1) T is the
-    per-channel gain diag(sqrt(b_ii / a_ii))."""
+def _geometric_mean(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """The matrix geometric interpolation a #_t b = a^(1/2) (a^(-1/2) b a^(-1/2))^t a^(1/2) of
+    Hermitian positive definite stacks (a for t = 0, b for t = 1; for scalars a^(1-t) b^t)."""
+    a_sqrt, a_isqrt = _sqrt_and_inv_sqrt(a)
+    mu, v = _eigh(_hermitian(a_isqrt @ b @ a_isqrt))
+    return a_sqrt @ _apply_eig(v, np.maximum(mu, 1e-300) ** t) @ a_sqrt
+
+
+def _debias(sigma_hat: np.ndarray, c: np.ndarray, valid: np.ndarray, r: int, looks: float) -> np.ndarray:
+    """Bring the estimate's local level back to the data's (see the module docstring).
+
+    Two congruences of Sigma, over the valid pixels of the (2r+1)^2 window: (1) the one that
+    makes the local mean of the estimate equal the local mean of the data as a whole matrix
+    (A, B = the means of Sigma and of C; T = A^(1/2) M^(1/2) A^(-1/2), M = A^(-1/2) B A^(-1/2),
+    T A T^H = B: the mean intensity is kept), and (2) the one that makes the data whitened by the
+    estimate average to the identity (W = Sigma^(-1/2) C Sigma^(-1/2), its local mean M';
+    Sigma^(1/2) M' Sigma^(1/2): the ratio image has mean 1). The result is their matrix geometric
+    mean at ``DEBIAS_MIX`` (for intensities, g1^(1-t) g2^t). Both corrections have their
+    eigenvalues clipped to [1/4, 4]. Data the estimate misses by more than
+    ``DEBIAS_CAP_SIGMAS`` standard deviations (tr W above D + that many sqrt(D / L): a bright
+    target) enter both means capped at that level, and the rest is put back at its own pixel:
+    a point target keeps its observed intensity instead of brightening its neighbourhood (the
+    part C (1 - D / tr W) that the estimate leaves unexplained, ramped in from the cap to twice
+    the cap so that the output does not jump)."""
+    d = c.shape[-1]
+    ch = _hermitian(c)
+    s_sqrt, s_isqrt = _sqrt_and_inv_sqrt(sigma_hat)
+    w = _hermitian(s_isqrt @ ch @ s_isqrt)
+    tr = np.real(np.trace(w, axis1=-2, axis2=-1))
+    cap = d + DEBIAS_CAP_SIGMAS * math.sqrt(d / looks)
+    keep = np.where(valid & (tr > cap), cap / np.maximum(tr, 1e-300), 1.0)[..., None, None]
+    eye = np.eye(d)
+    # (1) local means
     a = _box_mean_valid(sigma_hat, valid, r)
-    b = _box_mean_valid(c, valid, r)
-    a[~valid] = b[~valid] = np.eye(c.shape[-1])        # not used; windows with no valid pixel
+    b = _box_mean_valid(keep * ch, valid, r)
+    a[~valid] = b[~valid] = eye                    # not used; windows with no valid pixel
     a_sqrt, a_isqrt = _sqrt_and_inv_sqrt(a)
     mu, v = _eigh(_hermitian(a_isqrt @ b @ a_isqrt))
     t = a_sqrt @ _apply_eig(v, np.sqrt(np.clip(mu, 0.25, 4.0))) @ a_isqrt
-    return t @ sigma_hat @ np.conj(np.swapaxes(t, -1, -2))
+    by_means = _hermitian(t @ sigma_hat @ np.conj(np.swapaxes(t, -1, -2)))
+    # (2) local mean of the whitened data
+    m = _box_mean_valid(w * keep, valid, r)
+    m[~valid] = eye
+    mu, v = _eigh(_hermitian(m))
+    by_ratio = _hermitian(s_sqrt @ _apply_eig(v, np.clip(mu, 0.25, 4.0)) @ s_sqrt)
+    if DEBIAS_MIX <= 0:
+        out = by_means
+    elif DEBIAS_MIX >= 1:
+        out = by_ratio
+    else:
+        out = _geometric_mean(by_means, by_ratio, DEBIAS_MIX)
+    # what the estimate leaves unexplained at a target, C (1 - D / tr W), is put back at its pixel,
+    # ramped in from 0 at the cap to whole at twice the cap (no jump in the output)
+    ramp = np.clip((tr - cap) / cap, 0.0, 1.0) * (1.0 - d / np.maximum(tr, d))
+    return out + np.where(valid, ramp, 0.0)[..., None, None] * ch
 
 
 # ------------------------------------------------------------------------------ MuLoG
@@ -716,7 +759,7 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
     sigma_hat = herm_exp(from_channels(transform.inverse(x)).reshape(h, w, d, d))
 
     if DEBIAS_RADIUS > 0:
-        sigma_hat = _debias(sigma_hat, cv, valid, DEBIAS_RADIUS)
+        sigma_hat = _debias(sigma_hat, cv, valid, DEBIAS_RADIUS, looks)
     out[valid] = _hermitian(sigma_hat[valid])
     return out
 
