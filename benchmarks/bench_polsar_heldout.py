@@ -70,7 +70,9 @@ def report(label, scores, seconds=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--onnx", nargs="*", default=[], help="Gaussian denoiser ONNX model(s)")
-    ap.add_argument("--no-flip", action="store_true", help="also run without flip averaging")
+    ap.add_argument("--no-flip", action="store_true",
+                    help="also run with flip averaging on the last denoiser call only, and without it")
+    ap.add_argument("--iterations", type=int, default=M.DEFAULT_ITERATIONS, help="ADMM iterations")
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--reference-path", default=os.path.join(ROOT, ".venv", "ref-mulog"))
     ap.add_argument("--cache", default=os.path.join(ROOT, ".venv", "heldout-reference"),
@@ -97,12 +99,13 @@ def main(argv=None):
     from sar_despeckle_plugin.runtime.onnx_denoiser import OnnxGaussianDenoiser
     for path in args.onnx:
         den = OnnxGaussianDenoiser(path)
-        for flip in ((True, False) if args.no_flip else (True,)):
+        for flip in ((True, "last", False) if args.no_flip else (True,)):
             t0, scores = time.perf_counter(), []
             for key, group, clean, noisy, looks in runs():
-                est = M.mulog(noisy, looks, den, M.fit_transform(noisy, looks), flip_average=flip)
+                est = M.mulog(noisy, looks, den, M.fit_transform(noisy, looks), flip_average=flip,
+                              iterations=args.iterations)
                 scores.append((group, amp_psnr(est, clean), coh_mae(est, clean)))
-            name = den.card.name + ("" if flip else ", no flip averaging")
+            name = den.card.name + {True: "", "last": ", flip averaging on the last call", False: ", no flip averaging"}[flip]
             report(f"ours, {name}", scores, time.perf_counter() - t0)
 
 

@@ -563,16 +563,65 @@ def _box_mean_valid(values: np.ndarray, valid: np.ndarray, r: int) -> np.ndarray
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
 
 
+def _sqrt2(m: np.ndarray):
+    """(sqrt(M), M^(-1/2)) of Hermitian positive definite 2 x 2 stacks in closed form:
+    sqrt(M) = (M + s I) / t with s = sqrt(det M), t = sqrt(tr M + 2 s), and its inverse
+    adj(sqrt M) / s."""
+    s = np.sqrt(np.maximum(_det2(m), 1e-300))
+    t = np.sqrt(np.maximum(m[..., 0, 0].real + m[..., 1, 1].real + 2.0 * s, 1e-300))
+    r = np.array(m, dtype=np.complex128)
+    r[..., 0, 0] += s
+    r[..., 1, 1] += s
+    r /= t[..., None, None]
+    inv = np.empty_like(r)
+    inv[..., 0, 0], inv[..., 1, 1] = r[..., 1, 1], r[..., 0, 0]
+    inv[..., 0, 1], inv[..., 1, 0] = -r[..., 0, 1], -r[..., 1, 0]
+    inv /= s[..., None, None]
+    return r, inv
+
+
 def _sqrt_and_inv_sqrt(a: np.ndarray):
-    """A^(1/2) and A^(-1/2) of Hermitian positive definite stacks (eigenvalues floored at 1e-300)."""
+    """A^(1/2) and A^(-1/2) of Hermitian positive definite stacks (eigenvalues floored at 1e-300;
+    closed form for 2 x 2)."""
+    if a.shape[-1] == 2:
+        return _sqrt2(a)
     w, u = _eigh(a)
     w = np.maximum(w, 1e-300)
     return _apply_eig(u, np.sqrt(w)), _apply_eig(u, 1.0 / np.sqrt(w))
 
 
+def _clipped_power(m: np.ndarray, power: float, lo: float, hi: float) -> np.ndarray:
+    """U clip(w, lo, hi)^power U^H of Hermitian stacks (power 1 or 1/2). For 2 x 2 matrices whose
+    eigenvalues already lie in [lo, hi] (almost all of them), M or its closed-form square root;
+    the eigendecomposition only for the others."""
+    if m.shape[-1] == 2:
+        half_tr = 0.5 * (m[..., 0, 0].real + m[..., 1, 1].real)
+        gap = np.sqrt(np.maximum(half_tr ** 2 - _det2(m), 0.0))
+        inside = (half_tr - gap >= lo) & (half_tr + gap <= hi)
+        out = np.array(m, dtype=np.complex128) if power == 1 else _sqrt2(m)[0]
+        if not inside.all():
+            w, u = _eigh(m[~inside])
+            out[~inside] = _apply_eig(u, np.clip(w, lo, hi) ** power)
+        return out
+    w, u = _eigh(m)
+    return _apply_eig(u, np.clip(w, lo, hi) ** power)
+
+
+def _det2(m: np.ndarray) -> np.ndarray:
+    """Determinants of Hermitian 2 x 2 stacks (real)."""
+    return (m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 1, 0]).real
+
+
 def _geometric_mean(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     """The matrix geometric interpolation a #_t b = a^(1/2) (a^(-1/2) b a^(-1/2))^t a^(1/2) of
-    Hermitian positive definite stacks (a for t = 0, b for t = 1; for scalars a^(1-t) b^t)."""
+    Hermitian positive definite stacks (a for t = 0, b for t = 1; for scalars a^(1-t) b^t).
+    For 2 x 2 matrices and t = 1/2, the closed form sqrt(ab) (A / a + B / b) / sqrt(det(A / a + B / b))
+    with a, b = sqrt(det A), sqrt(det B)."""
+    if a.shape[-1] == 2 and t == 0.5:
+        da = np.sqrt(np.maximum(_det2(a), 1e-300))
+        db = np.sqrt(np.maximum(_det2(b), 1e-300))
+        s = a / da[..., None, None] + b / db[..., None, None]
+        return s * (np.sqrt(da * db) / np.sqrt(np.maximum(_det2(s), 1e-300)))[..., None, None]
     a_sqrt, a_isqrt = _sqrt_and_inv_sqrt(a)
     mu, v = _eigh(_hermitian(a_isqrt @ b @ a_isqrt))
     return a_sqrt @ _apply_eig(v, np.maximum(mu, 1e-300) ** t) @ a_sqrt
@@ -607,14 +656,12 @@ def _debias(sigma_hat: np.ndarray, c: np.ndarray, valid: np.ndarray, r: int, loo
     b = _box_mean_valid(keep * ch, valid, r)
     a[~valid] = b[~valid] = eye                    # not used; windows with no valid pixel
     a_sqrt, a_isqrt = _sqrt_and_inv_sqrt(a)
-    mu, v = _eigh(_hermitian(a_isqrt @ b @ a_isqrt))
-    t = a_sqrt @ _apply_eig(v, np.sqrt(np.clip(mu, 0.25, 4.0))) @ a_isqrt
+    t = a_sqrt @ _clipped_power(_hermitian(a_isqrt @ b @ a_isqrt), 0.5, 0.25, 4.0) @ a_isqrt
     by_means = _hermitian(t @ sigma_hat @ np.conj(np.swapaxes(t, -1, -2)))
     # (2) local mean of the whitened data
     m = _box_mean_valid(w * keep, valid, r)
     m[~valid] = eye
-    mu, v = _eigh(_hermitian(m))
-    by_ratio = _hermitian(s_sqrt @ _apply_eig(v, np.clip(mu, 0.25, 4.0)) @ s_sqrt)
+    by_ratio = _hermitian(s_sqrt @ _clipped_power(_hermitian(m), 1.0, 0.25, 4.0) @ s_sqrt)
     if DEBIAS_MIX <= 0:
         out = by_means
     elif DEBIAS_MIX >= 1:
@@ -632,7 +679,7 @@ def _debias(sigma_hat: np.ndarray, c: np.ndarray, valid: np.ndarray, r: int, loo
 def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransform,
           iterations: int = DEFAULT_ITERATIONS, beta: Optional[float] = None,
           progress_check: Optional[Callable[[int, int], None]] = None, pad: Optional[int] = None,
-          flip_average: bool = True) -> np.ndarray:
+          flip_average="last") -> np.ndarray:
     """Despeckle an (H, W, D, D) Hermitian covariance field (D = 1: intensity) with MuLoG.
 
     c: (H, W, D, D) complex (or real for D = 1); invalid pixels (non-finite entry, negative
@@ -696,7 +743,7 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
     wm, mean, sd = transform.whitening, transform.mean, transform.noise_std
     vmask = valid.ravel()
 
-    def call_denoiser(u, b):
+    def call_denoiser(u, b, flip_average=flip_average):
         x = (u * sd).T.reshape(k, h, w).astype(np.float32)
         sig = (sd / math.sqrt(b)).astype(np.float32)
         if pad:
@@ -744,8 +791,9 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
         return res
 
     # plug-and-play ADMM (as in MuLoG's iter_pnp_admm, with a constant penalty beta)
+    flip_always = flip_average and flip_average != "last"
     x = u_init
-    z = call_denoiser(x, 1.0)
+    z = call_denoiser(x, 1.0, flip_always or (flip_average == "last" and iterations == 1))
     e = z - x
     for it in range(iterations):
         x = prox(z + e, beta, u_init)
@@ -753,7 +801,7 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
             progress_check(it + 1, iterations)
         if it == iterations - 1:
             break
-        z = call_denoiser(x - e, beta)
+        z = call_denoiser(x - e, beta, flip_always or (flip_average == "last" and it == iterations - 2))
         e = e + z - x
 
     sigma_hat = herm_exp(from_channels(transform.inverse(x)).reshape(h, w, d, d))

@@ -118,11 +118,26 @@ def despeckle_polsar_raster(src_path: str, dst_path: str, denoiser, matrix: Matr
             if progress.is_canceled():
                 raise CanceledError("canceled by the user")
 
+        edge_pad = int(card.receptive_field) // 2
+
         def infer(bands):
-            return matrix_to_bands(mulog(bands_to_matrix(bands), looks, denoiser, transform, int(iterations),
-                                         progress_check=check, pad=0))
+            # Tiles reach past the raster's edges by the halo; those margins arrive as NaN and are
+            # cropped, so MuLog runs on real pixels only and mirrors each denoiser call's input by
+            # half the receptive field instead (as on a whole image in memory): a raster smaller
+            # than a tile costs its own size, not its size plus twice the halo.
+            ok = np.isfinite(bands).all(axis=0)
+            rows, cols = np.flatnonzero(ok.any(axis=1)), np.flatnonzero(ok.any(axis=0))
+            out = np.full(bands.shape, np.nan)
+            if rows.size == 0:
+                return out
+            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            est = mulog(bands_to_matrix(bands[:, r0:r1, c0:c1]), looks, denoiser, transform, int(iterations),
+                        progress_check=check, pad=edge_pad)
+            out[:, r0:r1, c0:c1] = matrix_to_bands(est)
+            return out
 
         progress.info(f"{len(grid)} tile{'s' if len(grid) != 1 else ''} of up to {tile} pixels (halo {halo}) "
                       f"on {denoiser.device_used}")
-        stream_channels(dst_path, spec, grid, lambda w: _read_valid(src, w, single), infer, [src], progress, 5.0)
+        stream_channels(dst_path, spec, grid, lambda w: _read_valid(src, w, single), infer, [src], progress, 5.0,
+                        pad="nan")
     return PolsarReport(dst_path, label, len(grid), tile, halo, metadata)
