@@ -12,7 +12,7 @@ export QT_QPA_PLATFORM ?= offscreen
 QGIS_ENV = QGIS_PLUGINPATH=$(abspath $(BUILD)) PYTHONPATH=$(abspath $(VENV))/lib/python3.11/site-packages:$(abspath .)
 APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv python3-pip python3-scipy
 
-.PHONY: setup setup-training demo test plugin package bench bench-polsar bench-quality models models-smoke clean
+.PHONY: setup setup-training demo test plugin package help-pages bench bench-polsar bench-quality models models-smoke clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ plugin: setup
 	cp -r $(PLUGIN) $(BUILD)/
 	find $(BUILD)/$(PLUGIN) -name __pycache__ -prune -exec rm -rf {} +
 	cp metadata.txt LICENSE $(BUILD)/$(PLUGIN)/
+
+# Regenerate the bundled help pages (sar_despeckle_plugin/help/*.html) from the algorithms' texts
+help-pages: setup
+	QT_QPA_PLATFORM=offscreen $(QGIS_ENV) $(PY) -m sar_despeckle_plugin.processing.helppages
 
 package: plugin
 	mkdir -p dist
@@ -82,6 +86,7 @@ bench-polsar: plugin
 	set -o pipefail; $(QGIS_ENV) $(PY) benchmarks/bench_polsar.py --field sanfrancisco flevoland \
 	  --onnx $$($(PY) -c "import json; print(' '.join('$(PLUGIN)/models/' + m['file'] for m in json.load(open('$(PLUGIN)/models/models.json'))['gaussian_models']))") \
 	  --draws 3 --markdown benchmarks/results/bench_polsar.md | tee benchmarks/results/bench_polsar.txt
+	$(QGIS_ENV) $(PY) benchmarks/bench_polsar_real.py --markdown benchmarks/results/bench_polsar_real.md
 	set -o pipefail; $(QGIS_ENV) $(PY) benchmarks/bench_polsar_heldout.py --no-flip \
 	  --onnx $(PLUGIN)/models/gaussian_dncnn_log_smooth_long_int8.onnx | tee benchmarks/results/bench_polsar_heldout.txt
 

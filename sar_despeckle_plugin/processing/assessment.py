@@ -21,6 +21,7 @@ from ..core.transforms import DOMAIN_LABELS, Domain
 from ..runtime.assessment import PolygonArea, assess_rasters
 from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_file, output_layer
 from .styling import RATIO_RANGE, name_and_style
+from .helppages import Branded
 
 try:  # QGIS >= 3.36 / QGIS 4
     from qgis.core import Qgis
@@ -34,7 +35,8 @@ except (ImportError, AttributeError):  # QGIS 3.22 - 3.34
 NAME_FIELDS = ("name", "nom", "label", "id")
 
 
-class AssessmentAlgorithm(QgsProcessingAlgorithm):
+class AssessmentAlgorithm(Branded, QgsProcessingAlgorithm):
+    ICON = "assessment.svg"
     NOISY = "NOISY"
     BAND_NOISY = "BAND_NOISY"
     DESPECKLED = "DESPECKLED"

@@ -21,6 +21,7 @@ from ..core.transforms import DOMAIN_LABELS, Domain
 from ..runtime.filtering import PolsarFilter, filter_polsar_raster, filter_raster
 from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
+from .helppages import Branded
 
 CANCELED = "Filtering was canceled: no output was written."
 
@@ -50,7 +51,8 @@ def _looks_parameter(name):
     return param
 
 
-class ClassicalFilterAlgorithm(QgsProcessingAlgorithm):
+class ClassicalFilterAlgorithm(Branded, QgsProcessingAlgorithm):
+    ICON = "classicalfilter.svg"
     INPUT = "INPUT"
     BAND = "BAND"
     INPUT_DOMAIN = "INPUT_DOMAIN"
@@ -139,7 +141,8 @@ class ClassicalFilterAlgorithm(QgsProcessingAlgorithm):
         return {self.OUTPUT: output}
 
 
-class ClassicalPolsarFilterAlgorithm(QgsProcessingAlgorithm):
+class ClassicalPolsarFilterAlgorithm(Branded, QgsProcessingAlgorithm):
+    ICON = "classicalfilter.svg"
     INPUT = "INPUT"
     MATRIX = "MATRIX"
     FILTER = "FILTER"

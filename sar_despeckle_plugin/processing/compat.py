@@ -5,8 +5,10 @@ try:  # QGIS >= 3.36 (and QGIS 4, where the old flag names are gone)
     from qgis.core import Qgis
 
     ADVANCED = Qgis.ProcessingParameterFlag.Advanced
+    OPTIONAL = Qgis.ProcessingParameterFlag.Optional
 except (ImportError, AttributeError):  # QGIS 3.22 - 3.34
     ADVANCED = QgsProcessingParameterDefinition.FlagAdvanced
+    OPTIONAL = QgsProcessingParameterDefinition.FlagOptional
 
 
 def advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:

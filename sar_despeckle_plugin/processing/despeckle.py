@@ -22,9 +22,11 @@ from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxDenoiser
 from ..runtime.pipeline import QUALITY_FAST, QUALITY_LABELS, AutoModel, despeckle_raster
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
+from .helppages import Branded
 
 
-class DespeckleAlgorithm(QgsProcessingAlgorithm):
+class DespeckleAlgorithm(Branded, QgsProcessingAlgorithm):
+    ICON = "despeckle.svg"
     INPUT = "INPUT"
     BAND = "BAND"
     INPUT_DOMAIN = "INPUT_DOMAIN"

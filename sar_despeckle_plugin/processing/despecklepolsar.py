@@ -17,11 +17,13 @@ from ..runtime.models import GAUSSIAN, bundled_models, default_model_index, reso
 from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxGaussianDenoiser
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
+from .helppages import Branded
 
 DEFAULT_ITERATIONS = 6  # core.mulog.DEFAULT_ITERATIONS, repeated so the dialog loads without numpy work
 
 
-class DespecklePolsarAlgorithm(QgsProcessingAlgorithm):
+class DespecklePolsarAlgorithm(Branded, QgsProcessingAlgorithm):
+    ICON = "polsar.svg"
     INPUT = "INPUT"
     MATRIX = "MATRIX"
     LOOKS = "LOOKS"
@@ -53,10 +55,12 @@ class DespecklePolsarAlgorithm(QgsProcessingAlgorithm):
             "single intensity band, with MuLog: the matrix logarithm of every pixel is unfolded into D² "
             "real channels, decorrelated by a PCA fitted once on the whole raster, and a plug-and-play "
             "ADMM alternates a Wishart likelihood step and a learned Gaussian denoiser (ONNX) on the "
-            "channels (each call also on their mirror image, averaged). The matrix exponential of the "
+            "channels (the last call also on their mirror image, averaged). The matrix exponential of the "
             "result is Hermitian positive definite by construction, so polarimetric decompositions and "
-            "coherences stay valid, and a local debiasing makes its local mean match the data's (intensities "
-            "and coherences: the log domain alone underestimates single-look coherences).</p>"
+            "coherences stay valid, and a local debiasing brings its level back to the data's (the log domain "
+            "alone underestimates bright structures and single-look coherences): half-way between keeping the "
+            "local mean matrix and making the ratio images average to 1, with bright point targets kept at "
+            "their own pixel instead of brightening their neighbourhood.</p>"
             "<p><b>Bands</b> follow PolSARpro and SNAP: C2 = C11, C12_real, C12_imag, C22; C3/T3 = X11, "
             "X12_real, X12_imag, X13_real, X13_imag, X22, X23_real, X23_imag, X33. <b>Auto</b>: 4 bands are "
             "C2; 9 bands are T3 when the first band's description starts with T, else C3; 1 band is "
@@ -91,7 +95,8 @@ class DespecklePolsarAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterEnum(
             self.DEVICE, "Device", options=[DEVICE_LABELS[d] for d in Device], defaultValue=0)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size (pixels; empty = the model's default)", NUMBER_INTEGER, None,
+            self.TILE_SIZE, "Tile size (pixels; empty = 1024 for C2 and intensity, 512 for C3/T3)", NUMBER_INTEGER,
+            None,
             optional=True, minValue=32, maxValue=8192)))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Despeckled"))
 

@@ -25,9 +25,11 @@ from ..runtime.pipeline import AutoModel
 from ..runtime.timeseries import DateInput, dates_of_raster, despeckle_timeseries
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, SOURCE_RASTER, advanced, output_layer
 from .styling import name_and_style, percentile_range
+from .helppages import Branded
 
 
-class DespeckleTimeseriesAlgorithm(QgsProcessingAlgorithm):
+class DespeckleTimeseriesAlgorithm(Branded, QgsProcessingAlgorithm):
+    ICON = "timeseries.svg"
     INPUT = "INPUT"
     LAYERS = "LAYERS"
     INPUT_DOMAIN = "INPUT_DOMAIN"

@@ -32,6 +32,7 @@ from .compat import (
     FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_file, output_layer, warn_if_no_crs,
 )
 from .styling import diverging_style, name_and_style
+from .helppages import Branded
 
 try:  # QGIS >= 3.36 / QGIS 4
     from qgis.core import Qgis
@@ -60,7 +61,8 @@ def _field(name, kind):
         return QgsField(name, QVariant.String if kind == "str" else QVariant.Int if kind == "int" else QVariant.Double)
 
 
-class ExplainAlgorithm(QgsProcessingAlgorithm):
+class ExplainAlgorithm(Branded, QgsProcessingAlgorithm):
+    ICON = "explain.svg"
     NOISY = "NOISY"
     BAND_NOISY = "BAND_NOISY"
     DESPECKLED = "DESPECKLED"

@@ -17,6 +17,7 @@ from ..runtime.covariance import slc_to_covariance
 from ..runtime.polsarpro import import_polsarpro
 from ..runtime.raster_io import RasterSource
 from .compat import NUMBER_INTEGER, QgisProgress, SOURCE_RASTER, advanced, output_layer
+from .helppages import Branded
 
 try:  # QGIS >= 3.36 / QGIS 4
     from qgis.core import Qgis
@@ -29,7 +30,8 @@ BAND_ORDER = ("C2 = C11, C12_real, C12_imag, C22; C3 / T3 = X11, X12_real, X12_i
               "X22, X23_real, X23_imag, X33 (PolSARpro and SNAP order)")
 
 
-class ImportPolsarproAlgorithm(QgsProcessingAlgorithm):
+class ImportPolsarproAlgorithm(Branded, QgsProcessingAlgorithm):
+    ICON = "matrix.svg"
     INPUT = "INPUT"
     ROWS = "ROWS"
     COLUMNS = "COLUMNS"
@@ -83,7 +85,8 @@ class ImportPolsarproAlgorithm(QgsProcessingAlgorithm):
         return {self.OUTPUT: output}
 
 
-class SlcToCovarianceAlgorithm(QgsProcessingAlgorithm):
+class SlcToCovarianceAlgorithm(Branded, QgsProcessingAlgorithm):
+    ICON = "matrix.svg"
     INPUT = "INPUT"
     OUTPUT_MATRIX = "OUTPUT_MATRIX"
     WINDOW_ROWS = "WINDOW_ROWS"

@@ -13,9 +13,11 @@ from qgis.core import (
 )
 
 from ..runtime.info import runtime_info
+from .helppages import Branded
 
 
-class RuntimeInfoAlgorithm(QgsProcessingAlgorithm):
+class RuntimeInfoAlgorithm(Branded, QgsProcessingAlgorithm):
+    ICON = "runtimeinfo.svg"
     CHECK_CUDA = "CHECK_CUDA"
     PLUGIN_VERSION = "PLUGIN_VERSION"
     QGIS_VERSION = "QGIS_VERSION"

@@ -17,6 +17,7 @@ import datetime
 import html
 import math
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -26,11 +27,11 @@ import numpy as np
 
 from ..core import explain as ex
 from ..core.assessment import block_moments, check_same_shape, homogeneity_cv_limit
-from ..core.errors import CanceledError, DespeckleError, InvalidInputError
+from ..core.errors import CanceledError, InvalidInputError
 from ..core.normalisation import sample_step
 from ..core.tiling import Window
 from ..core.transforms import Domain
-from .assessment import _companion_domain, _figure_classes, _fmt, _intensity, _png, _table, _write_text
+from .assessment import _companion_domain, _figure_classes, _intensity, _png, _table, _write_text
 from .estimation import measure
 from .pipeline import VERSION, NullProgress, Progress, provenance, spread_raster
 from .raster_io import OutputSpec, RasterSource, RasterWriter, check_output, gdal
@@ -340,7 +341,6 @@ def explain_rasters(noisy_path: str, despeckled_path: str, band_noisy: int = 1, 
     ``points``: (label, x, y) in the noisy raster's CRS. Raises :class:`InvalidInputError` for
     inputs that do not fit and :class:`CanceledError` on cancel; neither leaves an output.
     """
-    import time
     t_start = time.perf_counter()
     progress = progress or NullProgress()
     patch, search, tolerance_db = ex.check_nlm_parameters(patch, search, tolerance_db)

@@ -295,6 +295,8 @@ def stream_band(src: RasterSource, dst_path: str, domain: Domain, grid: TileGrid
             src.release_cache()
 
         run_tiles(grid, read_tile, infer, write_rows, progress, start, 100.0, pad)
+        if progress.is_canceled():  # canceled after the last tile: still no output
+            raise CanceledError("canceled by the user")
         writer.commit()
 
 
@@ -315,6 +317,8 @@ def stream_channels(dst_path: str, spec: OutputSpec, grid: TileGrid,
                 src.release_cache()
 
         run_tiles(grid, read_tile, infer, write_rows, progress, start, 100.0, pad)
+        if progress.is_canceled():
+            raise CanceledError("canceled by the user")
         writer.commit()
 
 

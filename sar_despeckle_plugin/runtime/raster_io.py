@@ -29,6 +29,48 @@ GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFL
                  "PREDICTOR=3", "BIGTIFF=IF_SAFER"]
 
 
+class _WriteErrors:
+    """GDAL failures while RasterWriters are open. GDAL reports a failed write of a cached block
+    (disk full, file size limit) only through its error handler, at eviction, flush or close, not
+    as a failed WriteArray; a handler pushed while writers are open records them, so that a writer
+    refuses to commit a truncated file. Thread-local like GDAL's handler stack: writers open and
+    write on one thread."""
+
+    def __init__(self):
+        self.local = threading.local()
+
+    def _state(self):
+        st = self.local
+        if not hasattr(st, "depth"):
+            st.depth, st.failures = 0, []
+        return st
+
+    def open(self) -> int:
+        st = self._state()
+        if st.depth == 0:
+            st.failures = []
+
+            def handler(err_class, err_no, message, failures=st.failures):
+                if err_class >= gdal.CE_Failure:
+                    failures.append(str(message))
+            st.handler = handler
+            gdal.PushErrorHandler(handler)
+        st.depth += 1
+        return len(st.failures)
+
+    def since(self, mark: int):
+        return self._state().failures[mark:]
+
+    def close(self) -> None:
+        st = self._state()
+        if st.depth > 0:
+            st.depth -= 1
+            if st.depth == 0:
+                gdal.PopErrorHandler()
+
+
+_WRITE_ERRORS = _WriteErrors()
+
 # Files open for reading by a RasterSource: a RasterWriter refuses to replace one of them (an output
 # path equal to the input would otherwise overwrite the user's data when the result is committed).
 _READING: Counter = Counter()
@@ -215,6 +257,18 @@ class RasterWriter:
         ds.SetMetadata({k: str(v) for k, v in spec.metadata.items()})
         self._ds = ds
         self.spec = spec
+        self._mark = _WRITE_ERRORS.open()
+        self._watching = True
+
+    def _check_errors(self) -> None:
+        failures = _WRITE_ERRORS.since(self._mark)
+        if failures:
+            raise InvalidInputError(f"cannot write '{self.path}' (disk full or file too large?): {failures[-1]}")
+
+    def _stop_watching(self) -> None:
+        if self._watching:
+            self._watching = False
+            _WRITE_ERRORS.close()
 
     def write(self, row_off: int, col_off: int, data: np.ndarray) -> None:
         """Write (height, width) data to a single-band raster or (bands, height, width) to all bands."""
@@ -225,6 +279,7 @@ class RasterWriter:
         for band, plane in zip(self._bands, planes):
             if band.WriteArray(np.ascontiguousarray(plane, dtype=np.float32), col_off, row_off) != 0:
                 raise InvalidInputError(_gdal_error(f"cannot write to '{self.path}' (disk full?)"))
+        self._check_errors()
 
     def write_band(self, band: int, row_off: int, col_off: int, data: np.ndarray) -> None:
         """Write (height, width) data to band ``band`` (1-based) only."""
@@ -233,32 +288,50 @@ class RasterWriter:
         plane = np.ascontiguousarray(data, dtype=np.float32)
         if self._bands[int(band) - 1].WriteArray(plane, col_off, row_off) != 0:
             raise InvalidInputError(_gdal_error(f"cannot write to '{self.path}' (disk full?)"))
+        self._check_errors()
 
     def release_cache(self) -> None:
         self._ds.FlushCache()
+        self._check_errors()
 
     def commit(self) -> str:
         self._ds.FlushCache()
+        self._ds, self._bands = None, []           # closing writes the last blocks and the directory
+        try:
+            self._check_errors()
+        except InvalidInputError:
+            self.abort()
+            raise
+        self._stop_watching()
         if self.driver == "GTiff":
-            self._ds, self._bands = None, []
             for suffix in ("", ".aux.xml"):
                 if suffix and os.path.exists(self.path + suffix):
                     os.remove(self.path + suffix)
             os.replace(self.tmp_path, self.path)
         else:
-            out = gdal.GetDriverByName(self.driver).CreateCopy(self.path, self._ds, 0)
-            if out is None:
-                err = _gdal_error(f"cannot write '{self.path}' with the {self.driver} driver")
+            mark = _WRITE_ERRORS.open()
+            try:
+                tmp = gdal.Open(self.tmp_path)
+                out = gdal.GetDriverByName(self.driver).CreateCopy(self.path, tmp, 0) if tmp is not None else None
+                if out is None:
+                    raise InvalidInputError(_gdal_error(f"cannot write '{self.path}' with the {self.driver} driver"))
+                out.FlushCache()
+                out = tmp = None
+                failures = _WRITE_ERRORS.since(mark)
+                if failures:
+                    gdal.GetDriverByName(self.driver).Delete(self.path)
+                    raise InvalidInputError(f"cannot write '{self.path}' (disk full?): {failures[-1]}")
+            except InvalidInputError:
                 self.abort()
-                raise InvalidInputError(err)
-            out.FlushCache()
-            out = None
-            self._ds, self._bands = None, []
+                raise
+            finally:
+                _WRITE_ERRORS.close()
             gdal.Unlink(self.tmp_path)
         return self.path
 
     def abort(self) -> None:
         self._ds, self._bands = None, []
+        self._stop_watching()
         if os.path.exists(self.tmp_path):
             gdal.Unlink(self.tmp_path)
 
