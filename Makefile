@@ -12,7 +12,7 @@ export QT_QPA_PLATFORM ?= offscreen
 QGIS_ENV = QGIS_PLUGINPATH=$(abspath $(BUILD)) PYTHONPATH=$(abspath $(VENV))/lib/python3.11/site-packages:$(abspath .)
 APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv python3-pip python3-scipy
 
-.PHONY: setup setup-training demo test plugin package help-pages bench bench-polsar bench-quality models models-smoke clean
+.PHONY: setup setup-training demo test plugin package help-pages gpu-bundle models-gpu-smoke bench bench-polsar bench-quality models models-smoke clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,20 @@ plugin: setup
 	cp -r $(PLUGIN) $(BUILD)/
 	find $(BUILD)/$(PLUGIN) -name __pycache__ -prune -exec rm -rf {} +
 	cp metadata.txt LICENSE $(BUILD)/$(PLUGIN)/
+
+# A borrowed GPU machine (training/gpu_run.py): pack the training references for the trip, then run
+# there, with carry [".devdata"]:
+#   python3 -m training.gpu_run run --config unet_l1_correlated_long --minutes 7 --data .devdata --out $$OUT
+# and here: python -m training.gpu_run join /work/.device/... --out runs/unet-l1-correlated-long
+gpu-bundle: setup-training
+	$(PY) -m training.gpu_run pack --out .devdata
+	@echo "travels: $$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1) bytes of tracked files + .devdata (limit 64 MiB)"
+
+# The same recipe on this CPU with a 30-second budget (what a GPU machine would run, end to end)
+models-gpu-smoke: gpu-bundle
+	rm -rf runs/gpu-smoke
+	$(PY) -m training.gpu_run run --config unet_l1_correlated_long --minutes 0.5 --data .devdata --out runs/gpu-smoke
+	$(PY) -m training.gpu_run join runs/gpu-smoke --out runs/gpu-smoke/joined
 
 # Regenerate the bundled help pages (sar_despeckle_plugin/help/*.html) from the algorithms' texts
 help-pages: setup
