@@ -22,6 +22,7 @@ from ..runtime.filtering import PolsarFilter, filter_polsar_raster, filter_raste
 from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
 from .helppages import Branded
+from .output_format import add_output_format, apply_output_format
 
 CANCELED = "Filtering was canceled: no output was written."
 
@@ -110,6 +111,7 @@ class ClassicalFilterAlgorithm(Branded, QgsProcessingAlgorithm):
             self.DAMPING, "Frost damping factor", NUMBER_DOUBLE, 2.0, minValue=0.0, maxValue=100.0)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.SIGMA, "Lee Sigma probability (sigma range)", NUMBER_DOUBLE, 0.9, minValue=0.5, maxValue=0.99)))
+        add_output_format(self)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Filtered"))
 
     def processAlgorithm(self, parameters, context, feedback):
@@ -136,6 +138,7 @@ class ClassicalFilterAlgorithm(Branded, QgsProcessingAlgorithm):
         band = self.parameterAsInt(parameters, self.BAND, context) or 1
         kind = FILTER_LABELS[Filter(self.parameterAsEnum(parameters, self.FILTER, context))]
         window = self.parameterAsInt(parameters, self.WINDOW, context)
+        apply_output_format(self, parameters, context, output, feedback)
         name_and_style(context, output, f"{layer.name()} {kind} {window}x{window}",
                        value_range=percentile_range(layer, band))
         return {self.OUTPUT: output}
@@ -191,6 +194,7 @@ class ClassicalPolsarFilterAlgorithm(Branded, QgsProcessingAlgorithm):
             self.FILTER, "Filter", options=list(PolsarFilter.LABELS), defaultValue=PolsarFilter.REFINED_LEE))
         self.addParameter(_window_parameter(self.WINDOW))
         self.addParameter(_looks_parameter(self.LOOKS))
+        add_output_format(self)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Filtered"))
 
     def processAlgorithm(self, parameters, context, feedback):
@@ -212,4 +216,5 @@ class ClassicalPolsarFilterAlgorithm(Branded, QgsProcessingAlgorithm):
             raise QgsProcessingException(str(err)) from err
         feedback.pushInfo(f"{report.tiles} tile{'s' if report.tiles != 1 else ''}, halo {report.halo}, "
                           f"{report.metadata['SAR_DESPECKLE_MATRIX']}")
+        apply_output_format(self, parameters, context, output, feedback)
         return {self.OUTPUT: output}

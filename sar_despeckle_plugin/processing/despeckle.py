@@ -23,6 +23,7 @@ from ..runtime.pipeline import QUALITY_FAST, QUALITY_LABELS, AutoModel, despeckl
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
 from .helppages import Branded
+from .output_format import add_output_format, apply_output_format
 
 
 class DespeckleAlgorithm(Branded, QgsProcessingAlgorithm):
@@ -138,6 +139,7 @@ class DespeckleAlgorithm(Branded, QgsProcessingAlgorithm):
         tile = QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels; empty = the model's default)",
                                             NUMBER_INTEGER, None, optional=True, minValue=32, maxValue=8192)
         self.addParameter(advanced(tile))
+        add_output_format(self)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Despeckled"))
         self.addOutput(QgsProcessingOutputString(self.MODEL_USED, "Model used"))
         self.addOutput(QgsProcessingOutputNumber(self.ESTIMATED_LOOKS, "Measured equivalent number of looks"))
@@ -182,6 +184,7 @@ class DespeckleAlgorithm(Branded, QgsProcessingAlgorithm):
             raise QgsProcessingException("Despeckling was canceled: no output was written.") from None
         except DespeckleError as err:
             raise QgsProcessingException(str(err)) from err
+        apply_output_format(self, parameters, context, output, feedback)
         name_and_style(context, output, f"{layer.name()} despeckled ({report.model})",
                        value_range=percentile_range(layer, band))
         return {self.OUTPUT: output, self.MODEL_USED: report.model,

@@ -18,6 +18,7 @@ from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxGaussianDenoiser
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
 from .helppages import Branded
+from .output_format import add_output_format, apply_output_format
 
 DEFAULT_ITERATIONS = 6  # core.mulog.DEFAULT_ITERATIONS, repeated so the dialog loads without numpy work
 
@@ -98,6 +99,7 @@ class DespecklePolsarAlgorithm(Branded, QgsProcessingAlgorithm):
             self.TILE_SIZE, "Tile size (pixels; empty = 1024 for C2 and intensity, 512 for C3/T3)", NUMBER_INTEGER,
             None,
             optional=True, minValue=32, maxValue=8192)))
+        add_output_format(self)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Despeckled"))
 
     def processAlgorithm(self, parameters, context, feedback):
@@ -131,6 +133,7 @@ class DespecklePolsarAlgorithm(Branded, QgsProcessingAlgorithm):
             raise QgsProcessingException(str(err)) from err
         feedback.pushInfo(f"{report.matrix}: {report.tiles} tile{'s' if report.tiles != 1 else ''}, "
                           f"halo {report.halo}")
+        apply_output_format(self, parameters, context, output, feedback)
         name_and_style(context, output, f"{layer.name()} MuLog ({denoiser.card.name})", 1,
                        percentile_range(layer, 1))
         return {self.OUTPUT: output}

@@ -26,6 +26,7 @@ from ..runtime.timeseries import DateInput, dates_of_raster, despeckle_timeserie
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, SOURCE_RASTER, advanced, output_layer
 from .styling import name_and_style, percentile_range
 from .helppages import Branded
+from .output_format import add_output_format, apply_output_format
 
 
 class DespeckleTimeseriesAlgorithm(Branded, QgsProcessingAlgorithm):
@@ -127,6 +128,7 @@ class DespeckleTimeseriesAlgorithm(Branded, QgsProcessingAlgorithm):
             defaultValue=int(Filter.REFINED_LEE))))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.QUEGAN_WINDOW, "Quegan: window size (odd)", NUMBER_INTEGER, 7, minValue=3, maxValue=51)))
+        add_output_format(self)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Despeckled dates"))
         # optional for scripts (processing.run, qgis_process), created by default in the dialog
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -197,6 +199,7 @@ class DespeckleTimeseriesAlgorithm(Branded, QgsProcessingAlgorithm):
         what = "Quegan" if method == TimeseriesMethod.QUEGAN else report.model
         first = dates[0]
         value_range = percentile_range(QgsRasterLayer(first.path, "first date"), first.band)
+        apply_output_format(self, parameters, context, output, feedback)
         name_and_style(context, output, f"{report.dates} dates despeckled ({what})", 1, value_range)
         name_and_style(context, super_image, f"super-image of {report.dates} dates ({what})", 1, value_range)
         return {self.OUTPUT: output, self.SUPER_IMAGE: super_image or None, self.MODEL_USED: report.model,

@@ -6,11 +6,12 @@ QGIS plugins); every call that can fail is checked here and turned into a typed 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -350,3 +351,95 @@ def write_array(path: str, array: np.ndarray, geotransform=None, projection: str
     with RasterWriter(path, spec) as writer:
         writer.write(0, 0, array)
         return writer.commit()
+
+
+def parse_creation_options(text: Optional[str]) -> Tuple[Optional[str], List[str]]:
+    """(driver or None, GDAL creation options) from a user's text: KEY=VALUE items separated by
+    spaces, commas, semicolons or '|'; ``DRIVER=COG`` (or another GDAL raster driver) picks the
+    output driver instead of the one the file extension implies."""
+    items = [t for t in re.split(r"[\s,;|]+", str(text or "").strip()) if t]
+    driver, options = None, []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise InvalidInputError(f"creation option '{item}' is not KEY=VALUE")
+        if key.upper() == "DRIVER":
+            driver = value
+        else:
+            options.append(f"{key.upper()}={value}")
+    return driver, options
+
+
+def _overview_factors(width: int, height: int, smallest: int = 256) -> List[int]:
+    factors, f = [], 2
+    while min(width, height) / f >= smallest / 2 and f <= 4096:
+        factors.append(f)
+        f *= 2
+    return factors or [2]
+
+
+def finalize_output(path: str, creation_options: Optional[str] = None, overviews: bool = False) -> str:
+    """Rewrite a finished output with the user's GDAL creation options (and ``DRIVER=COG`` for a
+    Cloud Optimized GeoTIFF), and/or with internal overviews (average of the linear values, by
+    powers of 2 down to about 256 pixels). Without either, the file stays as written (tiled,
+    DEFLATE-compressed GeoTIFF). The result replaces ``path`` only when everything succeeded;
+    unknown options and write failures raise :class:`InvalidInputError` and remove the output."""
+    driver_name, options = parse_creation_options(creation_options)
+    if not options and not driver_name and not overviews:
+        return path
+    driver_name = driver_name or driver_for_path(path)
+    drv = gdal.GetDriverByName(driver_name)
+    problem = None
+    if drv is None or not (drv.GetMetadataItem("DCAP_CREATECOPY") or drv.GetMetadataItem("DCAP_CREATE")):
+        problem = f"GDAL has no raster driver '{driver_name}' that can write files"
+    else:
+        allowed = {a.upper() for a in re.findall(r"<Option[^>]*name=['\"]([^'\"]+)['\"]",
+                                                 drv.GetMetadataItem("DMD_CREATIONOPTIONLIST") or "")}
+        unknown = [o for o in options if allowed and o.split("=", 1)[0] not in allowed]
+        if unknown:
+            problem = (f"the {driver_name} driver has no creation option {', '.join(unknown)} "
+                       f"(it knows: {', '.join(sorted(allowed))})")
+    if problem:
+        if os.path.exists(path):
+            gdal.Unlink(path)
+        raise InvalidInputError(problem + ": no output was kept")
+    # the defaults (tiled, DEFLATE with the floating-point predictor) unless the user set them
+    defaults = {"GTiff": GTIFF_OPTIONS, "COG": ["COMPRESS=DEFLATE", "PREDICTOR=YES", "BIGTIFF=IF_SAFER"]}
+    given = {o.split("=", 1)[0] for o in options}
+    options = [o for o in defaults.get(driver_name, []) if o.split("=", 1)[0] not in given] + options
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.partial.tif")
+    mark = _WRITE_ERRORS.open()
+    try:
+        src = gdal.Open(path, gdal.GA_Update if overviews else gdal.GA_ReadOnly)
+        if src is None:
+            raise InvalidInputError(_gdal_error(f"cannot reopen '{path}'"))
+        if overviews:  # built here for every driver, so that small rasters get them too
+            if src.BuildOverviews("AVERAGE", _overview_factors(src.RasterXSize, src.RasterYSize)) != 0:
+                raise InvalidInputError(_gdal_error(f"cannot build overviews of '{path}'"))
+            if driver_name == "GTiff":
+                options = options + ["COPY_SRC_OVERVIEWS=YES"]
+        if driver_name == "COG":
+            options = [o for o in options if not o.startswith("OVERVIEWS=")] + [
+                "OVERVIEWS=FORCE_USE_EXISTING" if overviews else "OVERVIEWS=NONE"]
+        out = drv.CreateCopy(tmp, src, 0, options)
+        if out is None:
+            raise InvalidInputError(_gdal_error(f"cannot write '{path}' with the {driver_name} driver"))
+        out.FlushCache()
+        out = src = None
+        failures = _WRITE_ERRORS.since(mark)
+        if failures:
+            raise InvalidInputError(f"cannot write '{path}' (disk full?): {failures[-1]}")
+    except InvalidInputError:
+        src = out = None
+        for p in (tmp, path):
+            if os.path.exists(p):
+                gdal.Unlink(p)
+        raise
+    finally:
+        _WRITE_ERRORS.close()
+    for suffix in (".ovr", ".aux.xml"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    os.replace(tmp, path)
+    return path

@@ -19,13 +19,14 @@ def test_public_parameters(provider):
     reg = QgsApplication.processingRegistry()
     alg = reg.algorithmById("sardespeckle:classicalfilter")
     assert [p.name() for p in alg.parameterDefinitions()] == [
-        "INPUT", "BAND", "INPUT_DOMAIN", "FILTER", "WINDOW", "LOOKS", "DAMPING", "SIGMA", "OUTPUT"]
+        "INPUT", "BAND", "INPUT_DOMAIN", "FILTER", "WINDOW", "LOOKS", "DAMPING", "SIGMA", "CREATION_OPTIONS",
+        "OVERVIEWS", "OUTPUT"]
     assert alg.parameterDefinition("FILTER").options() == [
         "Boxcar", "Lee", "Refined Lee", "Frost", "Gamma-MAP", "Kuan", "Lee Sigma", "Median"]
     assert alg.parameterDefinition("WINDOW").defaultValue() == 7
     polsar = reg.algorithmById("sardespeckle:classicalfilterpolsar")
     assert [p.name() for p in polsar.parameterDefinitions()] == [
-        "INPUT", "MATRIX", "FILTER", "WINDOW", "LOOKS", "OUTPUT"]
+        "INPUT", "MATRIX", "FILTER", "WINDOW", "LOOKS", "CREATION_OPTIONS", "OVERVIEWS", "OUTPUT"]
     assert polsar.parameterDefinition("MATRIX").options()[1:] == [
         "C2 (dual-pol / InSAR pair)", "C3 (covariance)", "T3 (coherency)"]
 

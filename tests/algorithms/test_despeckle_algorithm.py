@@ -25,7 +25,7 @@ def test_algorithm_is_registered_with_the_public_parameters(provider):
     assert alg is not None and alg.displayName() == "Despeckle SAR image (deep learning)"
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == ["INPUT", "BAND", "INPUT_DOMAIN", "LOOKS", "MODEL", "QUALITY", "MODEL_FILE", "WHITEN_SLC",
-                     "DEVICE", "TILE_SIZE", "OUTPUT"]
+                     "DEVICE", "TILE_SIZE", "CREATION_OPTIONS", "OVERVIEWS", "OUTPUT"]
     quality = alg.parameterDefinition("QUALITY")
     assert quality.defaultValue() == 0 and quality.options()[0].startswith("Fast") \
         and quality.options()[1].startswith("Best")

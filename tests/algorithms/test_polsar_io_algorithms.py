@@ -61,7 +61,8 @@ def test_import_then_mulog_through_processing(provider, tmp_path):
 
     alg = QgsApplication.processingRegistry().algorithmById("sardespeckle:despecklepolsar")
     assert [p.name() for p in alg.parameterDefinitions()] == [
-        "INPUT", "MATRIX", "LOOKS", "MODEL", "MODEL_FILE", "ITERATIONS", "DEVICE", "TILE_SIZE", "OUTPUT"]
+        "INPUT", "MATRIX", "LOOKS", "MODEL", "MODEL_FILE", "ITERATIONS", "DEVICE", "TILE_SIZE", "CREATION_OPTIONS",
+        "OVERVIEWS", "OUTPUT"]
     assert alg.parameterDefinition("ITERATIONS").defaultValue() == 6
     t3 = processing.run("sardespeckle:importpolsarpro", {
         "INPUT": str(DATA / "polsarpro" / "sanfrancisco_t3_crop"), "OUTPUT": str(tmp_path / "t3.tif")})["OUTPUT"]

@@ -55,7 +55,7 @@ def test_algorithm_is_registered_with_the_public_parameters(provider):
     assert alg is not None and alg.displayName() == "Despeckle SAR time series"
     assert [p.name() for p in alg.parameterDefinitions()] == [
         "INPUT", "LAYERS", "INPUT_DOMAIN", "LOOKS", "METHOD", "MODEL", "MODEL_FILE", "DEVICE", "TILE_SIZE",
-        "QUEGAN_FILTER", "QUEGAN_WINDOW", "OUTPUT", "SUPER_IMAGE"]
+        "QUEGAN_FILTER", "QUEGAN_WINDOW", "CREATION_OPTIONS", "OVERVIEWS", "OUTPUT", "SUPER_IMAGE"]
     assert alg.parameterDefinition("METHOD").options()[0].startswith("Ratio-based deep")
     assert alg.parameterDefinition("METHOD").options()[1].startswith("Quegan")
     assert alg.parameterDefinition("METHOD").defaultValue() == 0
