@@ -31,7 +31,6 @@ CPU command for the same configuration and number of steps.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -41,14 +40,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 PART_BYTES = 15_000_000
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split_file(path: Path, out_dir: Path, part_bytes: int = PART_BYTES) -> List[str]:
@@ -75,7 +66,8 @@ def join_parts(folder: Path, out_dir: Path) -> Path:
     with open(tmp, "wb") as f:
         for name in manifest["checkpoint_parts"]:
             f.write((folder / name).read_bytes())
-    if _sha256(tmp) != manifest["checkpoint_sha256"]:
+    from .export import sha256
+    if sha256(tmp) != manifest["checkpoint_sha256"]:
         tmp.unlink()
         raise ValueError(f"the parts in {folder} do not rebuild the checkpoint (sha256 differs)")
     os.replace(tmp, target)
@@ -106,6 +98,7 @@ def run(config: str, minutes: float, data: Optional[Path], out: Path, resume_par
     """Train ``config`` for ``minutes`` on CUDA (else CPU) and leave what comes back in ``out``."""
     import torch
     from .config import CONFIG_DIR, load_config
+    from .export import sha256
     from .trainer import train
     t0 = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -147,7 +140,7 @@ def run(config: str, minutes: float, data: Optional[Path], out: Path, resume_par
                 "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
                 "steps_done": summary["steps_done"], "planned_steps": summary["planned_steps"],
                 "val_psnr": summary["val_psnr"], "train_minutes": summary["train_minutes"],
-                "checkpoint_parts": parts, "checkpoint_sha256": _sha256(ckpt), "files": files,
+                "checkpoint_parts": parts, "checkpoint_sha256": sha256(ckpt), "files": files,
                 "reproduce_on_cpu": summary["reproduce"], "wall_minutes": round((time.time() - t0) / 60, 2)}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     shutil.rmtree(run_dir)  # everything that comes back is in ``out`` itself (files under 16 MB)

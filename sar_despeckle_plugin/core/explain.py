@@ -52,6 +52,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InvalidInputError
+from .filters import _box
 
 FLAG_SCORE = 3.0          # |DISAGREEMENT| above this is flagged
 STRUCTURE_LEVELS = 8      # quantisation levels of the ratio image
@@ -82,22 +83,6 @@ def tolerance_divergence(tolerance_db: float) -> float:
     """R1/R2 + R2/R1 - 2 for a contrast of ``tolerance_db`` dB (the per-look divergence)."""
     r = 10.0 ** (float(tolerance_db) / 10.0)
     return r + 1.0 / r - 2.0
-
-
-def _box_mean(a: np.ndarray, k: int) -> np.ndarray:
-    """k x k window sums (output shrinks by k - 1 on both axes), added slice by slice in a fixed
-    order per pixel (so a tile gives the same sums as the whole image; faster than cumsums)."""
-    if k == 1:
-        return a
-    n = a.shape[1] - k + 1
-    rows = a[:, :n].copy()
-    for t in range(1, k):
-        rows += a[:, t:t + n]
-    m = rows.shape[0] - k + 1
-    out = rows[:m].copy()
-    for t in range(1, k):
-        out += rows[t:t + m]
-    return out
 
 
 @dataclass
@@ -165,13 +150,13 @@ def guided_nlm(noisy: np.ndarray, guide: np.ndarray, patch: int = 7, search: int
             diff = gc - gs
             delta = diff * diff / (gc * gs)
             if all_valid:
-                dist = _box_mean(delta, patch) / count
+                dist = _box(delta, patch) / count
             else:
                 pair = okc * okf[sr + dy:sr + dy + PH, sr + dx:sr + dx + PW]
                 delta *= pair
-                n = _box_mean(pair, patch)
+                n = _box(pair, patch)
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    dist = np.where(n > 0, _box_mean(delta, patch) / np.maximum(n, 1), np.inf).astype(np.float32)
+                    dist = np.where(n > 0, _box(delta, patch) / np.maximum(n, 1), np.inf).astype(np.float32)
             w = np.exp(-dist * inv_tau)
             q = (slice(h + dy, h + dy + H), slice(h + dx, h + dx + W))
             if not all_valid:

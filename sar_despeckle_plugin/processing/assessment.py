@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsCoordinateTransform,
-    QgsCsException,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
@@ -19,20 +17,13 @@ from qgis.core import (
 from ..core.errors import CanceledError, DespeckleError
 from ..core.transforms import DOMAIN_LABELS, Domain
 from ..runtime.assessment import PolygonArea, assess_rasters
-from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_file, output_layer
+from .compat import (
+    NUMBER_DOUBLE, NUMBER_INTEGER, VECTOR_POLYGON, QgisProgress, advanced, features_in_crs, gdal_raster, output_file,
+    output_layer,
+)
 from .styling import RATIO_RANGE, name_and_style
 from .helppages import Branded
 
-try:  # QGIS >= 3.36 / QGIS 4
-    from qgis.core import Qgis
-
-    VECTOR_POLYGON = Qgis.ProcessingSourceType.VectorPolygon
-except (ImportError, AttributeError):  # QGIS 3.22 - 3.34
-    from qgis.core import QgsProcessing
-
-    VECTOR_POLYGON = QgsProcessing.TypeVectorPolygon
-
-NAME_FIELDS = ("name", "nom", "label", "id")
 
 
 class AssessmentAlgorithm(Branded, QgsProcessingAlgorithm):
@@ -147,59 +138,17 @@ class AssessmentAlgorithm(Branded, QgsProcessingAlgorithm):
         for key, label in self.NUMBERS:
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
-    def _raster(self, parameters, name, context, optional=False):
-        layer = self.parameterAsRasterLayer(parameters, name, context)
-        if layer is None:
-            if optional:
-                return None
-            raise QgsProcessingException(self.invalidRasterError(parameters, name))
-        if not layer.isValid():
-            raise QgsProcessingException(self.invalidRasterError(parameters, name))
-        if layer.providerType() != "gdal":
-            raise QgsProcessingException(
-                f"'{layer.name()}' is served by the '{layer.providerType()}' provider; "
-                "the assessment needs raster files readable by GDAL")
-        return layer
-
     def _polygons(self, parameters, context, raster_crs, feedback):
         source = self.parameterAsSource(parameters, self.HOMOGENEOUS_AREAS, context)
         if source is None:
             return []
-        fields = source.fields()
-        names = [f.name() for f in fields]
-        lower = [n.lower() for n in names]
-        name_field = next((names[lower.index(c)] for c in NAME_FIELDS if c in lower), None)
-        transform = None
-        if source.sourceCrs().isValid() and raster_crs.isValid():
-            if source.sourceCrs() != raster_crs:
-                transform = QgsCoordinateTransform(source.sourceCrs(), raster_crs, context.transformContext())
-                feedback.pushInfo(f"Reprojecting the polygons from {source.sourceCrs().authid()} to "
-                                  f"{raster_crs.authid()}")
-        else:
-            feedback.pushWarning("The polygons or the noisy raster have no valid CRS: polygons are used "
-                                 "as they are, in the raster's coordinates")
-        areas = []
-        for feat in source.getFeatures():
-            if feedback.isCanceled():
-                break
-            geom = feat.geometry()
-            label = str(feat[name_field]) if name_field and feat[name_field] is not None else f"feature {feat.id()}"
-            if geom is None or geom.isNull() or geom.isEmpty():
-                feedback.pushWarning(f"'{label}' has no geometry: skipped")
-                continue
-            if transform is not None:
-                try:
-                    geom.transform(transform)
-                except QgsCsException as err:
-                    raise QgsProcessingException(
-                        f"polygon '{label}' cannot be reprojected to the raster's CRS: {err}") from None
-            areas.append(PolygonArea(str(feat.id()), label, geom.asWkt(17)))
-        return areas
+        return [PolygonArea(str(feat.id()), label, geom.asWkt(17))
+                for feat, label, geom in features_in_crs(source, raster_crs, context, feedback, "polygon")]
 
     def processAlgorithm(self, parameters, context, feedback):
-        noisy = self._raster(parameters, self.NOISY, context)
-        desp = self._raster(parameters, self.DESPECKLED, context)
-        ref = self._raster(parameters, self.REFERENCE, context, optional=True)
+        noisy = gdal_raster(self, parameters, self.NOISY, context, "the assessment")
+        desp = gdal_raster(self, parameters, self.DESPECKLED, context, "the assessment")
+        ref = gdal_raster(self, parameters, self.REFERENCE, context, "the assessment", optional=True)
         band_noisy = self.parameterAsInt(parameters, self.BAND_NOISY, context) or 1
         band_desp = self.parameterAsInt(parameters, self.BAND_DESPECKLED, context) or 1
         domain = self.parameterAsEnum(parameters, self.INPUT_DOMAIN, context)

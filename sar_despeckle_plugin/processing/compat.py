@@ -1,5 +1,11 @@
 """Small helpers that keep the algorithms working from QGIS 3.22 (Qt5) to QGIS 4 (Qt6)."""
-from qgis.core import QgsProcessingParameterDefinition, QgsProcessingUtils
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingUtils,
+)
 
 try:  # QGIS >= 3.36 (and QGIS 4, where the old flag names are gone)
     from qgis.core import Qgis
@@ -52,10 +58,65 @@ except (NameError, AttributeError):  # QGIS 3.22 - 3.34
 
 try:  # QGIS >= 3.36 / QGIS 4
     SOURCE_RASTER = Qgis.ProcessingSourceType.Raster
+    VECTOR_POINT = Qgis.ProcessingSourceType.VectorPoint
+    VECTOR_POLYGON = Qgis.ProcessingSourceType.VectorPolygon
+    WKB_POLYGON = Qgis.WkbType.Polygon
 except (NameError, AttributeError):  # QGIS 3.22 - 3.34
-    from qgis.core import QgsProcessing
+    from qgis.core import QgsProcessing, QgsWkbTypes
 
     SOURCE_RASTER = QgsProcessing.TypeRaster
+    VECTOR_POINT = QgsProcessing.TypeVectorPoint
+    VECTOR_POLYGON = QgsProcessing.TypeVectorPolygon
+    WKB_POLYGON = QgsWkbTypes.Polygon
+
+NAME_FIELDS = ("name", "nom", "label", "id")  # the field that names a feature, first found
+
+
+def gdal_raster(alg, parameters, name, context, purpose, optional=False):
+    """The raster layer of parameter ``name``, valid and served by GDAL (the runtime reads files):
+    None when ``optional`` and not given, else a QgsProcessingException saying what is wrong."""
+    layer = alg.parameterAsRasterLayer(parameters, name, context)
+    if layer is None and optional:
+        return None
+    if layer is None or not layer.isValid():
+        raise QgsProcessingException(alg.invalidRasterError(parameters, name))
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(f"'{layer.name()}' is served by the '{layer.providerType()}' provider; "
+                                     f"{purpose} needs raster files readable by GDAL")
+    return layer
+
+
+def features_in_crs(source, raster_crs, context, feedback, what):
+    """(label, geometry in ``raster_crs``) of every feature of ``source`` with a geometry; labels
+    from its 'name' (or 'nom', 'label', 'id') field, else 'feature <id>'. Geometries are
+    reprojected when both CRSs are valid and differ; ``what`` names the features in messages."""
+    names = [f.name() for f in source.fields()]
+    lower = [n.lower() for n in names]
+    name_field = next((names[lower.index(c)] for c in NAME_FIELDS if c in lower), None)
+    transform = None
+    if source.sourceCrs().isValid() and raster_crs.isValid():
+        if source.sourceCrs() != raster_crs:
+            transform = QgsCoordinateTransform(source.sourceCrs(), raster_crs, context.transformContext())
+            feedback.pushInfo(f"Reprojecting the {what}s from {source.sourceCrs().authid()} to "
+                              f"{raster_crs.authid()}")
+    else:
+        feedback.pushWarning(f"The {what}s or the noisy raster have no valid CRS: {what}s are used as they are, "
+                             "in the raster's coordinates")
+    for feat in source.getFeatures():
+        if feedback.isCanceled():
+            break
+        geom = feat.geometry()
+        label = str(feat[name_field]) if name_field and feat[name_field] is not None else f"feature {feat.id()}"
+        if geom is None or geom.isNull() or geom.isEmpty():
+            feedback.pushWarning(f"{what} '{label}' has no geometry: skipped")
+            continue
+        if transform is not None:
+            try:
+                geom.transform(transform)
+            except QgsCsException as err:
+                raise QgsProcessingException(f"{what} '{label}' cannot be reprojected to the raster's CRS: "
+                                             f"{err}") from None
+        yield feat, label, geom
 
 
 def output_layer(alg, parameters, name, context, filename="output.tif") -> str:

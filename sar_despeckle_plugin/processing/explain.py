@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsCoordinateTransform,
-    QgsCsException,
     QgsFeature,
     QgsFeatureSink,
     QgsField,
@@ -29,26 +27,13 @@ from ..core.transforms import DOMAIN_LABELS, Domain
 from ..runtime.explain import cell_wkt, explain_rasters
 from ..runtime.onnx_denoiser import DEVICE_LABELS, Device
 from .compat import (
-    FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_file, output_layer, warn_if_no_crs,
+    FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, VECTOR_POINT, VECTOR_POLYGON, WKB_POLYGON, QgisProgress, advanced,
+    features_in_crs, gdal_raster, output_file, output_layer, warn_if_no_crs,
 )
 from .styling import diverging_style, name_and_style
 from .helppages import Branded
 
-try:  # QGIS >= 3.36 / QGIS 4
-    from qgis.core import Qgis
-
-    VECTOR_POINT = Qgis.ProcessingSourceType.VectorPoint
-    VECTOR_POLYGON = Qgis.ProcessingSourceType.VectorPolygon
-    WKB_POLYGON = Qgis.WkbType.Polygon
-except (ImportError, AttributeError):  # QGIS 3.22 - 3.34
-    from qgis.core import QgsProcessing, QgsWkbTypes
-
-    VECTOR_POINT = QgsProcessing.TypeVectorPoint
-    VECTOR_POLYGON = QgsProcessing.TypeVectorPolygon
-    WKB_POLYGON = QgsWkbTypes.Polygon
-
 FAST_INSERT = getattr(QgsFeatureSink, "FastInsert", None) or QgsFeatureSink.Flag.FastInsert  # QGIS 3 / QGIS 4
-NAME_FIELDS = ("name", "nom", "label", "id")
 MAX_POINTS = 100
 
 
@@ -196,38 +181,12 @@ class ExplainAlgorithm(Branded, QgsProcessingAlgorithm):
         for key, label in self.NUMBERS:
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
-    def _raster(self, parameters, name, context):
-        layer = self.parameterAsRasterLayer(parameters, name, context)
-        if layer is None or not layer.isValid():
-            raise QgsProcessingException(self.invalidRasterError(parameters, name))
-        if layer.providerType() != "gdal":
-            raise QgsProcessingException(f"'{layer.name()}' is served by the '{layer.providerType()}' provider; "
-                                         "the explanation needs raster files readable by GDAL")
-        return layer
-
     def _points(self, parameters, context, raster_crs, feedback):
         source = self.parameterAsSource(parameters, self.POINTS, context)
         if source is None:
             return []
-        names = [f.name() for f in source.fields()]
-        lower = [n.lower() for n in names]
-        name_field = next((names[lower.index(c)] for c in NAME_FIELDS if c in lower), None)
-        transform = None
-        if source.sourceCrs().isValid() and raster_crs.isValid() and source.sourceCrs() != raster_crs:
-            transform = QgsCoordinateTransform(source.sourceCrs(), raster_crs, context.transformContext())
         out = []
-        for feat in source.getFeatures():
-            geom = feat.geometry()
-            label = str(feat[name_field]) if name_field and feat[name_field] is not None else f"feature {feat.id()}"
-            if geom is None or geom.isNull() or geom.isEmpty():
-                feedback.pushWarning(f"point '{label}' has no geometry: skipped")
-                continue
-            if transform is not None:
-                try:
-                    geom.transform(transform)
-                except QgsCsException as err:
-                    raise QgsProcessingException(f"point '{label}' cannot be reprojected to the raster's CRS: "
-                                                 f"{err}") from None
+        for _, label, geom in features_in_crs(source, raster_crs, context, feedback, "point"):
             for i, part in enumerate(geom.vertices()):
                 out.append((label if i == 0 else f"{label} ({i + 1})", part.x(), part.y()))
             if len(out) > MAX_POINTS:
@@ -235,8 +194,8 @@ class ExplainAlgorithm(Branded, QgsProcessingAlgorithm):
         return out
 
     def processAlgorithm(self, parameters, context, feedback):
-        noisy = self._raster(parameters, self.NOISY, context)
-        desp = self._raster(parameters, self.DESPECKLED, context)
+        noisy = gdal_raster(self, parameters, self.NOISY, context, "the explanation")
+        desp = gdal_raster(self, parameters, self.DESPECKLED, context, "the explanation")
         warn_if_no_crs(noisy, feedback)
         band_noisy = self.parameterAsInt(parameters, self.BAND_NOISY, context) or 1
         band_desp = self.parameterAsInt(parameters, self.BAND_DESPECKLED, context) or 1
@@ -289,21 +248,13 @@ class ExplainAlgorithm(Branded, QgsProcessingAlgorithm):
             sink, dest = self.parameterAsSink(parameters, self.POINT_WEIGHTS, context, fields, WKB_POLYGON,
                                               noisy.crs())
             if sink is not None:
-                gt = _geotransform(noisy)
                 for p in res.points:
                     for row, col, weight, value in p.cells():
                         f = QgsFeature(fields)
-                        f.setGeometry(QgsGeometry.fromWkt(cell_wkt(gt, row, col)))
+                        f.setGeometry(QgsGeometry.fromWkt(cell_wkt(res.geotransform, row, col)))
                         f.setAttributes([p.label, row, col, weight, value])
                         sink.addFeature(f, FAST_INSERT)
                 out[self.POINT_WEIGHTS] = dest
         out.update(res.outputs())
         return out
 
-
-def _geotransform(layer):
-    from osgeo import gdal
-    ds = gdal.Open(layer.source())
-    gt = ds.GetGeoTransform(can_return_null=True) if ds is not None else None
-    ds = None
-    return gt or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)

@@ -450,6 +450,26 @@ def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def report_head(title: str, params: Sequence[Sequence], warnings: Sequence[str], width_em: int = 60,
+                figure_css: str = "figure{margin:1em 0}") -> List[str]:
+    """The start of a self-contained HTML report: page head and style, the title, the inputs and
+    parameters table and the warnings (the assessment's and the explanation's reports)."""
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>",
+        f"body{{font-family:sans-serif;max-width:{width_em}em;margin:2em auto;color:#222}}"
+        "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #bbb;padding:2px 8px;"
+        f"text-align:left}}th{{background:#eee}}{figure_css}img{{max-width:100%}}.warn{{color:#a04000}}",
+        "</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Inputs and parameters</h2>", _table(["", ""], params),
+    ]
+    if warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
+                                                         for w in warnings) + "</ul>")
+    return parts
+
+
 def render_html(res: AssessmentResult, hist: Histogram, blocks: HomogeneousBlocks, noisy_m: Moments,
                 desp_m: Moments, thumbnail: np.ndarray, inputs: Dict[str, str]) -> str:
     """The self-contained HTML report (figures as base64 PNG)."""
@@ -542,20 +562,7 @@ def render_html(res: AssessmentResult, hist: Histogram, blocks: HomogeneousBlock
     ]
     lag_rows = [(f"{k}", res.ratio_lags_rows[k - 1], res.ratio_lags_cols[k - 1],
                  res.noisy_lags_rows[k - 1], res.noisy_lags_cols[k - 1]) for k in lags]
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>Speckle reduction quality assessment</title><style>",
-        "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #bbb;padding:2px 8px;"
-        "text-align:left}th{background:#eee}figure{margin:1em 0}img{max-width:100%}"
-        ".warn{color:#a04000}",
-        "</style></head><body>",
-        "<h1>Speckle reduction quality assessment</h1>",
-        "<h2>Inputs and parameters</h2>", _table(["", ""], params),
-    ]
-    if res.warnings:
-        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
-                                                         for w in res.warnings) + "</ul>")
+    parts = report_head("Speckle reduction quality assessment", params, res.warnings)
     parts += [
         "<h2>Summary</h2>", _table(["output", "meaning", "value"], summary),
         "<h2>Ratio image</h2>",

@@ -31,7 +31,9 @@ from ..core.errors import CanceledError, InvalidInputError
 from ..core.normalisation import sample_step
 from ..core.tiling import Window
 from ..core.transforms import Domain
-from .assessment import _companion_domain, _figure_classes, _intensity, _png, _table, _write_text
+from .assessment import (
+    _companion_domain, _figure_classes, _intensity, _png, _table, _write_text, report_head,
+)
 from .estimation import measure
 from .pipeline import VERSION, NullProgress, Progress, provenance, spread_raster
 from .raster_io import OutputSpec, RasterSource, RasterWriter, check_output, gdal
@@ -40,6 +42,7 @@ TILE = 256              # rows of a strip and columns of a tile (a multiple of B
 BLOCK = 32              # homogeneous blocks of the first-order term and of the speckle floor
 THUMBNAIL_SIZE = 360
 THREADS = max(1, min(4, os.cpu_count() or 1))
+NO_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # GDAL's pixel/line default
 
 
 @dataclass
@@ -98,6 +101,7 @@ class ExplainResult:
     points: List[ExplainedPoint] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     seconds: float = 0.0
+    geotransform: Tuple[float, ...] = NO_GEOTRANSFORM   # the noisy raster's (cell_wkt's argument)
 
     def outputs(self) -> Dict[str, float]:
         return {"FLAGGED_SHARE": self.flagged_share, "DISAGREEMENT_MEAN": self.score_mean,
@@ -197,7 +201,7 @@ def _explain_tile(n_pad, d_pad, r0, c0, th, tw, ctx, halo_nlm, opts, edges) -> _
     inner = (slice(ctx, ctx + th), slice(ctx, ctx + tw))
     n_in, d_in = n_pad[inner], d_pad[inner]
     both = np.isfinite(n_in) & (n_in > 0) & np.isfinite(d_in) & (d_in > 0)
-    levels = ex.quantise(np.where(both, ratio[inner], np.nan), edges)
+    levels = q_ctx[half:half + th, half:half + tw]   # the tile's own pixels (-1 wherever either is invalid)
     score[~both] = np.nan
     structure[~both] = np.nan
     est = np.where(both, sums.estimate, np.nan)
@@ -379,7 +383,8 @@ def explain_rasters(noisy_path: str, despeckled_path: str, band_noisy: int = 1, 
             warnings.append("the speckle's spatial correlation could not be measured: it is taken as white, "
                             "which overstates the disagreement scores if it is not")
         res = ExplainResult(noisy.width, noisy.height, n_dom, looks, looks_source, cx, cy, patch, search,
-                            tolerance_db, window, warnings=warnings)
+                            tolerance_db, window, warnings=warnings,
+                            geotransform=tuple(noisy.geotransform or NO_GEOTRANSFORM))
 
         model_file = None
         if uncertainty_path:
@@ -488,8 +493,7 @@ def explain_rasters(noisy_path: str, despeckled_path: str, band_noisy: int = 1, 
 
         for label, x, y in points:
             _check(progress)
-            gt = noisy.geotransform or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-            row_f, col_f = _pixel_of(gt, x, y)
+            row_f, col_f = _pixel_of(res.geotransform, x, y)
             row, col = int(math.floor(row_f)), int(math.floor(col_f))
             if not (0 <= row < noisy.height and 0 <= col < noisy.width):
                 warnings.append(f"point '{label}' ({x:g}, {y:g}) lies outside the raster: skipped")
@@ -640,20 +644,8 @@ def render_html(res: ExplainResult, thumbs: Dict[str, np.ndarray], inputs: Dict[
          res.uncertainty_median),
         ("", "95th percentile of the spread, dB", res.uncertainty_p95),
     ]
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>Explaining a despeckling result</title><style>",
-        "body{font-family:sans-serif;max-width:64em;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #bbb;padding:2px 8px;"
-        "text-align:left}th{background:#eee}figure{margin:0.5em;display:inline-block;vertical-align:top}"
-        "img{max-width:100%}.warn{color:#a04000}",
-        "</style></head><body>",
-        "<h1>Explaining a despeckling result</h1>",
-        "<h2>Inputs and parameters</h2>", _table(["", ""], params),
-    ]
-    if res.warnings:
-        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
-                                                         for w in res.warnings) + "</ul>")
+    parts = report_head("Explaining a despeckling result", params, res.warnings, width_em=64,
+                        figure_css="figure{margin:0.5em;display:inline-block;vertical-align:top}")
     parts += [
         "<h2>Summary</h2>", _table(["output", "meaning", "value"], summary),
         "<h2>Maps</h2>",

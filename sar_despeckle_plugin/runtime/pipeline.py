@@ -267,6 +267,13 @@ def _median_offset(src: RasterSource, domain: Domain, bias: float, progress: Pro
     return log_offset_from_sample(np.concatenate(samples), bias)
 
 
+def _normaliser(src: RasterSource, domain: Domain, card, progress: Progress, stop: float) -> LogNormaliser:
+    """The card's log normalisation for this raster (its median log level read when the card asks)."""
+    offset = _median_offset(src, domain, model_log_bias(card), progress, stop) if card.norm_offset == "median" \
+        else None
+    return LogNormaliser.from_card(card, offset)
+
+
 def raw_to_intensity(src: RasterSource, raw: np.ndarray, domain: Domain) -> np.ndarray:
     invalid = src.invalid_mask(raw)
     intensity = to_intensity(raw, domain)
@@ -473,10 +480,7 @@ def spread_raster(src_path: str, dst_path: str, denoiser, band: int = 1, domain:
         domain = measurement.domain
         card = ensemble.card
         tile, halo = _prepare(card, 1.0, tile_size)
-        offset = None
-        if card.norm_offset == "median":
-            offset = _median_offset(src, domain, model_log_bias(card), _Quiet(progress), 0.0)
-        norm = LogNormaliser.from_card(card, offset)
+        norm = _normaliser(src, domain, card, _Quiet(progress), 0.0)
         grid = TileGrid.build(src.height, src.width, tile, halo, multiple=card.size_multiple, align=TILE_ALIGN)
         white = measurement.whitening
         to_db = float(card.norm_scale) * 10.0 / math.log(10.0)
@@ -564,11 +568,9 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
         warning = looks_mismatch(card, float(looks)) if looks and chosen == "given" else None
         if warning:
             progress.warn(warning)
-        offset = None
         if card.norm_offset == "median":
             progress.info("Measuring the raster's log level (median)...")
-            offset = _median_offset(src, domain, model_log_bias(card), progress, 5.0)
-        norm = LogNormaliser.from_card(card, offset)
+        norm = _normaliser(src, domain, card, progress, 5.0)
         grid = TileGrid.build(src.height, src.width, tile, halo, multiple=card.size_multiple,
                               align=TILE_ALIGN)
         white = measurement.whitening

@@ -310,23 +310,11 @@ class RasterWriter:
                     os.remove(self.path + suffix)
             os.replace(self.tmp_path, self.path)
         else:
-            mark = _WRITE_ERRORS.open()
             try:
-                tmp = gdal.Open(self.tmp_path)
-                out = gdal.GetDriverByName(self.driver).CreateCopy(self.path, tmp, 0) if tmp is not None else None
-                if out is None:
-                    raise InvalidInputError(_gdal_error(f"cannot write '{self.path}' with the {self.driver} driver"))
-                out.FlushCache()
-                out = tmp = None
-                failures = _WRITE_ERRORS.since(mark)
-                if failures:
-                    gdal.GetDriverByName(self.driver).Delete(self.path)
-                    raise InvalidInputError(f"cannot write '{self.path}' (disk full?): {failures[-1]}")
+                _create_copy(self.driver, self.path, self.tmp_path)
             except InvalidInputError:
                 self.abort()
                 raise
-            finally:
-                _WRITE_ERRORS.close()
             gdal.Unlink(self.tmp_path)
         return self.path
 
@@ -342,6 +330,28 @@ class RasterWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or self._ds is not None:
             self.abort()
+
+
+def _create_copy(driver: str, dst: str, src, options=(), shown: Optional[str] = None) -> None:
+    """GDAL CreateCopy of ``src`` (a dataset or a path) to ``dst`` with ``driver``, flushed and
+    closed; a failure GDAL reports only through its error handler (disk full) removes ``dst`` and
+    raises like a failed copy. ``shown``: the path the messages name (default ``dst``)."""
+    shown = shown or dst
+    mark = _WRITE_ERRORS.open()
+    try:
+        ds = gdal.Open(src) if isinstance(src, str) else src
+        out = gdal.GetDriverByName(driver).CreateCopy(dst, ds, 0, list(options)) if ds is not None else None
+        if out is None:
+            raise InvalidInputError(_gdal_error(f"cannot write '{shown}' with the {driver} driver"))
+        out.FlushCache()
+        out = ds = None
+        failures = _WRITE_ERRORS.since(mark)
+        if failures:
+            if os.path.exists(dst):
+                gdal.GetDriverByName(driver).Delete(dst)
+            raise InvalidInputError(f"cannot write '{shown}' (disk full?): {failures[-1]}")
+    finally:
+        _WRITE_ERRORS.close()
 
 
 def write_array(path: str, array: np.ndarray, geotransform=None, projection: str = "",
@@ -417,21 +427,18 @@ def finalize_output(path: str, creation_options: Optional[str] = None, overviews
         if overviews:  # built here for every driver, so that small rasters get them too
             if src.BuildOverviews("AVERAGE", _overview_factors(src.RasterXSize, src.RasterYSize)) != 0:
                 raise InvalidInputError(_gdal_error(f"cannot build overviews of '{path}'"))
+            failures = _WRITE_ERRORS.since(mark)
+            if failures:
+                raise InvalidInputError(f"cannot write the overviews of '{path}' (disk full?): {failures[-1]}")
             if driver_name == "GTiff":
                 options = options + ["COPY_SRC_OVERVIEWS=YES"]
         if driver_name == "COG":
             options = [o for o in options if not o.startswith("OVERVIEWS=")] + [
                 "OVERVIEWS=FORCE_USE_EXISTING" if overviews else "OVERVIEWS=NONE"]
-        out = drv.CreateCopy(tmp, src, 0, options)
-        if out is None:
-            raise InvalidInputError(_gdal_error(f"cannot write '{path}' with the {driver_name} driver"))
-        out.FlushCache()
-        out = src = None
-        failures = _WRITE_ERRORS.since(mark)
-        if failures:
-            raise InvalidInputError(f"cannot write '{path}' (disk full?): {failures[-1]}")
+        _create_copy(driver_name, tmp, src, options, shown=path)
+        src = None
     except InvalidInputError:
-        src = out = None
+        src = None
         for p in (tmp, path):
             if os.path.exists(p):
                 gdal.Unlink(p)
