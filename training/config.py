@@ -44,6 +44,13 @@ DEFAULTS: Dict[str, Any] = {
         "correlated_fraction": 0.0,  # fraction of patches with correlated speckle
         "psf_sigma_min": 0.0,        # lower end of the PSF std range (correlated patches)
         "psf_anisotropic": False,    # draw the PSF std of rows and columns independently
+        # SAR-like content (supervised/masking; see training/data.py): shares of the patches
+        "contrast_fraction": 0.0,    # log-contrast expanded by a factor uniform in [1, contrast_max]
+        "contrast_max": 1.0,
+        "scatterer_fraction": 0.0,   # 1-6 deterministic one-pixel targets 15-35 dB above the median
+        "line_fraction": 0.0,        # 1-3 one-pixel bright or dark lines
+        "rescale_fraction": 0.0,     # cropped at a zoom log-uniform in [1/rescale_max, rescale_max]
+        "rescale_max": 1.0,
         "norm_scale": 2.0,
         "jitter": 0.5,
         "s1_weight": 0.4,            # supervised/masking: share of Sentinel-1 temporal-mean patches

@@ -218,6 +218,23 @@ def _speckle_text(d: Dict[str, object]) -> str:
     return txt
 
 
+def _content_text(d: Dict[str, object]) -> str:
+    """The SAR-like content augmentations of a configuration, in words ('' when none)."""
+    parts = []
+    if float(d.get("rescale_fraction") or 0) > 0:
+        parts.append(f"{float(d['rescale_fraction']):.0%} rescaled (zoom log-uniform in "
+                     f"[1/{float(d['rescale_max']):g}, {float(d['rescale_max']):g}])")
+    if float(d.get("contrast_fraction") or 0) > 0:
+        parts.append(f"{float(d['contrast_fraction']):.0%} with log-contrast expanded by a factor uniform in "
+                     f"[1, {float(d['contrast_max']):g}]")
+    if float(d.get("line_fraction") or 0) > 0:
+        parts.append(f"{float(d['line_fraction']):.0%} with 1-3 one-pixel bright or dark lines")
+    if float(d.get("scatterer_fraction") or 0) > 0:
+        parts.append(f"{float(d['scatterer_fraction']):.0%} with 1-6 unspeckled one-pixel targets 15-35 dB above "
+                     "the median")
+    return ("; SAR-like content: of the patches " + ", ".join(parts)) if parts else ""
+
+
 def auto_card_keys(auto: Optional[Dict[str, object]]) -> Dict[str, str]:
     """The card's Auto-choice keys from a configuration's ``auto`` section (empty without one)."""
     if not auto:
@@ -254,8 +271,8 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
         data_text = ("BSD400 natural grey images (8-bit values clipped to >= 1 read as amplitude, intensity = v^2) "
                      "and Sentinel-1 GRD temporal means (train/s1_grd_temporal_mean, linear intensity), "
                      f"S1 patch weight {float(d['s1_weight']):g}; last {int(d['holdout_bsd'])} BSD400 and last "
-                     f"{int(d['holdout_s1'])} S1 images held out; random crops with the 8 flips/rotations; "
-                     f"speckle simulated: {_speckle_text(d)}")
+                     f"{int(d['holdout_s1'])} S1 images held out; random crops with the 8 flips/rotations"
+                     f"{_content_text(d)}; speckle simulated: {_speckle_text(d)}")
         speckle = _speckle_text(d)
     o = config["optimizer"]
     lmax = d.get("looks_max")

@@ -86,6 +86,12 @@ def _speckle_kwargs(d: Dict[str, Any]) -> Dict[str, Any]:
             "psf_sigma_min": float(d["psf_sigma_min"]), "psf_anisotropic": bool(d["psf_anisotropic"])}
 
 
+def _content_kwargs(d: Dict[str, Any]) -> Dict[str, Any]:
+    """PatchSampler keyword arguments for the SAR-like content augmentations."""
+    return {k: float(d[k]) for k in ("contrast_fraction", "contrast_max", "scatterer_fraction", "line_fraction",
+                                     "rescale_fraction", "rescale_max")}
+
+
 def build_sampler(cfg: Dict[str, Any], seed) -> Any:
     """The training sampler of the configuration's strategy (held-out data excluded)."""
     d, root = cfg["data"], data_root(cfg)
@@ -106,7 +112,8 @@ def build_sampler(cfg: Dict[str, Any], seed) -> Any:
                            **common, **_speckle_kwargs(d))
     blind = {"looks_max": float(d["looks_max"]), "single_look_fraction": float(d["single_look_fraction"])} \
         if d.get("looks_max") else {}
-    return PatchSampler(train_refs, set_weights=weights, seed=seed, **common, **blind, **_speckle_kwargs(d))
+    return PatchSampler(train_refs, set_weights=weights, seed=seed, **common, **blind, **_speckle_kwargs(d),
+                        **_content_kwargs(d))
 
 
 def build_validation(cfg: Dict[str, Any], limit: Optional[int] = None, size: int = 128) -> List[Tuple[str, np.ndarray, np.ndarray]]:
