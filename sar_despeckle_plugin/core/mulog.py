@@ -128,7 +128,8 @@ DEBIAS_CAP_SIGMAS = 6.0
 DEBIAS_MIX = 0.5
 DATA_INVERSE_CONDITION = 1e-4
 INIT_INVERSE_CONDITION = 1e-3
-_CHUNK = 32768           # pixels per block in the proximal step (bounds memory)
+# pixels per block in the proximal step (bounds memory; 8192-16384 ran 25 % faster than 32768: cache)
+_CHUNK = 8192
 _DENOISER_PIXELS = 1 << 20   # pixels per denoiser call (channel images x H x W): bounds onnxruntime's memory
 _MC_SIZE = 192           # side of the Monte-Carlo speckle image used for the noise std
 _MC_SEED = 20170901
@@ -562,22 +563,72 @@ def _prox_wishart(v, u0, c, whitening, mean, looks, lbd, iterations):
 
 # ------------------------------------------------------------------------------ debiasing
 
-def _box_mean_valid(values: np.ndarray, valid: np.ndarray, r: int) -> np.ndarray:
+def _window_sums(a: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Sums of ``k`` consecutive entries of ``a`` along ``axis`` (length n - k + 1), built from
+    sums of 1, 2, 4, 8... entries (about 2 log2(k) array additions instead of k). Each output is
+    the same additions in the same order whatever its position, so a tile and the whole image
+    give bit-identical sums."""
+    n = a.shape[axis]
+    m = n - k + 1
+
+    def take(x, start, length):
+        sl = [slice(None)] * x.ndim
+        sl[axis] = slice(start, start + length)
+        return x[tuple(sl)]
+
+    out, offset, block, size = None, 0, a, 1
+    while k:
+        if k & 1:
+            part = take(block, offset, m)
+            out = part.copy() if out is None else out + part
+            offset += size
+        k >>= 1
+        if k:
+            length = block.shape[axis] - size
+            block = take(block, 0, length) + take(block, size, length)
+            size *= 2
+    return out
+
+
+def _box_mean_valid(values: np.ndarray, valid: np.ndarray, r: int, hermitian: bool = False) -> np.ndarray:
     """Mean of ``values`` (H, W, ...) over the valid pixels of each (2r+1)^2 window (window
-    clipped at the borders; 1 where a window has no valid pixel), fixed summation order (sliding
-    windows, no cumulative sums)."""
-    from numpy.lib.stride_tricks import sliding_window_view as swv
-
-    def box(a):
-        p = np.pad(a, [(r, r), (r, r)] + [(0, 0)] * (a.ndim - 2))
-        a = swv(p, 2 * r + 1, axis=0).sum(axis=-1)
-        return swv(a, 2 * r + 1, axis=1).sum(axis=-1)
-
-    extra = (slice(None), slice(None)) + (None,) * (values.ndim - 2)
-    num = box(np.where(valid[extra], values, 0.0))
-    den = box(valid.astype(np.float64))[extra]
+    clipped at the borders; 1 where a window has no valid pixel). The window sums run on the
+    real and imaginary parts laid out (..., H, W) (:func:`_window_sums`: fixed summation order per
+    pixel, so tiles agree bit for bit with the whole image). ``hermitian``: ``values`` are
+    (H, W, D, D) Hermitian matrices; only the real diagonal and the upper triangle are summed
+    (D^2 real sums instead of 2 D^2), the lower triangle is their conjugate, and a window with
+    no valid pixel gives the identity."""
+    k = 2 * r + 1
+    d = values.shape[-1] if hermitian else 0
+    if hermitian:
+        iu, ju = np.triu_indices(d, 1)
+        planes = [values[..., i, i].real for i in range(d)]
+        planes += [values[..., i, j].real for i, j in zip(iu, ju)] + [values[..., i, j].imag for i, j in zip(iu, ju)]
+        stacked = np.stack(planes)                               # (D^2, H, W)
+    else:
+        spatial_last = np.moveaxis(values, (0, 1), (-2, -1))
+        parts = (spatial_last.real, spatial_last.imag) if np.iscomplexobj(values) else (spatial_last,)
+        stacked = np.stack(parts)                                # (2 or 1, ..., H, W)
+    pad = [(0, 0)] * (stacked.ndim - 2) + [(r, r), (r, r)]
+    sums = _window_sums(_window_sums(np.pad(np.where(valid, stacked, 0.0), pad), k, -2), k, -1)
+    den = _window_sums(_window_sums(np.pad(valid.astype(np.float64), r), k, 0), k, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+        inv = np.where(den > 0, 1.0 / np.where(den > 0, den, 1.0), 0.0)
+    empty = den == 0
+    if hermitian:
+        out = np.empty(values.shape, dtype=np.complex128)
+        for i in range(d):
+            out[..., i, i] = np.where(empty, 1.0, sums[i] * inv)
+        n = len(iu)
+        for t, (i, j) in enumerate(zip(iu, ju)):
+            z = (sums[d + t] + 1j * sums[d + n + t]) * inv
+            out[..., i, j] = z
+            out[..., j, i] = np.conj(z)
+        return out
+    num = sums[0] + 1j * sums[1] if np.iscomplexobj(values) else sums[0]
+    num = np.moveaxis(num, (-2, -1), (0, 1))
+    extra = (slice(None), slice(None)) + (None,) * (values.ndim - 2)
+    return np.where(empty[extra], 1.0, num * inv[extra])
 
 
 def _sqrt2(m: np.ndarray):
@@ -669,14 +720,14 @@ def _debias(sigma_hat: np.ndarray, c: np.ndarray, valid: np.ndarray, r: int, loo
     keep = np.where(valid & (tr > cap), cap / np.maximum(tr, 1e-300), 1.0)[..., None, None]
     eye = np.eye(d)
     # (1) local means
-    a = _box_mean_valid(sigma_hat, valid, r)
-    b = _box_mean_valid(keep * ch, valid, r)
+    a = _box_mean_valid(sigma_hat, valid, r, hermitian=True)
+    b = _box_mean_valid(keep * ch, valid, r, hermitian=True)
     a[~valid] = b[~valid] = eye                    # not used; windows with no valid pixel
     a_sqrt, a_isqrt = _sqrt_and_inv_sqrt(a)
     t = a_sqrt @ _clipped_power(_hermitian(a_isqrt @ b @ a_isqrt), 0.5, 0.25, 4.0) @ a_isqrt
     by_means = _hermitian(t @ sigma_hat @ np.conj(np.swapaxes(t, -1, -2)))
     # (2) local mean of the whitened data
-    m = _box_mean_valid(w * keep, valid, r)
+    m = _box_mean_valid(w * keep, valid, r, hermitian=True)
     m[~valid] = eye
     by_ratio = _hermitian(s_sqrt @ _clipped_power(_hermitian(m), 1.0, 0.25, 4.0) @ s_sqrt)
     if DEBIAS_MIX <= 0:
@@ -692,6 +743,29 @@ def _debias(sigma_hat: np.ndarray, c: np.ndarray, valid: np.ndarray, r: int, loo
 
 
 # ------------------------------------------------------------------------------ MuLoG
+
+_BAND_MIN_ROWS = 64  # rows per thread below which an image is not split
+
+
+def _by_row_bands(fn: Callable[..., np.ndarray], arrays, margin: int) -> np.ndarray:
+    """``fn(*arrays)`` on bands of rows in threads (numpy releases the GIL in these element-wise
+    and windowed kernels), concatenated. Each band carries ``margin`` rows of context above and
+    below (at least the reach of ``fn``'s windows), which are cropped: the kept rows see the same
+    data in the same order as in one call on the whole image, so the result is bit-identical."""
+    h = arrays[0].shape[0]
+    threads = min(n_threads(), h // _BAND_MIN_ROWS)
+    if threads < 2:
+        return fn(*arrays)
+    bounds = [round(i * h / threads) for i in range(threads + 1)]
+
+    def one(i):
+        a, b = bounds[i], bounds[i + 1]
+        lo, hi = max(0, a - margin), min(h, b + margin)
+        return fn(*(x[lo:hi] for x in arrays))[a - lo:b - lo]
+
+    with ThreadPoolExecutor(threads) as pool:
+        return np.concatenate(list(pool.map(one, range(threads))))
+
 
 def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransform,
           iterations: int = DEFAULT_ITERATIONS, beta: Optional[float] = None,
@@ -753,8 +827,9 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
     fill[...] = np.eye(d) * np.nanmedian(np.real(np.trace(c[valid], axis1=-2, axis2=-1))) / d
     cv = np.where(valid[..., None, None], _hermitian(np.where(valid[..., None, None], c, 0)), fill)
 
-    data = _floor_eigenvalues(cv, DATA_INVERSE_CONDITION)[valid]          # (P, D, D)
-    init_ch = to_channels(_initial_log(cv, looks)).reshape(h * w, k)
+    data = _by_row_bands(lambda x: _floor_eigenvalues(x, DATA_INVERSE_CONDITION), [cv], 0)[valid]  # (P, D, D)
+    blur_reach = int(math.ceil(3 * loading_width(d, looks))) + 1 if d > 1 else 0
+    init_ch = to_channels(_by_row_bands(lambda x: _initial_log(x, looks), [cv], blur_reach)).reshape(h * w, k)
     u_init = transform.forward(init_ch)                                     # (HW, K) unit noise
     u_init[invalid.ravel()] = 0.0
     wm, mean, sd = transform.whitening, transform.mean, transform.noise_std
@@ -821,10 +896,11 @@ def mulog(c: np.ndarray, looks: float, denoise: Denoiser, transform: MulogTransf
         z = call_denoiser(x - e, beta, flip_always or (flip_average == "last" and it == iterations - 2))
         e = e + z - x
 
-    sigma_hat = herm_exp(from_channels(transform.inverse(x)).reshape(h, w, d, d))
+    sigma_hat = _by_row_bands(herm_exp, [from_channels(transform.inverse(x)).reshape(h, w, d, d)], 0)
 
     if DEBIAS_RADIUS > 0:
-        sigma_hat = _debias(sigma_hat, cv, valid, DEBIAS_RADIUS, looks)
+        sigma_hat = _by_row_bands(lambda s_, c_, v_: _debias(s_, c_, v_, DEBIAS_RADIUS, looks),
+                                  [sigma_hat, cv, valid], DEBIAS_RADIUS)
     out[valid] = _hermitian(sigma_hat[valid])
     return out
 

@@ -80,11 +80,14 @@ class AxisPlan:
     halo: int
 
     @classmethod
-    def build(cls, n: int, tile: int, halo: int, overlap: int, multiple: int = 1, align: int = 1) -> "AxisPlan":
+    def build(cls, n: int, tile: int, halo: int, overlap: int, multiple: int = 1, align: int = 1,
+              free_edges: bool = False) -> "AxisPlan":
         """``align``: every kept range starts at a multiple of it (so every tile input starts at
         -halo modulo ``align``); the last tile keeps up to ``align`` - 1 more pixels than the
         others, and all tiles take its input size (at most ``tile`` + ``align`` - 1, rounded up to
-        ``multiple``). Ignored (1) when the tiles' stride is shorter than ``align``."""
+        ``multiple``). Ignored (1) when the tiles' stride is shorter than ``align``.
+        ``free_edges``: the caller crops the halo that lies beyond the image (``pad="nan"`` in
+        the runtime), so it costs nothing: an axis of up to ``tile`` pixels is one tile."""
         if n < 1:
             raise InvalidInputError(f"an image axis must hold at least 1 pixel, got {n}")
         if halo < 0 or overlap < 0 or multiple < 1 or align < 1:
@@ -97,7 +100,7 @@ class AxisPlan:
             raise InvalidInputError(
                 f"tile size {tile} is too small for this model: it needs more than "
                 f"{2 * halo + overlap} pixels (halo {halo} on each side plus {overlap} of blending)")
-        if n <= core:
+        if n <= core or (free_edges and n <= tile):
             # One tile covers the axis: shrink it to what the image needs.
             size = _round_up(n + 2 * halo, multiple)
             return cls(n, (AxisSpan(-halo, size, 0, n),), halo)
@@ -178,15 +181,16 @@ class TileGrid:
 
     @classmethod
     def build(cls, height: int, width: int, tile_size: int, halo: int,
-              overlap: int | None = None, multiple: int = 1, align: int = 1) -> "TileGrid":
+              overlap: int | None = None, multiple: int = 1, align: int = 1,
+              free_edges: bool = False) -> "TileGrid":
         """``overlap`` (blending band, beyond the halo) defaults to max(8, tile_size // 16);
-        ``align``: see :meth:`AxisPlan.build`."""
+        ``align``, ``free_edges``: see :meth:`AxisPlan.build`."""
         if overlap is None:
             overlap = max(8, tile_size // 16)
         overlap = min(overlap, max(0, tile_size - 2 * halo - 1))
         return cls(height, width,
-                   AxisPlan.build(height, tile_size, halo, overlap, multiple, align),
-                   AxisPlan.build(width, tile_size, halo, overlap, multiple, align))
+                   AxisPlan.build(height, tile_size, halo, overlap, multiple, align, free_edges),
+                   AxisPlan.build(width, tile_size, halo, overlap, multiple, align, free_edges))
 
     def __len__(self) -> int:
         return len(self.rows.spans) * len(self.cols.spans)

@@ -444,3 +444,32 @@ def test_closed_form_2x2_matrix_functions_match_the_eigendecomposition(rng):
     a_sq, a_isq = eig_power(a, 0.5), eig_power(a, -0.5)
     geo = a_sq @ eig_power(a_isq @ b @ a_isq, 0.5) @ a_sq
     np.testing.assert_allclose(M._geometric_mean(a, b, 0.5), geo, rtol=1e-8, atol=1e-10)
+
+
+def test_window_sums_and_box_means_are_exact_and_tile_invariant():
+    rng = np.random.default_rng(4)
+    a = rng.exponential(size=(70, 90)) * 10 ** rng.uniform(0, 6, (70, 90))
+    for k in (1, 2, 5, 17):
+        ref = np.lib.stride_tricks.sliding_window_view(a, k, axis=1).sum(axis=-1)
+        np.testing.assert_allclose(M._window_sums(a, k, 1), ref, rtol=1e-13)
+    # Hermitian box means equal the general ones; a crop's interior equals the whole, bit for bit
+    z = rng.normal(size=(60, 50, 3, 3)) + 1j * rng.normal(size=(60, 50, 3, 3))
+    herm = M._hermitian(z @ np.conj(np.swapaxes(z, -1, -2)))
+    valid = rng.random((60, 50)) > 0.2
+    general = M._box_mean_valid(herm, valid, 4)
+    fast = M._box_mean_valid(herm, valid, 4, hermitian=True)
+    np.testing.assert_allclose(fast, general, rtol=1e-12, atol=1e-12 * np.abs(general).max())
+    crop = M._box_mean_valid(herm[10:50, 7:44], valid[10:50, 7:44], 4, hermitian=True)
+    assert np.array_equal(crop[4:-4, 4:-4], fast[14:46, 11:40])
+
+
+def test_row_bands_are_bit_identical_to_one_call(monkeypatch):
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(300, 40, 2, 2)) + 1j * rng.normal(size=(300, 40, 2, 2))
+    sigma = M._hermitian(z @ np.conj(np.swapaxes(z, -1, -2))) + 0.1 * np.eye(2)
+    c = M._hermitian(sigma * rng.exponential(size=(300, 40, 1, 1)))
+    valid = np.ones((300, 40), bool)
+    whole = M._debias(sigma, c, valid, 8, 1.0)
+    monkeypatch.setattr(M, "n_threads", lambda: 3)
+    banded = M._by_row_bands(lambda s, cc, v: M._debias(s, cc, v, 8, 1.0), [sigma, c, valid], 8)
+    assert np.array_equal(banded, whole)

@@ -87,3 +87,21 @@ def test_alignment_is_dropped_when_the_stride_is_shorter():
     with pytest.raises(InvalidInputError, match="align=0"):
         AxisPlan.build(100, 40, 15, 4, align=0)
 
+
+
+def test_free_edges_make_an_axis_up_to_a_tile_one_tile():
+    # 1024 pixels, tile 1024, halo 58: the core (908) is shorter than the axis, so two tiles;
+    # with free edges (the halo beyond the image is cropped) the axis fits one tile
+    plain = AxisPlan.build(1024, 1024, 58, 16)
+    free = AxisPlan.build(1024, 1024, 58, 16, free_edges=True)
+    assert len(plain.spans) == 2 and len(free.spans) == 1
+    span = free.spans[0]
+    got = (span.start, span.keep_start, span.keep_stop, span.read_start, span.read_stop(1024))
+    assert got == (-58, 0, 1024, 0, 1024)
+    assert span.pads(1024) == (58, 58)  # cropped by the caller
+    # longer axes are planned as before (inner tiles still need both halos)
+    for n in (1025, 3000):
+        a, b = AxisPlan.build(n, 1024, 58, 16), AxisPlan.build(n, 1024, 58, 16, free_edges=True)
+        assert a.spans == b.spans
+    g = TileGrid.build(1024, 700, 1024, 58, overlap=16, free_edges=True)
+    assert len(g) == 1 and g.tile(0, 0).keep == g.tile(0, 0).read
