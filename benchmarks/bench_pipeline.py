@@ -28,13 +28,15 @@ from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser  # n
 from sar_despeckle_plugin.runtime.pipeline import despeckle_raster  # noqa: E402
 
 
-def make_input(path: str, size: int, seed: int = 0) -> str:
-    """A speckled single-look intensity image, written strip by strip (no full array in RAM)."""
+def make_input(path: str, size: int, seed: int = 0, width: int | None = None) -> str:
+    """A speckled single-look intensity image of size x size (size x ``width`` when given),
+    written strip by strip (no full array in RAM)."""
+    width = size if width is None else int(width)
     rng = np.random.default_rng(seed)
-    ds = gdal.GetDriverByName("GTiff").Create(path, size, size, 1, gdal.GDT_Float32, ["TILED=YES"])
+    ds = gdal.GetDriverByName("GTiff").Create(path, width, size, 1, gdal.GDT_Float32, ["TILED=YES"])
     ds.SetGeoTransform((0, 10, 0, 0, 0, -10))
     band = ds.GetRasterBand(1)
-    yy, xx = np.mgrid[0:256, 0:size]
+    yy, xx = np.mgrid[0:256, 0:width]
     for r in range(0, size, 256):
         h = min(256, size - r)
         refl = np.exp(np.sin((xx[:h] + r) / 37.0) + np.cos((yy[:h] + r) / 23.0))

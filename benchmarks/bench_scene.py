@@ -116,21 +116,6 @@ def raw_ort(path: str, size: int, runs: int) -> float:
     return float(statistics.median(times))
 
 
-def make_rect(path: str, height: int, width: int, seed: int = 0) -> str:
-    """A height x width speckled single-look intensity GeoTIFF (as ``make_input``), strip by strip."""
-    rng = np.random.default_rng(seed)
-    ds = gdal.GetDriverByName("GTiff").Create(path, width, height, 1, gdal.GDT_Float32, ["TILED=YES"])
-    ds.SetGeoTransform((0, 10, 0, 0, 0, -10))
-    band = ds.GetRasterBand(1)
-    xx = np.arange(width)[None, :]
-    for r in range(0, height, 256):
-        yy = np.arange(r, min(r + 256, height))[:, None]
-        refl = np.exp(np.sin(xx / 37.0) + np.cos(yy / 23.0))
-        band.WriteArray((refl * rng.exponential(1.0, refl.shape)).astype(np.float32), 0, r)
-    ds = None
-    return path
-
-
 def c3_raster(path: str) -> str:
     """A 256 x 256 single-look C3 raster (9 bands, PolSARpro order) from a Wishart draw."""
     from sar_despeckle_plugin.core.mulog import matrix_to_bands, simulate_wishart
@@ -208,7 +193,7 @@ def main(argv=None) -> int:
         res["large"] = {}
         for spec in args.large:
             hh, ww = (int(v) for v in spec.lower().split("x"))
-            src = make_rect(os.path.join(tmp, "large.tif"), hh, ww)
+            src = make_input(os.path.join(tmp, "large.tif"), hh, width=ww)
             m = run.alg("sardespeckle:despeckle", f"INPUT={src}", f"OUTPUT={os.path.join(tmp, 'large_out.tif')}")
             m["mpx_per_s"] = hh * ww / 1e6 / m["seconds"]
             res["large"][spec] = m

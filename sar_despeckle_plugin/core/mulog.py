@@ -590,45 +590,30 @@ def _window_sums(a: np.ndarray, k: int, axis: int) -> np.ndarray:
     return out
 
 
-def _box_mean_valid(values: np.ndarray, valid: np.ndarray, r: int, hermitian: bool = False) -> np.ndarray:
-    """Mean of ``values`` (H, W, ...) over the valid pixels of each (2r+1)^2 window (window
-    clipped at the borders; 1 where a window has no valid pixel). The window sums run on the
-    real and imaginary parts laid out (..., H, W) (:func:`_window_sums`: fixed summation order per
-    pixel, so tiles agree bit for bit with the whole image). ``hermitian``: ``values`` are
-    (H, W, D, D) Hermitian matrices; only the real diagonal and the upper triangle are summed
-    (D^2 real sums instead of 2 D^2), the lower triangle is their conjugate, and a window with
-    no valid pixel gives the identity."""
+def _box_mean_valid(values: np.ndarray, valid: np.ndarray, r: int) -> np.ndarray:
+    """Mean of Hermitian matrices ``values`` (H, W, D, D) over the valid pixels of each (2r+1)^2
+    window (window clipped at the borders; the identity where a window has no valid pixel). Only
+    the real diagonal and the upper triangle are summed, laid out (D^2, H, W), the lower triangle
+    is their conjugate; :func:`_window_sums` keeps a fixed summation order per pixel, so tiles
+    agree bit for bit with the whole image."""
     k = 2 * r + 1
-    d = values.shape[-1] if hermitian else 0
-    if hermitian:
-        iu, ju = np.triu_indices(d, 1)
-        planes = [values[..., i, i].real for i in range(d)]
-        planes += [values[..., i, j].real for i, j in zip(iu, ju)] + [values[..., i, j].imag for i, j in zip(iu, ju)]
-        stacked = np.stack(planes)                               # (D^2, H, W)
-    else:
-        spatial_last = np.moveaxis(values, (0, 1), (-2, -1))
-        parts = (spatial_last.real, spatial_last.imag) if np.iscomplexobj(values) else (spatial_last,)
-        stacked = np.stack(parts)                                # (2 or 1, ..., H, W)
-    pad = [(0, 0)] * (stacked.ndim - 2) + [(r, r), (r, r)]
-    sums = _window_sums(_window_sums(np.pad(np.where(valid, stacked, 0.0), pad), k, -2), k, -1)
+    d = values.shape[-1]
+    iu, ju = np.triu_indices(d, 1)
+    planes = [values[..., i, i].real for i in range(d)]
+    planes += [values[..., i, j].real for i, j in zip(iu, ju)] + [values[..., i, j].imag for i, j in zip(iu, ju)]
+    stacked = np.stack(planes)                                   # (D^2, H, W)
+    sums = _window_sums(_window_sums(np.pad(np.where(valid, stacked, 0.0), [(0, 0), (r, r), (r, r)]), k, -2), k, -1)
     den = _window_sums(_window_sums(np.pad(valid.astype(np.float64), r), k, 0), k, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         inv = np.where(den > 0, 1.0 / np.where(den > 0, den, 1.0), 0.0)
-    empty = den == 0
-    if hermitian:
-        out = np.empty(values.shape, dtype=np.complex128)
-        for i in range(d):
-            out[..., i, i] = np.where(empty, 1.0, sums[i] * inv)
-        n = len(iu)
-        for t, (i, j) in enumerate(zip(iu, ju)):
-            z = (sums[d + t] + 1j * sums[d + n + t]) * inv
-            out[..., i, j] = z
-            out[..., j, i] = np.conj(z)
-        return out
-    num = sums[0] + 1j * sums[1] if np.iscomplexobj(values) else sums[0]
-    num = np.moveaxis(num, (-2, -1), (0, 1))
-    extra = (slice(None), slice(None)) + (None,) * (values.ndim - 2)
-    return np.where(empty[extra], 1.0, num * inv[extra])
+    out = np.empty(values.shape, dtype=np.complex128)
+    for i in range(d):
+        out[..., i, i] = np.where(den == 0, 1.0, sums[i] * inv)
+    for t, (i, j) in enumerate(zip(iu, ju)):
+        z = (sums[d + t] + 1j * sums[d + len(iu) + t]) * inv
+        out[..., i, j] = z
+        out[..., j, i] = np.conj(z)
+    return out
 
 
 def _sqrt2(m: np.ndarray):
@@ -720,14 +705,14 @@ def _debias(sigma_hat: np.ndarray, c: np.ndarray, valid: np.ndarray, r: int, loo
     keep = np.where(valid & (tr > cap), cap / np.maximum(tr, 1e-300), 1.0)[..., None, None]
     eye = np.eye(d)
     # (1) local means
-    a = _box_mean_valid(sigma_hat, valid, r, hermitian=True)
-    b = _box_mean_valid(keep * ch, valid, r, hermitian=True)
+    a = _box_mean_valid(sigma_hat, valid, r)
+    b = _box_mean_valid(keep * ch, valid, r)
     a[~valid] = b[~valid] = eye                    # not used; windows with no valid pixel
     a_sqrt, a_isqrt = _sqrt_and_inv_sqrt(a)
     t = a_sqrt @ _clipped_power(_hermitian(a_isqrt @ b @ a_isqrt), 0.5, 0.25, 4.0) @ a_isqrt
     by_means = _hermitian(t @ sigma_hat @ np.conj(np.swapaxes(t, -1, -2)))
     # (2) local mean of the whitened data
-    m = _box_mean_valid(w * keep, valid, r, hermitian=True)
+    m = _box_mean_valid(w * keep, valid, r)
     m[~valid] = eye
     by_ratio = _hermitian(s_sqrt @ _clipped_power(_hermitian(m), 1.0, 0.25, 4.0) @ s_sqrt)
     if DEBIAS_MIX <= 0:

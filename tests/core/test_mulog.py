@@ -452,14 +452,18 @@ def test_window_sums_and_box_means_are_exact_and_tile_invariant():
     for k in (1, 2, 5, 17):
         ref = np.lib.stride_tricks.sliding_window_view(a, k, axis=1).sum(axis=-1)
         np.testing.assert_allclose(M._window_sums(a, k, 1), ref, rtol=1e-13)
-    # Hermitian box means equal the general ones; a crop's interior equals the whole, bit for bit
+    # box means of Hermitian matrices equal sliding-window sums over the valid pixels; a crop's
+    # interior equals the whole, bit for bit
     z = rng.normal(size=(60, 50, 3, 3)) + 1j * rng.normal(size=(60, 50, 3, 3))
     herm = M._hermitian(z @ np.conj(np.swapaxes(z, -1, -2)))
     valid = rng.random((60, 50)) > 0.2
-    general = M._box_mean_valid(herm, valid, 4)
-    fast = M._box_mean_valid(herm, valid, 4, hermitian=True)
+    swv = np.lib.stride_tricks.sliding_window_view
+    num = swv(np.pad(np.where(valid[..., None, None], herm, 0), [(4, 4), (4, 4), (0, 0), (0, 0)]), (9, 9), (0, 1))
+    den = swv(np.pad(valid.astype(float), 4), (9, 9)).sum(axis=(-1, -2))
+    general = num.sum(axis=(-1, -2)) / den[..., None, None]
+    fast = M._box_mean_valid(herm, valid, 4)
     np.testing.assert_allclose(fast, general, rtol=1e-12, atol=1e-12 * np.abs(general).max())
-    crop = M._box_mean_valid(herm[10:50, 7:44], valid[10:50, 7:44], 4, hermitian=True)
+    crop = M._box_mean_valid(herm[10:50, 7:44], valid[10:50, 7:44], 4)
     assert np.array_equal(crop[4:-4, 4:-4], fast[14:46, 11:40])
 
 
