@@ -15,6 +15,7 @@ uses ``align`` = 8, the bundled U-Nets' three poolings); without it the blending
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator, Tuple
@@ -83,9 +84,9 @@ class AxisPlan:
     def build(cls, n: int, tile: int, halo: int, overlap: int, multiple: int = 1, align: int = 1,
               free_edges: bool = False) -> "AxisPlan":
         """``align``: every kept range starts at a multiple of it (so every tile input starts at
-        -halo modulo ``align``); the last tile keeps up to ``align`` - 1 more pixels than the
-        others, and all tiles take its input size (at most ``tile`` + ``align`` - 1, rounded up to
-        ``multiple``). Ignored (1) when the tiles' stride is shorter than ``align``.
+        -halo modulo ``align``); all tiles take one input size, a multiple of ``align`` (and of
+        ``multiple``) up to ``tile`` + ``align`` - 1 rounded up to it, and the last one keeps no more than the others. Ignored (1)
+        when the tiles' stride would be shorter than ``align``.
         ``free_edges``: the caller crops the halo that lies beyond the image (``pad="nan"`` in
         the runtime), so it costs nothing: an axis of up to ``tile`` pixels is one tile."""
         if n < 1:
@@ -107,17 +108,26 @@ class AxisPlan:
         # As few tiles as the size allows, then shrunk evenly so that no tile computes much more
         # than it keeps (a 1024-pixel axis with 512-pixel tiles needs 3 tiles of 399, not 512).
         count = -(-(n - overlap) // (core - overlap))
+        if align > 1 and core - overlap >= align:
+            # kept ranges start at multiples of align, spaced evenly: ``count`` tiles of one input
+            # size (the runtime sees one shape) keep [i * stride, i * stride + stride + overlap),
+            # the last one up to n. Rounding the stride up to ``align`` may leave the last tile
+            # with less to keep, never a tile more than needed. The size is a multiple of
+            # ``align`` too, so that a flipped or rotated tile keeps the phase (QUALITY Best).
+            unit = multiple * align // math.gcd(multiple, align)
+            while True:
+                stride = _round_up(-(-(n - overlap) // count), align)
+                count = -(-(n - overlap) // stride)
+                size = _round_up(stride + overlap + 2 * halo, unit)
+                if size <= _round_up(tile + align - 1, unit) or stride <= align:
+                    break
+                count += 1
+            spans = tuple(AxisSpan(i * stride - halo, size, i * stride,
+                                   n if i == count - 1 else i * stride + stride + overlap) for i in range(count))
+            return cls(n, spans, halo)
         size = _round_up(-(-(n + (count - 1) * overlap) // count) + 2 * halo, multiple)
         core = min(size, tile) - 2 * halo
         stride = core - overlap
-        if align > 1 and stride >= align:
-            stride -= stride % align
-            last = (n - core) - (n - core) % align           # aligned, so the last tile grows to reach n
-            starts = list(range(0, last, stride)) + [last]
-            # one input size for all tiles (the last one's), so that the runtime sees one shape
-            size = _round_up(max(n - last, core) + 2 * halo, multiple)
-            spans = tuple(AxisSpan(s - halo, size, s, n if s == last else s + core) for s in starts)
-            return cls(n, spans, halo)
         starts = [min(i * stride, n - core) for i in range(count)]
         spans = tuple(AxisSpan(s - halo, core + 2 * halo, s, s + core) for s in starts)
         return cls(n, spans, halo)

@@ -140,7 +140,7 @@ class ClassicalFilterAlgorithm(Branded, QgsProcessingAlgorithm):
         window = self.parameterAsInt(parameters, self.WINDOW, context)
         apply_output_format(self, parameters, context, output, feedback)
         name_and_style(context, output, f"{layer.name()} {kind} {window}x{window}",
-                       value_range=percentile_range(layer, band))
+                       value_range=lambda: percentile_range(layer, band))
         return {self.OUTPUT: output}
 
 

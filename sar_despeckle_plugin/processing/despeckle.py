@@ -186,7 +186,7 @@ class DespeckleAlgorithm(Branded, QgsProcessingAlgorithm):
             raise QgsProcessingException(str(err)) from err
         apply_output_format(self, parameters, context, output, feedback)
         name_and_style(context, output, f"{layer.name()} despeckled ({report.model})",
-                       value_range=percentile_range(layer, band))
+                       value_range=lambda: percentile_range(layer, band))
         return {self.OUTPUT: output, self.MODEL_USED: report.model,
                 self.ESTIMATED_LOOKS: report.estimate.looks if report.estimate is not None else None,
                 self.ESTIMATED_CORRELATION: report.estimate.correlation if report.estimate is not None else None}

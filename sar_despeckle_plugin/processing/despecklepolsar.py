@@ -135,5 +135,5 @@ class DespecklePolsarAlgorithm(Branded, QgsProcessingAlgorithm):
                           f"halo {report.halo}")
         apply_output_format(self, parameters, context, output, feedback)
         name_and_style(context, output, f"{layer.name()} MuLog ({denoiser.card.name})", 1,
-                       percentile_range(layer, 1))
+                       lambda: percentile_range(layer, 1))
         return {self.OUTPUT: output}

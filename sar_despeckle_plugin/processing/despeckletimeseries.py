@@ -198,7 +198,7 @@ class DespeckleTimeseriesAlgorithm(Branded, QgsProcessingAlgorithm):
             raise QgsProcessingException(str(err)) from err
         what = "Quegan" if method == TimeseriesMethod.QUEGAN else report.model
         first = dates[0]
-        value_range = percentile_range(QgsRasterLayer(first.path, "first date"), first.band)
+        value_range = lambda: percentile_range(QgsRasterLayer(first.path, "first date"), first.band)  # noqa: E731
         apply_output_format(self, parameters, context, output, feedback)
         name_and_style(context, output, f"{report.dates} dates despeckled ({what})", 1, value_range)
         name_and_style(context, super_image, f"super-image of {report.dates} dates ({what})", 1, value_range)

@@ -6,7 +6,7 @@ so that before and after compare at the same contrast; ratio images a fixed 0-2 
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 from qgis.core import (
     Qgis,
@@ -20,6 +20,9 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
+from ..core.errors import DespeckleError
+from ..runtime.estimation import display_cut
+
 CUT = (0.02, 0.98)
 _DATA_TYPE = getattr(Qgis, "DataType", Qgis)  # scoped enum in QGIS 4 (Qt 6), flat in QGIS 3
 _COMPLEX = {getattr(_DATA_TYPE, n) for n in ("CInt16", "CInt32", "CFloat32", "CFloat64")}
@@ -29,11 +32,17 @@ _ALIVE: List["RasterStyle"] = []
 
 
 def percentile_range(layer: Optional[QgsRasterLayer], band: int = 1) -> Optional[Tuple[float, float]]:
-    """The 2-98 % cumulative cut of ``band`` (QGIS's own, on a sample), or None."""
+    """The 2-98 % cumulative cut of ``band``, or None: from a bounded block sample
+    (:func:`runtime.estimation.display_cut`) for GDAL rasters, QGIS's own for other providers."""
     if layer is None or not layer.isValid() or band > layer.bandCount():
         return None
     if layer.dataProvider().dataType(band) in _COMPLEX:
         return None  # complex SLC in, intensity out: the output's own cut then
+    if layer.providerType() == "gdal":
+        try:
+            return display_cut(layer.source(), band, CUT)
+        except DespeckleError:  # a GDAL source that our reader cannot open: QGIS's statistics
+            pass
     try:
         lo, hi = layer.dataProvider().cumulativeCut(band, CUT[0], CUT[1])
     except Exception:  # a provider without statistics: QGIS's default stretch then
@@ -73,10 +82,15 @@ def apply_grey_stretch(layer: QgsRasterLayer, band: int = 1,
 
 
 def name_and_style(context, output: str, name: str, band: int = 1,
-                   value_range: Optional[Tuple[float, float]] = None) -> None:
-    """When ``output`` is loaded into the project at the end: call it ``name`` and stretch it."""
+                   value_range: Union[None, Tuple[float, float], Callable[[], Optional[Tuple[float, float]]]] = None
+                   ) -> None:
+    """When ``output`` is loaded into the project at the end: call it ``name`` and stretch it over
+    ``value_range``, given or as a function (e.g. the input's :func:`percentile_range`) called only
+    when the output is going to be loaded (never in ``qgis_process``)."""
     if not output or not context.willLoadLayerOnCompletion(output):
         return
+    if callable(value_range):
+        value_range = value_range()
     details = context.layerToLoadOnCompletionDetails(output)
     details.name = name
     style = RasterStyle(band, value_range)

@@ -7,13 +7,14 @@ time. Never imports QGIS.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from ..core import estimation, whitening
 from ..core.errors import CanceledError, InvalidInputError
 from ..core.estimation import SpeckleEstimate
+from ..core.normalisation import sample_step
 from ..core.tiling import Window
 from ..core.transforms import Domain, check_domain_loss, guess_domain, resolve_domain, to_intensity
 from .raster_io import RasterSource
@@ -136,3 +137,21 @@ def _sub_blocks(intensity: np.ndarray):
     for r in range(0, h - b + 1, b):
         for c in range(0, w - b + 1, b):
             yield intensity[r:r + b, c:c + b]
+
+
+def display_cut(path: str, band: int = 1, cut=(0.02, 0.98)) -> Optional[Tuple[float, float]]:
+    """The ``cut`` quantiles (default the 2-98 % cumulative cut a stretched display uses) of band
+    ``band``'s valid values (not nodata, finite), from the regular sample grid of the despeckling
+    pipeline's median (:func:`core.normalisation.sample_step`, about a million pixels) read strip by
+    strip: memory does not grow with the raster (QGIS's own cumulative cut kept 160 MB more in
+    GDAL's block cache at 4096 x 4096). None for complex bands, rasters without a valid value, or
+    a cut of one value."""
+    with RasterSource(path, band) as src:
+        if src.is_complex:
+            return None
+        values = np.concatenate([raw.ravel() for _, raw in src.strided(sample_step(src.height, src.width))])
+        values = values[~src.invalid_mask(values) & np.isfinite(values)].astype(np.float64)
+    if values.size == 0:
+        return None
+    lo, hi = np.quantile(values, [float(cut[0]), float(cut[1])])
+    return (float(lo), float(hi)) if hi > lo else None

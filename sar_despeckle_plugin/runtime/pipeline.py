@@ -253,17 +253,12 @@ def despeckle_array(intensity: np.ndarray, denoiser, looks: float = 1.0,
 
 def _median_offset(src: RasterSource, domain: Domain, bias: float, progress: Progress, stop: float) -> float:
     """Median log level over the regular sample grid, read strip by strip."""
-    k = sample_step(src.height, src.width)
-    rows_per_read = max(k, (256 // k) * k)
     samples = []
-    for r0 in range(0, src.height, rows_per_read):
+    for done, raw in src.strided(sample_step(src.height, src.width)):
         if progress.is_canceled():
             raise CanceledError("canceled by the user")
-        h = min(rows_per_read, src.height - r0)
-        raw = src.read(Window(r0, 0, h, src.width))[::k, ::k]
         samples.append(raw_to_intensity(src, raw, domain).ravel())
-        src.release_cache()
-        progress.set_progress(stop * min(1.0, (r0 + h) / src.height))
+        progress.set_progress(stop * done / src.height)
     return log_offset_from_sample(np.concatenate(samples), bias)
 
 

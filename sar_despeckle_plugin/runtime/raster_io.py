@@ -148,6 +148,18 @@ class RasterSource:
             raise InvalidInputError(_gdal_error(f"cannot read {window} from '{self.path}'"))
         return arr.reshape((self.count, window.height, window.width))
 
+    def strided(self, step: int):
+        """Yield (rows read so far, raw values of rows and columns that are multiples of ``step``
+        in the next strip): the regular sample grid [::step, ::step] of the band, read in strips
+        of a few hundred rows with GDAL's cache released after each (memory bounded by a strip)."""
+        k = max(1, int(step))
+        rows_per_read = max(k, (256 // k) * k)
+        for r0 in range(0, self.height, rows_per_read):
+            h = min(rows_per_read, self.height - r0)
+            raw = self.read(Window(r0, 0, h, self.width))[::k, ::k]
+            self.release_cache()
+            yield r0 + h, raw
+
     def invalid_mask(self, values: np.ndarray) -> np.ndarray:
         """True where ``values`` (one band) equal the band's nodata value."""
         return _nodata_mask(values, self.nodata)

@@ -1,3 +1,4 @@
+import math
 import numpy as np
 import pytest
 
@@ -65,20 +66,35 @@ def test_halo_covers_half_the_receptive_field():
 def test_aligned_tiles_share_one_phase_and_still_blend_to_one(n, tile, halo, overlap, multiple):
     """With align = 8 every kept range starts at a multiple of 8 (every tile input at -halo
     modulo 8), neighbours still overlap by at least ``overlap``, the last tile reaches the end of
-    the axis being at most 7 pixels larger than ``tile``, all tiles have one input size (one shape for
-    onnxruntime, which keeps buffers per input shape), and the weights are a partition of unity."""
+    the axis, all tiles have one input size (one shape for onnxruntime, which keeps buffers per
+    input shape), a multiple of 8 at most 7 pixels larger than ``tile`` (rounded up to 8), and the
+    weights are a partition of unity."""
     plan = AxisPlan.build(n, tile, halo, overlap, multiple, align=8)
     assert all(s.keep_start % 8 == 0 and (s.start + halo) % 8 == 0 for s in plan.spans)
     assert plan.spans[0].keep_start == 0 and plan.spans[-1].keep_stop == n
     assert all(a.keep_stop - b.keep_start >= overlap for a, b in zip(plan.spans, plan.spans[1:]))
     assert all(s.size % multiple == 0 and s.keep_stop - s.keep_start + 2 * halo <= s.size for s in plan.spans)
-    assert max(s.size for s in plan.spans) <= _round_up(tile + 7, multiple)
-    assert len({s.size for s in plan.spans}) == 1
+    unit = multiple * 8 // math.gcd(multiple, 8)
+    assert max(s.size for s in plan.spans) <= _round_up(tile + 7, unit)
+    assert len({s.size for s in plan.spans}) == 1 and plan.spans[0].size % unit == 0
     assert len(plan.spans) <= len(AxisPlan.build(n, tile, halo, overlap, multiple).spans) + 1
     total = np.zeros(n)
     for i, span in enumerate(plan.spans):
         total[span.keep_start:span.keep_stop] += plan.weights(i)
     np.testing.assert_allclose(total, 1.0, atol=1e-14)
+
+
+@pytest.mark.parametrize("n,tile,halo,overlap,count,size", [
+    (2048, 1024, 52, 64, 3, 832), (4096, 512, 52, 32, 11, 512), (4096, 1024, 52, 64, 5, 976),
+    (2048, 1024, 52, 16, 3, 800), (1000, 512, 52, 32, 3, 464),
+])
+def test_aligned_tiles_compute_no_more_than_needed(n, tile, halo, overlap, count, size):
+    """As few tiles as the tile size allows, spaced evenly: the alignment costs at most 7 pixels
+    per tile, never a tile more (2048 pixels with tiles of 1024 and halo 52 once took four tiles
+    of 832, 1.63 times the axis, where three cover it)."""
+    plan = AxisPlan.build(n, tile, halo, overlap, 1, align=8)
+    assert len(plan.spans) == count == -(-(n - overlap) // (tile - 2 * halo - overlap))
+    assert plan.spans[0].size == size
 
 
 def test_alignment_is_dropped_when_the_stride_is_shorter():
