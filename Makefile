@@ -75,12 +75,14 @@ test: plugin setup-training
 # Speed and memory. bench_scene.py (issue 17) runs every bundled model and Auto through
 # qgis_process on 2048^2 and 4096^2 rasters, with raw onnxruntime on the same tiles, the classical
 # Lee (and OTB where installed) and MuLog on C3: about an hour on 2 cores (SCENE_RUNS=1 halves it).
+# bench_tiles.py (10 min) measures each network's default tile; --write-cards applies it to the cards.
 SCENE_RUNS ?= 2
 bench: plugin
 	$(QGIS_ENV) $(PY) benchmarks/bench_pipeline.py
 	$(QGIS_ENV) $(PY) benchmarks/bench_filters.py
 	mkdir -p benchmarks/results
 	$(QGIS_ENV) $(PY) benchmarks/bench_explain.py --markdown benchmarks/results/bench_explain.md
+	$(QGIS_ENV) $(PY) benchmarks/bench_tiles.py --markdown benchmarks/results/bench_tiles.md
 	$(QGIS_ENV) $(PY) benchmarks/bench_scene.py --runs $(SCENE_RUNS) --markdown benchmarks/results/bench_scene.md \
 	  --json benchmarks/results/bench_scene.json
 

@@ -27,6 +27,9 @@ from sar_despeckle_plugin.core.model_card import ModelCard
 
 OPSET = 18
 PARITY_TOL = 1e-4
+# default tile side of exported despecklers, float32 (benchmarks/bench_tiles.py on 2 cores: the
+# fastest per output pixel of a 4096 x 4096 raster whose onnxruntime process stays under 640 MiB)
+DEFAULT_TILE = 640
 LICENSE = ("Weights: GPL-2.0, the plugin's licence. Trained on BSD400 (Berkeley Segmentation Dataset; free for "
            "non-commercial research and education) and on Sentinel-1 GRD temporal means (Sebastianelli et al., "
            "IEEE JSTARS 2022; contains modified Copernicus Sentinel data).")
@@ -93,7 +96,7 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
                        "sar_despeckle_plugin.core.speckle (Gamma(L, 1/L), white)"),
         metrics=metrics or {},
         reproduce=_reproduce(reproduce or str(config.get("reproduce", "")), name),
-        tile_size=512,
+        tile_size=DEFAULT_TILE,
         size_multiple=1,
         looks_max=float(lmax) if blind else None,
         description=(f"DnCNN despeckler for {looks:g}" + (f"- to {float(lmax):g}" if blind else "") +
@@ -295,7 +298,7 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
         training_data=data_text,
         metrics=metrics or {},
         reproduce=str(config.get("reproduce", "python -m training train --config CONFIG.yaml")),
-        tile_size=512,
+        tile_size=DEFAULT_TILE,
         size_multiple=1,
         looks_max=float(lmax) if lmax and float(lmax) > looks else None,
         description=str(config.get("description") or f"{config['name']}: despeckler for {looks:g}-look intensity"),

@@ -193,10 +193,13 @@ class TileGrid:
     def build(cls, height: int, width: int, tile_size: int, halo: int,
               overlap: int | None = None, multiple: int = 1, align: int = 1,
               free_edges: bool = False) -> "TileGrid":
-        """``overlap`` (blending band, beyond the halo) defaults to max(8, tile_size // 16);
+        """``overlap`` (blending band, beyond the halo) defaults to tile_size // 16 between 8 and
+        16: with the halo covering the receptive field the tiles agree to rounding, so the band
+        only hides a model card that understates its receptive field, and a wider one costs
+        speed (48 pixels at 768 computed 10 % more of a 4096 x 4096 raster than 16);
         ``align``, ``free_edges``: see :meth:`AxisPlan.build`."""
         if overlap is None:
-            overlap = max(8, tile_size // 16)
+            overlap = min(16, max(8, tile_size // 16))
         overlap = min(overlap, max(0, tile_size - 2 * halo - 1))
         return cls(height, width,
                    AxisPlan.build(height, tile_size, halo, overlap, multiple, align, free_edges),

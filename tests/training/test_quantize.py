@@ -43,6 +43,7 @@ def test_quantised_model_is_close_and_keeps_first_and_last_float(tmp_path):
     out = tmp_path / "int8.onnx"
     card = quantize(src, out, _smooth_inputs(8, 48, 1))
     assert card.name == "in-training-int8" and "int8" in card.architecture
+    assert card.tile_size == read_card(src).tile_size  # a DnCNN keeps its tile; int8 U-Nets take 768
     assert read_card(out).name == "in-training-int8" and read_card(out).receptive_field == model.receptive_field
     g = onnx.load(str(out)).graph
     ops = [n.op_type for n in g.node]
@@ -93,3 +94,12 @@ def test_bundled_int8_models_match_their_float_models(float_name, int8_name, psn
     b = despeckle_intensity(inten, c8, onnx_runner(i8))
     rel = np.abs(np.log(b / a))
     assert np.median(rel) < median_tol and np.percentile(rel, 99) < p99_tol
+
+
+def test_int8_unets_get_the_larger_measured_tile():
+    from dataclasses import replace
+
+    from training.quantize import INT8_UNET_TILE, int8_tile
+    card = contract_card(1.0, 2.0, 103)
+    assert int8_tile(replace(card, architecture="UNet(levels=3, width=32)", tile_size=640)) == INT8_UNET_TILE == 768
+    assert int8_tile(replace(card, architecture="DnCNN(depth=17)", tile_size=640)) == 640
