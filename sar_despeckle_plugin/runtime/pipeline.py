@@ -90,19 +90,24 @@ def check_tile_size(tile_size: Optional[int], card) -> int:
 def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np.ndarray]],
               infer: Callable[[np.ndarray], np.ndarray],
               write_rows: Callable[[int, np.ndarray, np.ndarray], None],
-              progress: Progress, start: float = 0.0, stop: float = 100.0, pad: str = "reflect") -> None:
+              progress: Progress, start: float = 0.0, stop: float = 100.0, pad: str = "reflect",
+              tile_rows: Optional[Tuple[int, int]] = None) -> None:
     """Run ``infer`` over every tile and hand finished rows to ``write_rows``.
 
     ``read_tile(window)`` returns (input, valid mask) for an image window, the input shaped
     (h, w) or (channels, h, w); ``infer`` keeps the shape; ``pad`` is the border padding
     (:func:`pad_tile`). ``write_rows(row_off, blended_output, valid_mask)`` receives full-width
     strips in order. Raises :class:`CanceledError` as soon as the progress says so (per tile).
+    ``tile_rows`` = (first, stop): only the rows of tiles ``first`` to ``stop`` - 1 (the rows
+    finished by those tile rows; the first ones are exact only from
+    ``grid.rows.spans[first - 1].keep_stop`` on, see :func:`band_rows`).
     """
     width = grid.width
     n_rows = len(grid.rows.spans)
-    done, total = 0, len(grid)
+    first, stop_row = tile_rows if tile_rows is not None else (0, n_rows)
+    done, total = 0, (stop_row - first) * len(grid.cols.spans)
     carry_out = carry_valid = None
-    for i in range(n_rows):
+    for i in range(first, stop_row):
         span = grid.rows.spans[i]
         height = span.keep_stop - span.keep_start
         acc = valid = None
@@ -503,6 +508,130 @@ def spread_raster(src_path: str, dst_path: str, denoiser, band: int = 1, domain:
     return dst_path
 
 
+@dataclass
+class DespecklePlan:
+    """What :func:`despeckle_raster` decides before it streams a raster: the resolved domain, the
+    SLC whitening, the model, the tiling, the log normalisation, the mean-keeping gain and the
+    output metadata. Plain data (picklable), so that other processes can run parts of the raster
+    with it (:func:`despeckle_band`, the Dask batch of :mod:`runtime.batch`)."""
+
+    src_path: str
+    band: int
+    height: int
+    width: int
+    domain: Domain
+    out_domain: Domain
+    white: Optional[whitening.Whitening]
+    model_path: str
+    model: str
+    quality: int
+    tile: int
+    halo: int
+    size_multiple: int
+    norm: LogNormaliser
+    gain: float
+    chosen: str
+    device_used: str
+    estimate: Optional[SpeckleEstimate]
+    metadata: Dict[str, str]
+    description: str
+
+    def grid(self) -> TileGrid:
+        return TileGrid.build(self.height, self.width, self.tile, self.halo, multiple=self.size_multiple,
+                              align=TILE_ALIGN)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return self.norm.inverse(y) * self.gain
+
+    def read_tile(self, src: RasterSource) -> Callable[[Window], Tuple[np.ndarray, np.ndarray]]:
+        return lambda window: self.norm.forward(_read_intensity(src, window, self.domain, self.white))
+
+    def output_spec(self, src: RasterSource) -> OutputSpec:
+        return OutputSpec(src.width, src.height, src.geotransform, src.projection, output_nodata(src),
+                          self.metadata, description=self.description, gcps=src.gcps,
+                          gcp_projection=src.gcp_projection)
+
+    def report(self, output: str) -> DespeckleReport:
+        return DespeckleReport(output, self.domain, self.out_domain, len(self.grid()), self.tile, self.halo,
+                               self.norm.offset, self.device_used, self.metadata, self.model, self.chosen,
+                               self.estimate, self.gain)
+
+
+def plan_despeckle(src: RasterSource, denoiser, domain: Domain | int = Domain.AUTO, looks: float = 0.0,
+                   tile_size: Optional[int] = None, progress: Optional[Progress] = None,
+                   extra_metadata: Optional[Dict[str, str]] = None, whiten: bool = True,
+                   keep_mean: bool = True, quality: int = 0):
+    """(:class:`DespecklePlan`, the network to run) for band ``src.band_number`` of ``src``; the
+    arguments are :func:`despeckle_raster`'s. Reads only a bounded sample, the strided median
+    sample and the gain windows; writes nothing."""
+    progress = progress or NullProgress()
+    if not (math.isfinite(float(looks)) and float(looks) >= 0):
+        raise InvalidInputError(f"the number of looks must be a positive number (or 0 = measure it), got {looks}")
+    if src.is_complex and src.nodata is not None:
+        raise InvalidInputError("complex rasters with a nodata value are not supported")
+    progress.info("Measuring the speckle on a sample of the raster...")
+    measurement = measure(src, domain, whiten=whiten, progress=progress)
+    domain = measurement.domain
+    out_domain = output_domain(domain)
+    for note in measurement.notes:
+        progress.info(note)
+    est = measurement.estimate
+    if est is not None:
+        progress.info(f"Measured speckle: {est.describe()}")
+    denoiser, chosen = _select_model(denoiser, measurement, looks, progress)
+    if int(quality) not in QUALITY_LABELS:
+        raise InvalidInputError(f"quality must be 0 (Fast) or 1 (Best), got {quality}")
+    if int(quality) == QUALITY_BEST:
+        denoiser = DihedralEnsemble(denoiser)
+    card = denoiser.card
+    progress.info(f"Model '{card.name}' ({chosen})")
+    eff_looks = float(looks) if looks else (est.looks if est is not None else card.looks)
+    if looks and est is not None and est.reliable and looks_disagree(float(looks), est.looks):
+        # said only when it matters: the measured looks would take another model
+        try:
+            from .models import auto_choice
+            fits = auto_choice(est.looks, est.correlation)[0].name
+        except ModelCardError:
+            fits = None
+        if fits is not None and fits != card.name:
+            progress.warn(f"LOOKS={float(looks):g} but the raster's speckle measures an ENL of {est.looks:.2f}: "
+                          f"the bundled model that fits the measured speckle is '{fits}', not '{card.name}'")
+    tile, halo = _prepare(card, eff_looks, tile_size)
+    warning = looks_mismatch(card, float(looks)) if looks and chosen == "given" else None
+    if warning:
+        progress.warn(warning)
+    if card.norm_offset == "median":
+        progress.info("Measuring the raster's log level (median)...")
+    norm = _normaliser(src, domain, card, progress, 5.0)
+    white = measurement.whitening
+
+    def read_tile(window: Window):
+        return norm.forward(_read_intensity(src, window, domain, white))
+
+    gain = 1.0
+    if keep_mean:
+        gain, n_px = mean_gain(src.height, src.width, read_tile, denoiser, norm.inverse,
+                               lambda w: raw_to_intensity(src, src.read(w), domain), halo,
+                               card.size_multiple, progress, measurement.raw_estimate)
+        progress.info(f"Mean-keeping gain {gain:.4f} (median input / output mean intensity of {n_px} "
+                      "homogeneous 32x32 blocks)")
+    metadata = provenance(
+        model=card.name, model_file=denoiser.path.replace("\\", "/").rsplit("/", 1)[-1],
+        model_sha256=denoiser.sha256, model_choice=chosen,
+        looks=repr(float(looks)) if looks else f"auto ({eff_looks:.3f})", input_band=src.band_number,
+        input_domain=domain.name.lower(), output_domain=out_domain.name.lower(), tile_size=tile,
+        halo=halo, log_offset=repr(norm.offset), device=denoiser.device_used,
+        mean_gain=f"{gain:.6f}", slc_whitening=white.describe() if white is not None else "none",
+        quality=QUALITY_LABELS[int(quality)].split(" ")[0].lower())
+    if est is not None:
+        metadata.update({f"SAR_DESPECKLE_{k.upper()}": v for k, v in est.metadata().items()})
+    metadata.update(extra_metadata or {})
+    plan = DespecklePlan(src.path, src.band_number, src.height, src.width, domain, out_domain, white,
+                         denoiser.path, card.name, int(quality), tile, halo, card.size_multiple, norm, gain, chosen,
+                         denoiser.device_used, est, metadata, f"despeckled {out_domain.name.lower()} ({card.name})")
+    return plan, denoiser
+
+
 def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
                      domain: Domain | int = Domain.AUTO, looks: float = 0.0,
                      tile_size: Optional[int] = None, progress: Optional[Progress] = None,
@@ -530,76 +659,89 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
         raise InvalidInputError(f"the number of looks must be a positive number (or 0 = measure it), got {looks}")
     with RasterSource(src_path, band) as src:
         check_output(dst_path)  # before any work: not the input itself
-        if src.is_complex and src.nodata is not None:
-            raise InvalidInputError("complex rasters with a nodata value are not supported")
-        progress.info("Measuring the speckle on a sample of the raster...")
-        measurement = measure(src, domain, whiten=whiten, progress=progress)
-        domain = measurement.domain
-        out_domain = output_domain(domain)
-        for note in measurement.notes:
-            progress.info(note)
-        est = measurement.estimate
-        if est is not None:
-            progress.info(f"Measured speckle: {est.describe()}")
-        denoiser, chosen = _select_model(denoiser, measurement, looks, progress)
-        if int(quality) not in QUALITY_LABELS:
-            raise InvalidInputError(f"quality must be 0 (Fast) or 1 (Best), got {quality}")
-        if int(quality) == QUALITY_BEST:
-            denoiser = DihedralEnsemble(denoiser)
-        card = denoiser.card
-        progress.info(f"Model '{card.name}' ({chosen})")
-        eff_looks = float(looks) if looks else (est.looks if est is not None else card.looks)
-        if looks and est is not None and est.reliable and looks_disagree(float(looks), est.looks):
-            # said only when it matters: the measured looks would take another model
-            try:
-                from .models import auto_choice
-                fits = auto_choice(est.looks, est.correlation)[0].name
-            except ModelCardError:
-                fits = None
-            if fits is not None and fits != card.name:
-                progress.warn(f"LOOKS={float(looks):g} but the raster's speckle measures an ENL of {est.looks:.2f}: "
-                              f"the bundled model that fits the measured speckle is '{fits}', not '{card.name}'")
-        tile, halo = _prepare(card, eff_looks, tile_size)
-        warning = looks_mismatch(card, float(looks)) if looks and chosen == "given" else None
-        if warning:
-            progress.warn(warning)
-        if card.norm_offset == "median":
-            progress.info("Measuring the raster's log level (median)...")
-        norm = _normaliser(src, domain, card, progress, 5.0)
-        grid = TileGrid.build(src.height, src.width, tile, halo, multiple=card.size_multiple,
-                              align=TILE_ALIGN)
-        white = measurement.whitening
+        plan, net = plan_despeckle(src, denoiser, domain, looks, tile_size, progress, extra_metadata, whiten,
+                                   keep_mean, quality)
+        grid = plan.grid()
+        progress.info(f"{len(grid)} tile{'s' if len(grid) != 1 else ''} of {plan.tile}x{plan.tile} "
+                      f"(halo {plan.halo}) on {plan.device_used}")
+        stream_band(src, dst_path, plan.domain, grid, plan.read_tile(src), net, plan.inverse, plan.output_spec(src),
+                    progress, 5.0)
+    return plan.report(dst_path)
 
-        def read_tile(window: Window):
-            return norm.forward(_read_intensity(src, window, domain, white))
 
-        gain = 1.0
-        if keep_mean:
-            gain, n_px = mean_gain(src.height, src.width, read_tile, denoiser, norm.inverse,
-                                   lambda w: raw_to_intensity(src, src.read(w), domain), halo,
-                                   card.size_multiple, progress, measurement.raw_estimate)
-            progress.info(f"Mean-keeping gain {gain:.4f} (median input / output mean intensity of {n_px} "
-                          "homogeneous 32x32 blocks)")
-        metadata = provenance(
-            model=card.name, model_file=denoiser.path.replace("\\", "/").rsplit("/", 1)[-1],
-            model_sha256=denoiser.sha256, model_choice=chosen,
-            looks=repr(float(looks)) if looks else f"auto ({eff_looks:.3f})", input_band=band,
-            input_domain=domain.name.lower(), output_domain=out_domain.name.lower(), tile_size=tile,
-            halo=halo, log_offset=repr(norm.offset), device=denoiser.device_used,
-            mean_gain=f"{gain:.6f}", slc_whitening=white.describe() if white is not None else "none",
-            quality=QUALITY_LABELS[int(quality)].split(" ")[0].lower())
-        if est is not None:
-            metadata.update({f"SAR_DESPECKLE_{k.upper()}": v for k, v in est.metadata().items()})
-        metadata.update(extra_metadata or {})
-        spec = OutputSpec(src.width, src.height, src.geotransform, src.projection, output_nodata(src), metadata,
-                          description=f"despeckled {out_domain.name.lower()} ({card.name})",
-                          gcps=src.gcps, gcp_projection=src.gcp_projection)
-        progress.info(f"{len(grid)} tile{'s' if len(grid) != 1 else ''} of {tile}x{tile} (halo {halo}) "
-                      f"on {denoiser.device_used}")
+def band_rows(plan: DespecklePlan, first: int, stop: int) -> Tuple[int, int]:
+    """The output rows [r0, r1) that tile rows ``first`` to ``stop`` - 1 of ``plan``'s grid finish:
+    from the first row ``first`` keeps that tile row ``first`` - 1 does not also blend into, to the
+    first row tile row ``stop`` keeps (the raster's end for the last). Consecutive bands of tile
+    rows give consecutive row ranges covering the raster."""
+    spans = plan.grid().rows.spans
+    r0 = 0 if first == 0 else spans[first].keep_start
+    r1 = plan.height if stop >= len(spans) else spans[stop].keep_start
+    return r0, r1
 
-        def inverse(y):
-            return norm.inverse(y) * gain
 
-        stream_band(src, dst_path, domain, grid, read_tile, denoiser, inverse, spec, progress, 5.0)
-    return DespeckleReport(dst_path, domain, out_domain, len(grid), tile, halo, norm.offset,
-                           denoiser.device_used, metadata, card.name, chosen, est, gain)
+def despeckle_band(plan: DespecklePlan, dst_path: str, first: int, stop: int, net=None,
+                   progress: Optional[Progress] = None) -> Tuple[int, int]:
+    """Despeckle the rows :func:`band_rows` (``plan``, ``first``, ``stop``) gives into a Float32
+    raster of those rows only at ``dst_path`` (no georeferencing: a part that
+    :func:`assemble_bands` puts in place). The same values as the whole raster through
+    :func:`despeckle_raster`: the tile row before ``first`` runs too, for the blending band it
+    shares with tile row ``first``. ``net``: the network (default: ``plan``'s model loaded on the
+    CPU). Returns the rows (r0, r1)."""
+    progress = progress or NullProgress()
+    if net is None:
+        from .onnx_denoiser import Device, OnnxDenoiser
+        net = OnnxDenoiser(plan.model_path, Device.CPU)
+        if plan.quality == QUALITY_BEST:
+            net = DihedralEnsemble(net)
+    grid = plan.grid()
+    n = len(grid.rows.spans)
+    if not 0 <= first < stop <= n:
+        raise InvalidInputError(f"tile rows {first} to {stop} are not within the grid's {n}")
+    r0, r1 = band_rows(plan, first, stop)
+    out_domain = plan.out_domain
+    with RasterSource(plan.src_path, plan.band) as src:
+        spec = OutputSpec(plan.width, r1 - r0, None, "", output_nodata(src), plan.metadata,
+                          description=plan.description)
+        with RasterWriter(dst_path, spec) as writer:
+            def write_rows(row_off, y, valid):
+                skip = max(0, r0 - row_off)  # rows the previous band finishes
+                for r in range(skip, y.shape[0], WRITE_ROWS):
+                    values = from_intensity(plan.inverse(y[r:r + WRITE_ROWS]), out_domain)
+                    values[~valid[r:r + WRITE_ROWS]] = spec.nodata
+                    writer.write(row_off + r - r0, 0, values)
+                writer.release_cache()
+                src.release_cache()
+
+            run_tiles(grid, plan.read_tile(src), net, write_rows, progress, tile_rows=(max(0, first - 1), stop))
+            if progress.is_canceled():
+                raise CanceledError("canceled by the user")
+            writer.commit()
+    return r0, r1
+
+
+def assemble_bands(plan: DespecklePlan, parts: Sequence[Tuple[int, str]], dst_path: str,
+                   rows_per_copy: int = 256) -> DespeckleReport:
+    """Write the raster of ``plan`` at ``dst_path`` from the band rasters ``parts`` ((first output
+    row, path) from :func:`despeckle_band`, together covering every row), with the input's
+    georeferencing and the plan's metadata; copied ``rows_per_copy`` rows at a time, the
+    destination appearing only when complete."""
+    covered = 0
+    for r0, path in sorted(parts):
+        if r0 != covered:
+            raise InvalidInputError(f"the bands do not cover rows {covered} to {r0}")
+        with RasterSource(path) as part:
+            covered += part.height
+    if covered != plan.height:
+        raise InvalidInputError(f"the bands cover {covered} rows of {plan.height}")
+    with RasterSource(plan.src_path, plan.band) as src:
+        with RasterWriter(dst_path, plan.output_spec(src)) as writer:
+            for r0, path in sorted(parts):
+                with RasterSource(path) as part:
+                    for r in range(0, part.height, rows_per_copy):
+                        h = min(rows_per_copy, part.height - r)
+                        writer.write(r0 + r, 0, part.read(Window(r, 0, h, part.width)))
+                        writer.release_cache()
+                        part.release_cache()
+            writer.commit()
+    return plan.report(dst_path)

@@ -264,3 +264,38 @@ def test_the_gain_keeps_the_mean_of_homogeneous_areas(tmp_path, box_onnx):
     assert out[flat].mean() == pytest.approx(data[:, :128].mean(), rel=0.02)
     # the plain whole-image ratio of means would have been moved by the targets
     assert data.mean() / out.mean() > 1.2
+
+
+def test_bands_of_tile_rows_assemble_into_the_whole_raster(tmp_path):
+    """A raster despeckled in bands of tile rows (as the Dask batch runs a large scene on several
+    workers) and assembled equals despeckle_raster's output to the bit, georeferencing and
+    metadata included; the bands' rows follow each other."""
+    from conftest import DATA
+    from sar_despeckle_plugin.runtime.models import bundled_models
+    from sar_despeckle_plugin.runtime.pipeline import assemble_bands, band_rows, despeckle_band, plan_despeckle
+    from sar_despeckle_plugin.runtime.raster_io import RasterSource
+    hill = str(DATA / "s1_vh_hill_20171021.tif")
+    net = OnnxDenoiser({m.name: m.path for m in bundled_models()}["unet-l4-correlated-int8"], Device.CPU)
+    whole = despeckle_raster(hill, str(tmp_path / "whole.tif"), net, tile_size=192)
+    with RasterSource(hill) as src:
+        plan, _ = plan_despeckle(src, net, tile_size=192)
+    n = len(plan.grid().rows.spans)
+    assert n >= 5 and plan.gain == whole.gain and plan.norm.offset == whole.log_offset
+    cuts = [0, 1, 3, n]
+    parts = []
+    for a, b in zip(cuts, cuts[1:]):
+        r0, r1 = despeckle_band(plan, str(tmp_path / f"part{a}.tif"), a, b, net)
+        assert (r0, r1) == band_rows(plan, a, b)
+        parts.append((r0, str(tmp_path / f"part{a}.tif")))
+    assert [p[0] for p in parts] == [0] + [band_rows(plan, a, a + 1)[0] for a in cuts[1:-1]]
+    assemble_bands(plan, parts, str(tmp_path / "bands.tif"))
+    a, ds_a = read(tmp_path / "whole.tif")
+    b, ds_b = read(tmp_path / "bands.tif")
+    np.testing.assert_array_equal(b, a)
+    assert ds_b.GetGeoTransform() == ds_a.GetGeoTransform() and ds_b.GetProjection() == ds_a.GetProjection()
+    keys = lambda ds: {k: v for k, v in ds.GetMetadata().items() if k != "SAR_DESPECKLE_DATE"}  # noqa: E731
+    assert keys(ds_b) == keys(ds_a)
+    with pytest.raises(InvalidInputError, match="cover"):
+        assemble_bands(plan, parts[:1] + parts[2:], str(tmp_path / "gap.tif"))
+    assert not (tmp_path / "gap.tif").exists()
+
