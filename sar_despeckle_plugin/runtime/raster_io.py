@@ -123,6 +123,7 @@ class RasterSource:
         self.width = ds.RasterXSize
         self.height = ds.RasterYSize
         self.data_type = self._band.DataType
+        self.itemsize = max(1, gdal.GetDataTypeSize(self.data_type) // 8)
         self.is_complex = self.data_type in COMPLEX_TYPES
         self.is_integer = self.data_type in INTEGER_TYPES
         self.nodata: Optional[float] = self._band.GetNoDataValue()
@@ -270,6 +271,7 @@ class RasterWriter:
         ds.SetMetadata({k: str(v) for k, v in spec.metadata.items()})
         self._ds = ds
         self.spec = spec
+        self.block_rows = self._bands[0].GetBlockSize()[1]
         self._mark = _WRITE_ERRORS.open()
         self._watching = True
 
