@@ -6,6 +6,7 @@ the whole image. Never imports QGIS.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -23,6 +24,8 @@ from .pipeline import NullProgress, Progress, raw_to_intensity, output_nodata, p
 from .raster_io import OutputSpec, RasterSource
 
 TILE = 512
+# the filters' numpy kernels run on one core: tiles go to this many threads at once
+WORKERS = max(1, min(8, os.cpu_count() or 1))
 
 
 class PolsarFilter:
@@ -87,7 +90,8 @@ def filter_raster(src_path: str, dst_path: str, kind: Filter | int, window: int 
         spec = OutputSpec(src.width, src.height, src.geotransform, src.projection, output_nodata(src), metadata,
                           description=f"{FILTER_LABELS[kind]} {window}x{window}",
                           gcps=src.gcps, gcp_projection=src.gcp_projection)
-        stream_band(src, dst_path, domain, grid, read_tile, infer, lambda y: y, spec, progress, 0.0, pad="nan")
+        stream_band(src, dst_path, domain, grid, read_tile, infer, lambda y: y, spec, progress, 0.0, pad="nan",
+                    workers=WORKERS)
     return FilterReport(dst_path, len(grid), halo, metadata)
 
 
@@ -129,5 +133,5 @@ def filter_polsar_raster(src_path: str, dst_path: str, kind: int = PolsarFilter.
             raw[:, bad] = np.nan
             return raw, ~bad
 
-        stream_channels(dst_path, spec, grid, read_tile, infer, [src], progress, 0.0, pad="nan")
+        stream_channels(dst_path, spec, grid, read_tile, infer, [src], progress, 0.0, pad="nan", workers=WORKERS)
     return FilterReport(dst_path, len(grid), halo, metadata)

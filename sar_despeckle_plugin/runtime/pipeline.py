@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
@@ -92,7 +93,7 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
               infer: Callable[[np.ndarray], np.ndarray],
               write_rows: Callable[[int, np.ndarray, np.ndarray], None],
               progress: Progress, start: float = 0.0, stop: float = 100.0, pad: str = "reflect",
-              tile_rows: Optional[Tuple[int, int]] = None) -> None:
+              tile_rows: Optional[Tuple[int, int]] = None, workers: int = 1) -> None:
     """Run ``infer`` over every tile and hand finished rows to ``write_rows``.
 
     ``read_tile(window)`` returns (input, valid mask) for an image window, the input shaped
@@ -102,38 +103,67 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
     ``tile_rows`` = (first, stop): only the rows of tiles ``first`` to ``stop`` - 1 (the rows
     finished by those tile rows; the first ones are exact only from
     ``grid.rows.spans[first - 1].keep_stop`` on, see :func:`band_rows`).
+    ``workers`` > 1: ``infer`` runs on that many tiles at once in threads (for single-threaded
+    numpy kernels that release the GIL: the classical filters; onnxruntime has its own threads);
+    tiles are still read, and their results blended, in order, at most 2 x ``workers`` at a time.
     """
-    width = grid.width
     n_rows = len(grid.rows.spans)
     first, stop_row = tile_rows if tile_rows is not None else (0, n_rows)
     done, total = 0, (stop_row - first) * len(grid.cols.spans)
     carry_out = carry_valid = None
-    for i in range(first, stop_row):
-        span = grid.rows.spans[i]
-        height = span.keep_stop - span.keep_start
-        acc = valid = None
-        for tile in grid.tile_row(i):
-            if progress.is_canceled():
-                raise CanceledError("canceled by the user")
-            x, ok = read_tile(tile.read)
-            y = infer(pad_tile(x, tile, pad))
-            if acc is None:  # float32: the outputs are float32, and a wide raster's strip is half the size
-                acc = np.zeros(y.shape[:-2] + (height, width), dtype=np.float32)
-                valid = np.zeros((height, width), dtype=bool)
-                if carry_out is not None:
-                    acc[..., :carry_out.shape[-2], :] = carry_out
-                    valid[:carry_valid.shape[0]] = carry_valid
-            cols = slice(tile.keep.col_off, tile.keep.col_off + tile.keep.width)
-            acc[..., :tile.keep.height, cols] += grid.weights(tile) * y[(Ellipsis,) + tile.keep_in_tile.slices()]
-            r0, c0 = tile.keep.row_off - tile.read.row_off, tile.keep.col_off - tile.read.col_off
-            valid[:tile.keep.height, cols] = ok[r0:r0 + tile.keep.height, c0:c0 + tile.keep.width]
-            done += 1
-            progress.set_progress(start + (stop - start) * done / total)
-        final = (grid.rows.spans[i + 1].keep_start if i + 1 < n_rows else span.keep_stop) - span.keep_start
-        write_rows(span.keep_start, acc[..., :final, :], valid[:final])
-        # copies, so that the finished strip is freed before the next one is allocated
-        carry_out, carry_valid = acc[..., final:, :].copy(), valid[final:].copy()
-        del acc, valid
+    pool = ThreadPoolExecutor(max_workers=int(workers)) if int(workers) > 1 else None
+
+    def results(tiles):
+        """(tile, output, valid) in order; with a pool, ``2 * workers`` tiles in flight."""
+        for k in range(0, len(tiles), 2 * int(workers) if pool else 1):
+            batch = []
+            for tile in tiles[k:k + (2 * int(workers) if pool else 1)]:
+                if progress.is_canceled():
+                    raise CanceledError("canceled by the user")
+                x, ok = read_tile(tile.read)
+                batch.append((tile, pad_tile(x, tile, pad), ok))
+            if pool is None:
+                yield batch[0][0], infer(batch[0][1]), batch[0][2]
+                continue
+            futures = [pool.submit(infer, x) for _, x, _ in batch]
+            for (tile, _, ok), fut in zip(batch, futures):
+                yield tile, fut.result(), ok
+
+    try:
+        for i in range(first, stop_row):
+            carry_out, carry_valid = _blend_row(grid, i, results(list(grid.tile_row(i))), carry_out, carry_valid,
+                                                write_rows, progress, start, stop, done, total)
+            done += len(grid.cols.spans)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _blend_row(grid: TileGrid, i: int, results, carry_out, carry_valid, write_rows, progress: Progress,
+               start: float, stop: float, done: int, total: int):
+    """Blend tile row ``i``'s (tile, output, valid) ``results`` with the rows carried from the row
+    above, hand its finished rows to ``write_rows``; returns what carries to the next row."""
+    width, n_rows = grid.width, len(grid.rows.spans)
+    span = grid.rows.spans[i]
+    height = span.keep_stop - span.keep_start
+    acc = valid = None
+    for tile, y, ok in results:
+        if acc is None:  # float32: the outputs are float32, and a wide raster's strip is half the size
+            acc = np.zeros(y.shape[:-2] + (height, width), dtype=np.float32)
+            valid = np.zeros((height, width), dtype=bool)
+            if carry_out is not None:
+                acc[..., :carry_out.shape[-2], :] = carry_out
+                valid[:carry_valid.shape[0]] = carry_valid
+        cols = slice(tile.keep.col_off, tile.keep.col_off + tile.keep.width)
+        acc[..., :tile.keep.height, cols] += grid.weights(tile) * y[(Ellipsis,) + tile.keep_in_tile.slices()]
+        r0, c0 = tile.keep.row_off - tile.read.row_off, tile.keep.col_off - tile.read.col_off
+        valid[:tile.keep.height, cols] = ok[r0:r0 + tile.keep.height, c0:c0 + tile.keep.width]
+        done += 1
+        progress.set_progress(start + (stop - start) * done / total)
+    final = (grid.rows.spans[i + 1].keep_start if i + 1 < n_rows else span.keep_stop) - span.keep_start
+    write_rows(span.keep_start, acc[..., :final, :], valid[:final])
+    # copies, so that the finished strip is freed before the next one is allocated
+    return acc[..., final:, :].copy(), valid[final:].copy()
 
 
 def _prepare(card, looks: float, tile_size: Optional[int]):
@@ -285,10 +315,11 @@ def raw_to_intensity(src: RasterSource, raw: np.ndarray, domain: Domain) -> np.n
 def stream_band(src: RasterSource, dst_path: str, domain: Domain, grid: TileGrid,
                 read_tile: Callable[[Window], Tuple[np.ndarray, np.ndarray]],
                 infer: Callable[[np.ndarray], np.ndarray], inverse: Callable[[np.ndarray], np.ndarray],
-                spec: OutputSpec, progress: Progress, start: float = 0.0, pad: str = "reflect") -> None:
+                spec: OutputSpec, progress: Progress, start: float = 0.0, pad: str = "reflect",
+                workers: int = 1) -> None:
     """Stream one band through ``read_tile`` (window -> (network input, valid)), ``infer`` per
-    tile and ``inverse`` (blended output -> intensity) into a Float32 raster in
-    ``output_domain(domain)``.
+    tile (on ``workers`` tiles at once, :func:`run_tiles`) and ``inverse`` (blended output ->
+    intensity) into a Float32 raster in ``output_domain(domain)``.
 
     Memory does not grow with the raster's width beyond one strip of tiles: GDAL's cache of the
     input is dropped every ``READ_CACHE_BYTES`` read, and the output is handed to GDAL one whole
@@ -315,7 +346,7 @@ def stream_band(src: RasterSource, dst_path: str, domain: Domain, grid: TileGrid
                 values[~valid[r:r + WRITE_ROWS]] = spec.nodata
                 rows.add(row_off + r, values)
 
-        run_tiles(grid, read, infer, write_rows, progress, start, 100.0, pad)
+        run_tiles(grid, read, infer, write_rows, progress, start, 100.0, pad, workers=workers)
         if progress.is_canceled():  # canceled after the last tile: still no output
             raise CanceledError("canceled by the user")
         rows.finish()
@@ -353,10 +384,11 @@ class BlockRows:
 def stream_channels(dst_path: str, spec: OutputSpec, grid: TileGrid,
                     read_tile: Callable[[Window], Tuple[np.ndarray, np.ndarray]],
                     infer: Callable[[np.ndarray], np.ndarray], sources: Sequence[RasterSource],
-                    progress: Progress, start: float = 0.0, pad: str = "reflect") -> None:
-    """Stream (bands, h, w) tiles through ``infer`` into a ``spec.bands``-band Float32 raster,
-    invalid pixels set to ``spec.nodata`` in every band; the destination appears only when
-    everything succeeded. ``sources`` have their GDAL cache released after each strip."""
+                    progress: Progress, start: float = 0.0, pad: str = "reflect", workers: int = 1) -> None:
+    """Stream (bands, h, w) tiles through ``infer`` (on ``workers`` tiles at once) into a
+    ``spec.bands``-band Float32 raster, invalid pixels set to ``spec.nodata`` in every band; the
+    destination appears only when everything succeeded. ``sources`` have their GDAL cache
+    released after each strip."""
     with RasterWriter(dst_path, spec) as writer:
         def write_rows(row_off, y, valid):
             y = y.copy()
@@ -366,7 +398,7 @@ def stream_channels(dst_path: str, spec: OutputSpec, grid: TileGrid,
             for src in sources:
                 src.release_cache()
 
-        run_tiles(grid, read_tile, infer, write_rows, progress, start, 100.0, pad)
+        run_tiles(grid, read_tile, infer, write_rows, progress, start, 100.0, pad, workers=workers)
         if progress.is_canceled():
             raise CanceledError("canceled by the user")
         writer.commit()

@@ -26,7 +26,9 @@ except ImportError as err:  # pragma: no cover - GDAL ships with QGIS
 COMPLEX_TYPES = {gdal.GDT_CInt16, gdal.GDT_CInt32, gdal.GDT_CFloat32, gdal.GDT_CFloat64}
 INTEGER_TYPES = {getattr(gdal, n) for n in ("GDT_Byte", "GDT_Int8", "GDT_UInt16", "GDT_Int16", "GDT_UInt32",
                                             "GDT_Int32", "GDT_UInt64", "GDT_Int64") if hasattr(gdal, n)}
-GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
+# DEFLATE level 1: 0.59 s instead of 1.04 s (level 6, GDAL's default) for a 4096 x 4096 float32
+# output, 1 % larger; at level 6 compressing took 60 % of a Lee filter's time
+GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "ZLEVEL=1",
                  "PREDICTOR=3", "BIGTIFF=IF_SAFER"]
 
 
@@ -430,6 +432,8 @@ def finalize_output(path: str, creation_options: Optional[str] = None, overviews
     # the defaults (tiled, DEFLATE with the floating-point predictor) unless the user set them
     defaults = {"GTiff": GTIFF_OPTIONS, "COG": ["COMPRESS=DEFLATE", "PREDICTOR=YES", "BIGTIFF=IF_SAFER"]}
     given = {o.split("=", 1)[0] for o in options}
+    if "COMPRESS" in given:  # the DEFLATE level is the default's only
+        given.add("ZLEVEL")
     options = [o for o in defaults.get(driver_name, []) if o.split("=", 1)[0] not in given] + options
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.partial.tif")

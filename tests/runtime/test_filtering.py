@@ -41,9 +41,13 @@ def speckled(rng, shape, looks=1):
     return (reflectivity * rng.gamma(looks, 1 / looks, shape)).astype(np.float32)
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("kind", list(Filter))
-def test_streamed_filter_equals_the_whole_image_filter(tmp_path, rng, kind):
-    """A raster larger than one 512-pixel tile, with nodata: tiled filtering is exact."""
+def test_streamed_filter_equals_the_whole_image_filter(tmp_path, rng, kind, workers, monkeypatch):
+    """A raster larger than one 512-pixel tile, with nodata: tiled filtering is exact, with the
+    tiles filtered one after the other or several at once in threads."""
+    import sar_despeckle_plugin.runtime.filtering as filtering
+    monkeypatch.setattr(filtering, "WORKERS", workers)
     data = speckled(rng, (700, 560))
     data[100:110, 200:230] = -1.0  # nodata block crossing nothing in particular
     data[600, 5] = 0.0             # not a valid intensity
