@@ -366,12 +366,13 @@ class BlockRows:
         self.row = 0            # the next row expected
 
     def add(self, row_off: int, values: np.ndarray) -> None:
+        """Rows ``row_off`` on: (rows, width), or (bands, rows, width) for every band."""
         if row_off != self.row:
             raise InvalidInputError(f"rows must arrive in order: got {row_off}, expected {self.row}")
         r = 0
-        while r < values.shape[0]:
-            end = min(values.shape[0], r + self.block - (self.row % self.block))
-            self.writer.write(self.row, 0, values[r:end])
+        while r < values.shape[-2]:
+            end = min(values.shape[-2], r + self.block - (self.row % self.block))
+            self.writer.write(self.row, 0, values[..., r:end, :])
             self.row += end - r
             r = end
             if self.row % self.block == 0:
@@ -386,21 +387,23 @@ def stream_channels(dst_path: str, spec: OutputSpec, grid: TileGrid,
                     infer: Callable[[np.ndarray], np.ndarray], sources: Sequence[RasterSource],
                     progress: Progress, start: float = 0.0, pad: str = "reflect", workers: int = 1) -> None:
     """Stream (bands, h, w) tiles through ``infer`` (on ``workers`` tiles at once) into a
-    ``spec.bands``-band Float32 raster, invalid pixels set to ``spec.nodata`` in every band; the
-    destination appears only when everything succeeded. ``sources`` have their GDAL cache
-    released after each strip."""
+    ``spec.bands``-band Float32 raster, invalid pixels set to ``spec.nodata`` in every band, one
+    block row at a time (:class:`BlockRows`); the destination appears only when everything
+    succeeded. ``sources`` have their GDAL cache released after each strip."""
     with RasterWriter(dst_path, spec) as writer:
+        rows = BlockRows(writer)
+
         def write_rows(row_off, y, valid):
-            y = y.copy()
+            y = y.astype(np.float32)  # a copy
             y[:, ~valid] = spec.nodata
-            writer.write(row_off, 0, y)
-            writer.release_cache()
+            rows.add(row_off, y)
             for src in sources:
                 src.release_cache()
 
         run_tiles(grid, read_tile, infer, write_rows, progress, start, 100.0, pad, workers=workers)
         if progress.is_canceled():
             raise CanceledError("canceled by the user")
+        rows.finish()
         writer.commit()
 
 

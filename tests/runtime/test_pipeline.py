@@ -325,3 +325,13 @@ def test_block_rows_write_each_compressed_block_once(tmp_path, rng):
     one_pass.FlushCache()
     one_pass = written = None
     assert os.path.getsize(tmp_path / "rows.tif") <= 1.01 * os.path.getsize(tmp_path / "copy.tif")
+    # (bands, rows, width) for a multi-band output (PolSAR matrices)
+    planes = np.stack([data[:300, :200], 2 * data[:300, :200], 3 * data[:300, :200]])
+    spec = OutputSpec(200, 300, GT, SRS.ExportToWkt(), None, {}, bands=3)
+    with RasterWriter(str(tmp_path / "bands.tif"), spec) as w:
+        rows = BlockRows(w)
+        for r0, r1 in ((0, 130), (130, 270), (270, 300)):
+            rows.add(r0, planes[:, r0:r1])
+        rows.finish()
+        w.commit()
+    np.testing.assert_array_equal(gdal.Open(str(tmp_path / "bands.tif")).ReadAsArray(), planes)
