@@ -85,8 +85,8 @@ class AxisPlan:
               free_edges: bool = False) -> "AxisPlan":
         """``align``: every kept range starts at a multiple of it (so every tile input starts at
         -halo modulo ``align``); all tiles take one input size, a multiple of ``align`` (and of
-        ``multiple``) up to ``tile`` + ``align`` - 1 rounded up to it, and the last one keeps no more than the others. Ignored (1)
-        when the tiles' stride would be shorter than ``align``.
+        ``multiple``) up to ``tile`` + ``align`` - 1 rounded up to it, and the last one keeps no
+        more than the others. Ignored (1) when the tiles' stride would be shorter than ``align``.
         ``free_edges``: the caller crops the halo that lies beyond the image (``pad="nan"`` in
         the runtime), so it costs nothing: an axis of up to ``tile`` pixels is one tile."""
         if n < 1:

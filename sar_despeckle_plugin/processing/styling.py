@@ -32,8 +32,9 @@ _ALIVE: List["RasterStyle"] = []
 
 
 def percentile_range(layer: Optional[QgsRasterLayer], band: int = 1) -> Optional[Tuple[float, float]]:
-    """The 2-98 % cumulative cut of ``band``, or None: from a bounded block sample
-    (:func:`runtime.estimation.display_cut`) for GDAL rasters, QGIS's own for other providers."""
+    """The 2-98 % cumulative cut of ``band``, or None: from the pipeline's strided sample read
+    strip by strip (:func:`runtime.estimation.display_cut`) for GDAL rasters, QGIS's own
+    statistics for other providers."""
     if layer is None or not layer.isValid() or band > layer.bandCount():
         return None
     if layer.dataProvider().dataType(band) in _COMPLEX:

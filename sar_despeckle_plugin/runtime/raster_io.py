@@ -153,13 +153,18 @@ class RasterSource:
 
     def strided(self, step: int):
         """Yield (rows read so far, raw values of rows and columns that are multiples of ``step``
-        in the next strip): the regular sample grid [::step, ::step] of the band, read in strips
-        of a few hundred rows with GDAL's cache released after each (memory bounded by a strip)."""
+        in the next strip): the regular sample grid [::step, ::step] of the band. Only the
+        sampled rows are read (a striped GeoTIFF, as Sentinel-1 products are, then decodes one
+        row in ``step``; a tiled one decodes each block once, from GDAL's cache), and the cache
+        is released every few hundred rows (memory bounded by a strip)."""
         k = max(1, int(step))
         rows_per_read = max(k, (256 // k) * k)
         for r0 in range(0, self.height, rows_per_read):
             h = min(rows_per_read, self.height - r0)
-            raw = self.read(Window(r0, 0, h, self.width))[::k, ::k]
+            if k == 1:
+                raw = self.read(Window(r0, 0, h, self.width))
+            else:
+                raw = np.stack([self.read(Window(r, 0, 1, self.width))[0, ::k] for r in range(r0, r0 + h, k)])
             self.release_cache()
             yield r0 + h, raw
 

@@ -131,3 +131,18 @@ def test_display_cut_of_a_small_raster_is_exact_and_none_for_complex(tmp_path, r
     ds.GetRasterBand(1).WriteArray((rng.normal(size=(40, 50)) + 1j * rng.normal(size=(40, 50))).astype(np.complex64))
     ds = None
     assert display_cut(str(tmp_path / "slc.tif")) is None
+
+
+@pytest.mark.parametrize("options", [[], ["TILED=YES", "COMPRESS=DEFLATE"]])
+def test_strided_sample_reads_the_regular_grid(tmp_path, rng, options):
+    """RasterSource.strided gives exactly [::k, ::k] of the band, striped or tiled, in strips."""
+    data = rng.normal(size=(1000, 777)).astype(np.float32)
+    path = str(tmp_path / "s.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(path, 777, 1000, 1, gdal.GDT_Float32, options)
+    ds.GetRasterBand(1).WriteArray(data)
+    ds = None
+    for k in (1, 3, 7):
+        with RasterSource(path) as src:
+            parts = list(src.strided(k))
+        assert parts[-1][0] == 1000 and len(parts) > 1
+        np.testing.assert_array_equal(np.concatenate([p for _, p in parts]), data[::k, ::k])
