@@ -70,10 +70,14 @@ class Job:
 
     def key(self) -> str:
         """sha256 of the parameters that shape the output (the model file's content included)."""
+        from .models import bundled_models
         from .onnx_denoiser import file_sha256
+        from .pipeline import VERSION
         path = self.model_path()
         params = {k: v for k, v in asdict(self).items() if k not in ("src", "dst", "device", "ort_threads")}
-        params["model_sha256"] = file_sha256(path) if path else "auto"
+        # Auto: any bundled model may be chosen, so all of them (a plugin update redoes the scenes)
+        params["model_sha256"] = file_sha256(path) if path else [file_sha256(m.path) for m in bundled_models()]
+        params["version"] = VERSION
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
     def denoiser(self):
