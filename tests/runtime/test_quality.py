@@ -40,7 +40,8 @@ def test_best_with_a_unet_is_smoother_and_does_not_depend_on_the_tiles(tmp_path)
         dst = str(tmp_path / f"{key}.tif")
         despeckle_raster(HILL, dst, net, quality=quality, tile_size=tile)
         out[key] = read(dst)[0]
-    np.testing.assert_allclose(out["best512"], out["best"], rtol=2e-4)
+    # tiles of one size, a multiple of 8, keep the pooling phase under flips: equal to rounding
+    np.testing.assert_allclose(out["best512"], out["best"], rtol=1e-6)
     rel = np.abs(out["best"] / out["fast"] - 1)
     assert 1e-3 < np.median(rel) < 0.1  # a different, close answer
     # the average of 8 answers is smoother: less pixel-to-pixel variation in log
