@@ -155,14 +155,9 @@ def run_band(job: Job, plan, first: int, stop: int) -> Tuple[int, str]:
     """Tile rows [first, stop) of a planned scene into their part file (kept when already there)."""
     from .pipeline import band_rows, despeckle_band
     path = part_path(job, first, stop)
-    meta = _metadata(path)
-    if meta is not None and meta.get(INPUT_SHA) == plan.metadata.get(INPUT_SHA) \
-            and meta.get(BATCH_KEY) == plan.metadata.get(BATCH_KEY):
+    if _matches(path, job, plan.metadata[INPUT_SHA]):
         return band_rows(plan, first, stop)[0], path
-    from .onnx_denoiser import Device, OnnxDenoiser
-    from .pipeline import QUALITY_BEST, DihedralEnsemble
-    net = OnnxDenoiser(plan.model_path, Device(job.device), threads=job.ort_threads)
-    r0, _ = despeckle_band(plan, path, first, stop, DihedralEnsemble(net) if plan.quality == QUALITY_BEST else net)
+    r0, _ = despeckle_band(plan, path, first, stop, plan.load_net(job.device, job.ort_threads))
     return r0, path
 
 

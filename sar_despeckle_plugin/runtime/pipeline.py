@@ -113,11 +113,13 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
     carry_out = carry_valid = None
     pool = ThreadPoolExecutor(max_workers=int(workers)) if int(workers) > 1 else None
 
+    step = 2 * int(workers) if pool else 1
+
     def results(tiles):
-        """(tile, output, valid) in order; with a pool, ``2 * workers`` tiles in flight."""
-        for k in range(0, len(tiles), 2 * int(workers) if pool else 1):
+        """(tile, output, valid) in order; with a pool, ``step`` tiles in flight."""
+        for k in range(0, len(tiles), step):
             batch = []
-            for tile in tiles[k:k + (2 * int(workers) if pool else 1)]:
+            for tile in tiles[k:k + step]:
                 if progress.is_canceled():
                     raise CanceledError("canceled by the user")
                 x, ok = read_tile(tile.read)
@@ -316,10 +318,12 @@ def stream_band(src: RasterSource, dst_path: str, domain: Domain, grid: TileGrid
                 read_tile: Callable[[Window], Tuple[np.ndarray, np.ndarray]],
                 infer: Callable[[np.ndarray], np.ndarray], inverse: Callable[[np.ndarray], np.ndarray],
                 spec: OutputSpec, progress: Progress, start: float = 0.0, pad: str = "reflect",
-                workers: int = 1) -> None:
+                workers: int = 1, tile_rows: Optional[Tuple[int, int]] = None, first_row: int = 0) -> None:
     """Stream one band through ``read_tile`` (window -> (network input, valid)), ``infer`` per
     tile (on ``workers`` tiles at once, :func:`run_tiles`) and ``inverse`` (blended output ->
-    intensity) into a Float32 raster in ``output_domain(domain)``.
+    intensity) into a Float32 raster in ``output_domain(domain)``. ``tile_rows``: only those
+    tile rows (:func:`run_tiles`), the raster ``spec`` then holding the image rows from
+    ``first_row`` on (a band of :func:`despeckle_band`; earlier rows are dropped).
 
     Memory does not grow with the raster's width beyond one strip of tiles: GDAL's cache of the
     input is dropped every ``READ_CACHE_BYTES`` read, and the output is handed to GDAL one whole
@@ -341,12 +345,13 @@ def stream_band(src: RasterSource, dst_path: str, domain: Domain, grid: TileGrid
         rows = BlockRows(writer)
 
         def write_rows(row_off, y, valid):
-            for r in range(0, y.shape[0], WRITE_ROWS):  # small chunks: few full-width temporaries
+            # small chunks: few full-width temporaries; rows before first_row belong to another band
+            for r in range(max(0, first_row - row_off), y.shape[0], WRITE_ROWS):
                 values = from_intensity(inverse(y[r:r + WRITE_ROWS]), out_domain).astype(np.float32)
                 values[~valid[r:r + WRITE_ROWS]] = spec.nodata
-                rows.add(row_off + r, values)
+                rows.add(row_off + r - first_row, values)
 
-        run_tiles(grid, read, infer, write_rows, progress, start, 100.0, pad, workers=workers)
+        run_tiles(grid, read, infer, write_rows, progress, start, 100.0, pad, tile_rows=tile_rows, workers=workers)
         if progress.is_canceled():  # canceled after the last tile: still no output
             raise CanceledError("canceled by the user")
         rows.finish()
@@ -621,6 +626,13 @@ class DespecklePlan:
     def inverse(self, y: np.ndarray) -> np.ndarray:
         return self.norm.inverse(y) * self.gain
 
+    def load_net(self, device: int = 1, threads: int = 0):
+        """The plan's network loaded on ``device`` (:class:`Device`, CPU by default), wrapped
+        for QUALITY Best."""
+        from .onnx_denoiser import OnnxDenoiser
+        net = OnnxDenoiser(self.model_path, device, threads=threads)
+        return DihedralEnsemble(net) if self.quality == QUALITY_BEST else net
+
     def read_tile(self, src: RasterSource) -> Callable[[Window], Tuple[np.ndarray, np.ndarray]]:
         return lambda window: self.norm.forward(_read_intensity(src, window, self.domain, self.white))
 
@@ -767,36 +779,17 @@ def despeckle_band(plan: DespecklePlan, dst_path: str, first: int, stop: int, ne
     shares with tile row ``first``. ``net``: the network (default: ``plan``'s model loaded on the
     CPU). Returns the rows (r0, r1)."""
     progress = progress or NullProgress()
-    if net is None:
-        from .onnx_denoiser import Device, OnnxDenoiser
-        net = OnnxDenoiser(plan.model_path, Device.CPU)
-        if plan.quality == QUALITY_BEST:
-            net = DihedralEnsemble(net)
+    net = net if net is not None else plan.load_net()
     grid = plan.grid()
     n = len(grid.rows.spans)
     if not 0 <= first < stop <= n:
         raise InvalidInputError(f"tile rows {first} to {stop} are not within the grid's {n}")
     r0, r1 = band_rows(plan, first, stop)
-    out_domain = plan.out_domain
     with RasterSource(plan.src_path, plan.band) as src:
         spec = OutputSpec(plan.width, r1 - r0, None, "", output_nodata(src), plan.metadata,
                           description=plan.description)
-        with RasterWriter(dst_path, spec) as writer:
-            rows = BlockRows(writer)
-
-            def write_rows(row_off, y, valid):
-                skip = max(0, r0 - row_off)  # rows the previous band finishes
-                for r in range(skip, y.shape[0], WRITE_ROWS):
-                    values = from_intensity(plan.inverse(y[r:r + WRITE_ROWS]), out_domain).astype(np.float32)
-                    values[~valid[r:r + WRITE_ROWS]] = spec.nodata
-                    rows.add(row_off + r - r0, values)
-                src.release_cache()
-
-            run_tiles(grid, plan.read_tile(src), net, write_rows, progress, tile_rows=(max(0, first - 1), stop))
-            if progress.is_canceled():
-                raise CanceledError("canceled by the user")
-            rows.finish()
-            writer.commit()
+        stream_band(src, dst_path, plan.domain, grid, plan.read_tile(src), net, plan.inverse, spec, progress,
+                    tile_rows=(max(0, first - 1), stop), first_row=r0)
     return r0, r1
 
 
