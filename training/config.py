@@ -23,6 +23,9 @@ DEFAULTS: Dict[str, Any] = {
     "description": "",               # one line for the card
     "strategy": "supervised",
     "init": None,                    # fine-tuning: a checkpoint.pt (or float32 .onnx) of the same architecture to start from
+    # the init file is a wider U-Net whose architecture differs by these keys (e.g. {width: 32}):
+    # its most useful channels are copied into the run's architecture (training/prune.py)
+    "init_prune": None,
     # Auto model choice (card keys auto_looks, auto_correlation, auto_priority, sensor_family;
     # see sar_despeckle_plugin/core/model_choice.py): e.g. {looks: [0.3, 1.3],
     # correlation: [0.15, 1.0], priority: 10, sensor_family: "..."}; None: never chosen by Auto
@@ -121,6 +124,15 @@ def check(cfg: Dict[str, Any]) -> Dict[str, Any]:
             raise ConfigError(f"{key} must be >= 1")
     if float(cfg["data"]["looks"]) <= 0:
         raise ConfigError("data.looks must be > 0")
+    prune = cfg.get("init_prune")
+    if prune is not None:
+        if not isinstance(prune, Mapping) or not prune:
+            raise ConfigError("init_prune must be a mapping of architecture keys (e.g. {width: 32})")
+        if cfg["architecture"]["type"] != "unet" or not cfg.get("init"):
+            raise ConfigError("init_prune needs a unet architecture and an init file")
+        bad = sorted(set(prune) - {"width", "max_width"})
+        if bad:
+            raise ConfigError(f"init_prune may only widen width and max_width, not {bad}")
     return cfg
 
 

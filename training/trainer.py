@@ -239,18 +239,25 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["optimizer"]["lr"]))
     objective = build_objective(cfg)
     if cfg.get("init") and not resume:
+        prune = cfg.get("init_prune")
+        # the init file's architecture: the run's, or (init_prune) a wider U-Net pruned into it
+        source = build_model(dict(cfg, architecture=dict(cfg["architecture"], **prune))) if prune else model
         if str(cfg["init"]).endswith(".onnx"):  # a float32 model file: its weights, by name
             init_path = Path(str(cfg["init"]))
             if not init_path.is_absolute() and not init_path.exists():  # relative to the repository
                 init_path = Path(__file__).resolve().parents[1] / init_path
-            model.load_state_dict(onnx_state_dict(str(init_path), model))
+            source.load_state_dict(onnx_state_dict(str(init_path), source))
             cfg = dict(cfg, init_from=f"{Path(str(cfg['init'])).name} (float32 ONNX weights)")
         else:
             init = torch.load(str(cfg["init"]), map_location="cpu", weights_only=False)
-            model.load_state_dict(init["state_dict"])  # raises when the architectures differ
+            source.load_state_dict(init["state_dict"])  # raises when the architectures differ
             done = int(init.get("step", init["config"].get("steps_done", 0)))
             cfg = dict(cfg, init_from=(f"{init['config'].get('name')} ({done} steps, "
                                        f"{init['config'].get('strategy')})"))
+        if prune:
+            from .prune import prune_unet
+            prune_unet(source, model)
+            cfg = dict(cfg, init_from=f"{cfg['init_from']}, channels pruned from {source.describe()}")
     ckpt_path = out / "checkpoint.pt"
     history: List[Dict] = []
     step, minutes_before = 0, 0.0

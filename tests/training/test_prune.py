@@ -1,0 +1,140 @@
+"""Structured channel pruning of a U-Net (training/prune.py) and its use as a run's start."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("yaml")
+
+from torch import nn  # noqa: E402
+
+from training.config import ConfigError, check, load_config  # noqa: E402
+from training.prune import prune_unet  # noqa: E402
+from training.unet import UNet  # noqa: E402
+
+MODELS = Path(__file__).parents[2] / "sar_despeckle_plugin" / "models"
+
+
+def _randomise(net: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+
+def _producers(net: UNet):
+    """(name, module) of every layer whose outputs the pruning chooses from, in pruning order."""
+    for i, block in enumerate(net.down):
+        yield from ((f"down{i}.{j}", c) for j, c in enumerate(m for m in block if isinstance(m, nn.Conv2d)))
+    yield from ((f"bottleneck.{j}", c) for j, c in enumerate(m for m in net.bottleneck if isinstance(m, nn.Conv2d)))
+    for i in range(net.levels - 1, -1, -1):
+        yield f"up{i}", net.up[i]
+        yield from ((f"dec{i}.{j}", c) for j, c in enumerate(m for m in net.dec[i] if isinstance(m, nn.Conv2d)))
+
+
+def _run(net: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return net.eval()(torch.from_numpy(x)).numpy()
+
+
+def test_pruning_to_the_same_widths_is_the_identity():
+    src = UNet(levels=2, width=6)
+    _randomise(src, 0)
+    dst = UNet(levels=2, width=6)
+    kept = prune_unet(src, dst)
+    assert all(v == sorted(v) and len(v) == len(set(v)) for v in kept.values())
+    x = np.random.default_rng(0).normal(size=(2, 1, 21, 26)).astype(np.float32)
+    np.testing.assert_array_equal(_run(dst, x), _run(src, x))
+
+
+@pytest.mark.parametrize("levels,convs", [(2, 2), (3, 1)])
+def test_pruning_drops_dead_channels_and_keeps_the_function(levels, convs):
+    """Channels whose producer is all zero contribute nothing (ReLU(0) = 0; the transposed
+    convolutions' zero outputs add nothing to the next convolution): they are exactly the ones
+    removed, in every layer, and the narrower network computes what the wide one does."""
+    src = UNet(levels=levels, width=8, convs_per_block=convs)
+    _randomise(src, 1)
+    dst = UNet(levels=levels, width=6, convs_per_block=convs)
+    rng = np.random.default_rng(2)
+    dead = {}
+    with torch.no_grad():
+        for (name, m), (_, d) in zip(_producers(src), _producers(dst)):
+            drop = np.sort(rng.choice(m.out_channels, m.out_channels - d.out_channels, replace=False))
+            dead[name] = set(drop.tolist())
+            if isinstance(m, nn.ConvTranspose2d):
+                m.weight[:, drop] = 0
+            else:
+                m.weight[drop] = 0
+            m.bias[drop] = 0
+    kept = prune_unet(src, dst)
+    for name, m in _producers(src):
+        assert set(kept[name]) == set(range(m.out_channels)) - dead[name], name
+    x = np.random.default_rng(3).normal(size=(1, 1, 40, 36)).astype(np.float32)
+    ref = _run(src, x)
+    np.testing.assert_allclose(_run(dst, x), ref, rtol=1e-5, atol=1e-5)
+    assert np.abs(ref - x).max() > 1e-3  # the residual is not trivially zero
+
+
+def test_channel_scores_do_not_depend_on_a_relu_rescaling():
+    """Scaling a channel's producer by a and its consumers by 1 / a (the same function) keeps that
+    layer's choice (the next layer's filters do change, so its own choice may)."""
+    src = UNet(levels=2, width=8)
+    _randomise(src, 4)
+    kept = prune_unet(src, UNet(levels=2, width=5))
+    conv = src.down[0][0]
+    with torch.no_grad():
+        k = kept["down0.0"][0]
+        conv.weight[k] *= 1e-3
+        conv.bias[k] *= 1e-3
+        src.down[0][2].weight[:, k] *= 1e3
+    assert prune_unet(src, UNet(levels=2, width=5))["down0.0"] == kept["down0.0"]
+
+
+def test_pruning_refuses_other_shapes():
+    src = UNet(levels=2, width=8)
+    with pytest.raises(ValueError, match="same levels"):
+        prune_unet(src, UNet(levels=3, width=6))
+    with pytest.raises(ValueError, match="must not exceed"):
+        prune_unet(src, UNet(levels=2, width=12))
+
+
+def test_init_prune_configuration_checks():
+    cfg = load_config("unet_l1_lite")
+    assert cfg["init_prune"] == {"width": 32} and cfg["architecture"]["width"] == 24
+    with pytest.raises(ConfigError, match="only widen width and max_width"):
+        check(dict(cfg, init_prune={"width": 32, "levels": 4}))
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        check(dict(cfg, init_prune=32))
+    with pytest.raises(ConfigError, match="needs a unet architecture and an init file"):
+        load_config("unet_l1_fast", ["init_prune.width=64"])
+
+
+def test_pruned_start_from_the_bundled_default_keeps_part_of_its_output(tmp_path):
+    """The lite recipe's start (3 steps at lr 0, so the weights are the pruned ones): built from the
+    bundled float32 default by pruning, its card says so, and its output is correlated with the
+    default's (the useful channels were kept) while a random narrow network's is not."""
+    from training.trainer import build_model, onnx_state_dict, train
+    data = Path(__file__).parents[3] / "shared" / "data"
+    if not (data / "train").is_dir():
+        pytest.skip(f"{data} not found")
+    cfg = load_config("unet_l1_lite", ["steps=3", "workers=0", "bf16=false", "optimizer.lr=0", "batch=2",
+                                       "patch=32", "val_every=100"])
+    train(cfg, tmp_path, export=False, val_limit=1, evaluate=False)
+    ckpt = torch.load(str(tmp_path / "checkpoint.pt"), map_location="cpu", weights_only=False)
+    assert "channels pruned from UNet(levels=3, width=32" in ckpt["config"]["init_from"]
+    lite = build_model(cfg)
+    lite.load_state_dict(ckpt["state_dict"])
+    wide = build_model(load_config("unet_l1_long"))
+    wide.load_state_dict(onnx_state_dict(str(MODELS / "unet_l1_long.onnx"), wide))
+    ref = build_model(cfg)
+    prune_unet(wide, ref)
+    x = np.random.default_rng(5).normal(size=(1, 1, 48, 48)).astype(np.float32) * 0.6
+    np.testing.assert_array_equal(_run(lite, x), _run(ref, x))  # lr 0: the pruned weights themselves
+    res_wide, res_lite = x - _run(wide, x), x - _run(lite, x)
+    corr = np.corrcoef(res_wide.ravel(), res_lite.ravel())[0, 1]
+    rand = build_model(cfg)
+    corr_rand = np.corrcoef(res_wide.ravel(), (x - _run(rand, x)).ravel())[0, 1]
+    assert corr > 0.8 and abs(corr_rand) < 0.6, (corr, corr_rand)  # measured 0.89 and 0.40
