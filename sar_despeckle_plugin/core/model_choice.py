@@ -78,22 +78,30 @@ class Choice:
     reason: str
 
 
-def choose_model(cards: Sequence[Optional[ModelCard]], looks: float, correlation: float) -> Choice:
+def is_int8(card: ModelCard) -> bool:
+    """True for an int8 (quantised) file: its card's architecture says so (``training.quantize``)."""
+    return "int8" in card.architecture
+
+
+def choose_model(cards: Sequence[Optional[ModelCard]], looks: float, correlation: float,
+                 prefer_float: bool = False) -> Choice:
     """The card that fits speckle of ``looks`` ENL and lag-1 intensity correlation ``correlation``.
 
-    ``cards`` is the MODEL enum's list (None for a file that could not be read). Raises
+    ``cards`` is the MODEL enum's list (None for a file that could not be read). With
+    ``prefer_float`` (the network runs on a GPU, where int8 files bring no speed) a float32 card
+    wins over an int8 one that fits as well, whatever their priorities. Raises
     :class:`ModelCardError` when no card takes part in the Auto choice."""
     best = None
     for i, card in enumerate(cards):
         fit = AutoFit.of(card) if card is not None else None
         if fit is None:
             continue
-        key = (round(fit.distance(looks, correlation), 9), -fit.priority, i)
+        key = (round(fit.distance(looks, correlation), 9), bool(prefer_float and is_int8(card)), -fit.priority, i)
         if best is None or key < best[0]:
             best = (key, i, card, fit)
     if best is None:
         raise ModelCardError("auto_looks", "no bundled model carries the Auto keys (auto_looks, auto_correlation)")
-    (dist, _, _), i, card, fit = best
+    (dist, _, _, _), i, card, fit = best
     where = "inside" if dist == 0 else "nearest to"
     family = f", for {fit.sensor_family}" if fit.sensor_family else ""
     reason = (f"'{card.name}'{family}: speckle of {looks:.2f} looks with lag-1 correlation {correlation:.2f} is "

@@ -126,8 +126,8 @@ def bundled_cards() -> List[Optional[ModelCard]]:
     return out
 
 
-def auto_choice(looks: float, correlation: float) -> Tuple[BundledModel, Choice]:
+def auto_choice(looks: float, correlation: float, prefer_float: bool = False) -> Tuple[BundledModel, Choice]:
     """The bundled model that fits speckle of ``looks`` ENL and lag-1 correlation ``correlation``
-    (:func:`core.model_choice.choose_model` over the bundled cards), and why."""
-    choice = choose_model(bundled_cards(), looks, correlation)
+    (:func:`core.model_choice.choose_model` over the bundled cards; ``prefer_float`` on a GPU), and why."""
+    choice = choose_model(bundled_cards(), looks, correlation, prefer_float)
     return bundled_models()[choice.index], choice

@@ -18,7 +18,7 @@ import numpy as np
 from ..core import whitening
 from ..core.errors import CanceledError, InvalidInputError, ModelCardError
 from ..core.estimation import BLOCK, SpeckleEstimate, homogeneous_mask
-from ..core.model_choice import looks_disagree
+from ..core.model_choice import is_int8, looks_disagree
 from ..core.normalisation import (
     LogNormaliser, log_offset_from_sample, looks_mismatch, model_log_bias, sample_step,
 )
@@ -470,7 +470,12 @@ def _select_model(denoiser, measurement: Measurement, looks: float, progress: Pr
         use_looks = float(looks) if looks else est.looks
         corr = est.correlation if est is not None else 0.0
         model, choice = auto_choice(use_looks, corr)
-        return denoiser.load(model.path), "Auto: " + choice.reason
+        net = denoiser.load(model.path)
+        if net.device_used == "CUDA" and is_int8(net.card):  # int8 is for CPUs: take a float32 file on a GPU
+            model_f, choice_f = auto_choice(use_looks, corr, prefer_float=True)
+            if model_f.name != model.name:
+                return denoiser.load(model_f.path), f"Auto (float32 on CUDA): {choice_f.reason}"
+        return net, "Auto: " + choice.reason
     # an explicit model: say when the measured speckle fits another one better
     if est is not None and est.reliable:
         try:

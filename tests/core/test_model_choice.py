@@ -7,12 +7,12 @@ from sar_despeckle_plugin.core.model_card import ModelCard
 from sar_despeckle_plugin.core.model_choice import AutoFit, choose_model, looks_disagree
 
 
-def auto_card(name, looks, corr, priority=0, family=""):
+def auto_card(name, looks, corr, priority=0, family="", architecture="test graph"):
     extra = {"auto_looks": looks, "auto_correlation": corr, "auto_priority": str(priority)}
     if family:
         extra["sensor_family"] = family
     # through the metadata, as the plugin reads a file's card
-    return ModelCard.from_metadata(card(name, extra=extra).to_metadata())
+    return ModelCard.from_metadata(card(name, extra=extra, architecture=architecture).to_metadata())
 
 
 CARDS = [
@@ -44,6 +44,19 @@ def test_reason_says_inside_or_nearest_and_the_sensor():
     assert "inside its range" in choose_model(CARDS, 2.0, 0.5).reason
     assert "for Sentinel-1 GRD" in choose_model(CARDS, 2.0, 0.5).reason
     assert "nearest to its range" in choose_model(CARDS, 30.0, 0.6).reason
+
+
+def test_prefer_float_takes_a_float32_file_that_fits_as_well():
+    """On a GPU an int8 file brings no speed: a float32 card that fits as well wins whatever the
+    priorities; an int8 card that alone fits (or fits better) is still chosen."""
+    q = "UNet; int8 (onnxruntime static quantisation, QDQ)"
+    cards = [auto_card("white-1", "0.3,1.3", "0,0.15", 10), auto_card("white-lite-int8", "0.3,1.3", "0,0.15", 15,
+                                                                      architecture=q),
+             auto_card("grd-int8", "1.3,12", "0.15,1", 5, architecture=q), auto_card("white-multi", "1.3,12", "0,0.15", 10)]
+    assert choose_model(cards, 1.0, 0.05).name == "white-lite-int8"
+    assert choose_model(cards, 1.0, 0.05, prefer_float=True).name == "white-1"
+    assert choose_model(cards, 3.0, 0.6, prefer_float=True).name == "grd-int8"
+    assert choose_model(cards[1:3], 1.0, 0.05, prefer_float=True).name == "white-lite-int8"
 
 
 def test_distance():
