@@ -9,7 +9,7 @@ import enum
 import hashlib
 import os
 from functools import lru_cache
-from typing import List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -57,9 +57,14 @@ def file_sha256(path: str) -> str:
 
 
 def read_card(path: str) -> ModelCard:
-    """The model card of an ONNX file, without creating an inference session."""
-    ort = import_onnxruntime()
+    """The model card of an ONNX file, read from its metadata without creating an inference
+    session (a session costs 0.05-0.15 s per file, and Auto reads every bundled card); a file
+    whose metadata cannot be parsed goes through onnxruntime, whose error says why."""
     _check_file(path)
+    meta = model_metadata(path)
+    if meta is not None:
+        return ModelCard.from_metadata(meta)
+    ort = import_onnxruntime()
     try:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -95,6 +100,49 @@ def _fields(buf: bytes):
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         yield number, wire, value
+
+
+def model_metadata(path: str) -> Optional[Dict[str, str]]:
+    """The ``metadata_props`` of an ONNX file as a dict, read without onnx or onnxruntime; None
+    when the file is not a parsable ModelProto."""
+    def varint(fh):
+        value = shift = 0
+        while True:
+            b = fh.read(1)
+            if not b:
+                raise EOFError
+            value |= (b[0] & 0x7F) << shift
+            shift += 7
+            if not b[0] & 0x80:
+                return value
+
+    try:
+        out: Dict[str, str] = {}
+        seen_graph = False
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:  # top-level fields only; the graph is skipped, not read
+            while fh.tell() < size:
+                key = varint(fh)
+                number, wire = key >> 3, key & 7
+                if wire == 0:
+                    varint(fh)
+                elif wire in (1, 5):
+                    fh.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+                elif wire == 2:
+                    n = varint(fh)
+                    if number == 14:  # ModelProto.metadata_props: StringStringEntryProto
+                        entry = {f: v for f, w, v in _fields(fh.read(n)) if w == 2}
+                        out[entry.get(1, b"").decode("utf-8")] = entry.get(2, b"").decode("utf-8")
+                    else:
+                        seen_graph |= number == 7  # ModelProto.graph
+                        fh.seek(n, os.SEEK_CUR)
+                else:
+                    return None
+                if fh.tell() > size:
+                    return None
+        return out if seen_graph else None
+    except (OSError, ValueError, IndexError, UnicodeDecodeError, EOFError):
+        return None
 
 
 def model_opsets(path: str) -> dict:

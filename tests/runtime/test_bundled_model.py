@@ -103,3 +103,24 @@ def test_keeps_the_mean_on_multilook_speckle(model, clean):
     out = despeckle_array(noisy, model, looks=4.4, tile_size=256)
     assert out.mean() / clean.mean() == pytest.approx(1.0, abs=0.03)
     assert psnr_amplitude(out, clean) > psnr_amplitude(noisy, clean) + 5
+
+
+def test_cards_are_read_from_the_metadata_without_a_session(tmp_path):
+    """read_card parses the file's metadata_props itself (the graph is skipped, not read): the
+    same key/value pairs as the onnx package reads, for every bundled file; a file that is not a
+    ModelProto gives None and read_card falls back to onnxruntime's error."""
+    import onnx
+    from sar_despeckle_plugin.core.errors import ModelError
+    from sar_despeckle_plugin.runtime.onnx_denoiser import model_metadata
+    for m in bundled_models():
+        ref = {p.key: p.value for p in onnx.load(m.path, load_external_data=False).metadata_props}
+        assert model_metadata(m.path) == ref and len(ref) > 5, m.file
+    src = bundled_models()[0].path
+    data = open(src, "rb").read()
+    for name, content in (("cut.onnx", data[:len(data) // 2]), ("text.onnx", b"\x00\x01 not onnx"),
+                          ("empty.onnx", b"")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        assert model_metadata(str(path)) is None, name
+        with pytest.raises(ModelError, match="cannot load ONNX model"):
+            read_card(str(path))
