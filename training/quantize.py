@@ -28,6 +28,7 @@ from .data import DEFAULT_DATA, load_references
 from sar_despeckle_plugin.core.model_card import ModelCard
 from sar_despeckle_plugin.core.transforms import debiased_log
 
+DEFAULT_IMAGES = 20  # calibration images per reference set
 QUANT_NOTE = ("int8 (onnxruntime static quantisation, QDQ: per-channel int8 weights, uint8 activations, "
               "percentile calibration on {n} training images; first and last convolutions float32)")
 
@@ -88,8 +89,10 @@ def int8_extra(extra: Dict[str, str]) -> Dict[str, str]:
     return out
 
 
-def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: Optional[str] = None) -> ModelCard:
-    """Quantise ``src`` into ``out`` (calibrated on ``inputs``); returns the new card (written)."""
+def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: Optional[str] = None,
+             images: int = DEFAULT_IMAGES) -> ModelCard:
+    """Quantise ``src`` into ``out`` (calibrated on ``inputs``, drawn with ``--images images``, which
+    the reproduce command records when it is not the default); returns the new card (written)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -115,7 +118,8 @@ def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: O
                         calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=[convs[0], convs[-1]])
     new = replace(card, name=name or f"{card.name}-int8",
                   architecture=f"{card.architecture}; {QUANT_NOTE.format(n=len(inputs))}",
-                  reproduce=f"{card.reproduce} && python -m training quantize {src} --out {out}",
+                  reproduce=(f"{card.reproduce} && python -m training quantize {src} --out {out}"
+                             + (f" --images {images}" if images != DEFAULT_IMAGES else "")),
                   description=f"{card.description} int8 version of {card.name}: several times faster on CPU.",
                   metrics={}, extra=int8_extra(card.extra), tile_size=int8_tile(card))
     write_card(out, new)
@@ -128,7 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--name", default=None, help="card name (default: <name>-int8)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--images", type=int, default=20,
+    ap.add_argument("--images", type=int, default=DEFAULT_IMAGES,
                     help="calibration images per reference set (Gaussian denoisers: images / 2 batches of 8 patches)")
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
@@ -137,7 +141,7 @@ def main(argv=None) -> int:
         inputs = gaussian_calibration_inputs(card, args.data, batches=max(1, args.images // 2))
     else:
         inputs = calibration_inputs(card, args.data, args.images)
-    new = quantize(args.model, args.out, inputs, args.name)
+    new = quantize(args.model, args.out, inputs, args.name, images=args.images)
     metrics: Dict[str, object] = {}
     if not args.no_eval:
         from .export import write_card

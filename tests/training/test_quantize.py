@@ -45,6 +45,9 @@ def test_quantised_model_is_close_and_keeps_first_and_last_float(tmp_path):
     assert card.name == "in-training-int8" and "int8" in card.architecture
     assert card.tile_size == read_card(src).tile_size  # a DnCNN keeps its tile; int8 U-Nets take 768
     assert read_card(out).name == "in-training-int8" and read_card(out).receptive_field == model.receptive_field
+    assert card.reproduce.endswith(f"quantize {src} --out {out}")  # the default calibration set
+    assert quantize(src, tmp_path / "b.onnx", _smooth_inputs(8, 48, 1), images=60).reproduce.endswith(
+        f"quantize {src} --out {tmp_path / 'b.onnx'} --images 60")
     g = onnx.load(str(out)).graph
     ops = [n.op_type for n in g.node]
     assert ops.count("Conv") == 5 and ops.count("QuantizeLinear") >= 3
