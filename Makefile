@@ -95,10 +95,13 @@ DEVICE ?= cpu
 # The bundled int8 files: quantised copies of these runs (python -m training quantize).
 INT8_MODELS := dncnn-l1-general unet-l1-fast unet-l1-correlated unet-l4-correlated unet-s1grd-pairs unet-l1-long \
   unet-l1-correlated-long
+# The lite U-Nets ship in int8 only, calibrated on 60 images per reference set.
+INT8_LITE := unet-l1-lite unet-l1-correlated-lite
 # In order: unet_s1grd_pairs fine-tunes the checkpoint of unet_l4_correlated; unet_l1_correlated_long
-# fine-tunes the bundled unet_l1_long.onnx (the committed file, so that it reproduces the bundled model).
+# fine-tunes the bundled unet_l1_long.onnx (the committed file, so that it reproduces the bundled model);
+# unet_l1_lite and unet_l1_correlated_lite prune the committed unet_l1_long / unet_l1_correlated_long.
 MODEL_CONFIGS := dncnn_l1_general dncnn_l1to8_blind unet_l1_fast unet_l1_correlated unet_l4_correlated unet_s1grd_pairs unet_l1_long \
-  unet_l1_correlated_long
+  unet_l1_correlated_long unet_l1_lite unet_l1_correlated_lite
 # MuLog against boxcar, polarimetric Refined Lee and the reference MuLoG+BM3D (installed apart,
 # in .venv/ref-mulog, when it installs): PSNR, coherence error, seconds per MPx.
 bench-polsar: plugin
@@ -117,6 +120,8 @@ models: setup-training
 	for c in $(MODEL_CONFIGS); do $(PY) -m training train --config training/configs/$$c.yaml --device $(DEVICE) || exit 1; done
 	for m in $(INT8_MODELS); do f=$${m//-/_}; \
 	  $(PY) -m training quantize runs/$$m/$$f.onnx --out runs/$$m/$${f}_int8.onnx || exit 1; done
+	for m in $(INT8_LITE); do f=$${m//-/_}; \
+	  $(PY) -m training quantize runs/$$m/$$f.onnx --out runs/$$m/$${f}_int8.onnx --images 60 || exit 1; done
 	$(PY) -m training.gaussian train --steps 6969 --batch 64 --patch 48 --depth 8 --width 32 --sigma-power 2 \
 	  --lr 0.001 --warmup 200 --norm-scale 2 --sigma-min 0.02 --sigma-max 2 --weights 0.45,0.4,0.15 --seed 0 \
 	  --bf16 --out runs/gaussian

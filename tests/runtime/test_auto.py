@@ -18,7 +18,8 @@ from sar_despeckle_plugin.runtime.pipeline import AutoModel, despeckle_raster
 
 HILL = DATA / "s1_vh_hill_20171021.tif"
 MODELS = {m.name: m.path for m in bundled_models()}
-CORRELATED_MODELS = {"unet-l1-correlated-int8", "unet-l1-correlated-long"}
+CORRELATED_MODELS = {"unet-l1-correlated-int8", "unet-l1-correlated-long", "unet-l1-correlated-lite-int8"}
+WHITE_AUTO = "unet-l1-lite-int8"  # Auto's choice for white single-look speckle on the CPU
 
 
 class Log:
@@ -79,7 +80,7 @@ def test_auto_picks_a_correlated_model_on_correlated_speckle_and_the_white_one_o
     corr = clean * correlated_speckle(clean.shape, 1, psf_sigma_for_correlation(0.4), rng)
     rep_w, out_w, ds_w, log_w = run(tmp_path, write(tmp_path / "white.tif", white.astype(np.float32)), "w.tif")
     rep_c, out_c, ds_c, _ = run(tmp_path, write(tmp_path / "corr.tif", corr.astype(np.float32)), "c.tif")
-    assert rep_w.model == "unet-l1-long" and rep_c.model in CORRELATED_MODELS
+    assert rep_w.model == WHITE_AUTO and rep_c.model in CORRELATED_MODELS
     assert rep_w.estimate.correlation < 0.15 < 0.3 < rep_c.estimate.correlation
     assert ds_c.GetMetadataItem("SAR_DESPECKLE_MODEL_CHOICE").startswith(f"Auto: '{rep_c.model}'")
     assert any(m.startswith("Measured speckle: ENL") for m in log_w.infos)
@@ -91,6 +92,31 @@ def test_auto_picks_a_correlated_model_on_correlated_speckle_and_the_white_one_o
     # the white-speckle model leaves correlated speckle in its output: ratio ENL >> 1; Auto does not
     assert 0.85 < 1 / np.var(ratio_image(corr, out_c)) < 1.3
     assert 1 / np.var(ratio_image(corr, white_model_on_corr)) > 1.5
+
+
+class _ReportsCuda(AutoModel):
+    """Auto whose sessions say they run on CUDA (they run on the CPU here), as on a GPU machine."""
+
+    def load(self, path):
+        net = super().load(path)
+        net.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return net
+
+
+def test_auto_takes_a_float32_model_when_the_network_runs_on_cuda(tmp_path, clean):
+    """int8 files are for CPUs: on a GPU Auto takes the float32 model of the same speckle family,
+    and says so; on the CPU the int8 lite model (within 0.1 dB, about 3 x faster) is its choice.
+    The GRD model exists in int8 only: it stays the choice on a GPU."""
+    white = simulate_intensity(clean, 1, np.random.default_rng(22))
+    src = write(tmp_path / "white.tif", white.astype(np.float32))
+    rep_cpu, out_cpu, _, _ = run(tmp_path, src, "cpu.tif")
+    rep = despeckle_raster(src, str(tmp_path / "gpu.tif"), _ReportsCuda(Device.CPU), progress=Log())
+    out_gpu, ds = read(tmp_path / "gpu.tif")
+    assert rep_cpu.model == "unet-l1-lite-int8" and rep.model == "unet-l1-long"
+    assert ds.GetMetadataItem("SAR_DESPECKLE_MODEL_CHOICE").startswith("Auto (float32 on CUDA): 'unet-l1-long'")
+    assert psnr(out_gpu, clean) == pytest.approx(psnr(out_cpu, clean), abs=0.3)
+    rep_grd = despeckle_raster(str(HILL), str(tmp_path / "grd.tif"), _ReportsCuda(Device.CPU), progress=Log())
+    assert rep_grd.model == "unet-l4-correlated-int8"
 
 
 def test_auto_picks_the_grd_model_on_real_sentinel1_grd(tmp_path):
@@ -169,7 +195,7 @@ def test_slc_whitening_whitens_simulated_correlated_slc(tmp_path, clean):
     assert len(before) == 1
     x, y = (float(v) for v in re.findall(r"before: ([0-9.]+) \(range\), ([0-9.]+) \(azimuth\)", before[0])[0])
     assert x == pytest.approx(0.3, abs=0.05) and y == pytest.approx(0.45, abs=0.05)
-    assert rep.estimate.correlation < 0.05 and rep.model == "unet-l1-long"
+    assert rep.estimate.correlation < 0.05 and rep.model == WHITE_AUTO
 
     ref = clean[:256, :256]
     z = correlated_slc(ref, psf, 31)
