@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import io
 import os
 from functools import lru_cache
 from typing import Dict, List, Optional
@@ -74,74 +75,66 @@ def read_card(path: str) -> ModelCard:
     return ModelCard.from_metadata(sess.get_modelmeta().custom_metadata_map)
 
 
-def _fields(buf: bytes):
-    """(field number, wire type, value) of one protobuf message (just enough for ModelProto)."""
-    def varint(i):
+def _fields(message, keep=None):
+    """(field number, wire type, value) of one protobuf message, read from ``bytes`` or a binary
+    file (just enough for ModelProto). A length-delimited field whose number is not in ``keep``
+    (when given) is skipped without being read (value None): a model's graph is most of its file.
+    Raises ValueError on a truncated or malformed message."""
+    fh = io.BytesIO(message) if isinstance(message, (bytes, bytearray)) else message
+    start = fh.tell()
+    size = fh.seek(0, os.SEEK_END) - start
+    fh.seek(start)
+
+    def read(n):
+        data = fh.read(n)
+        if len(data) != n:
+            raise ValueError("truncated protobuf message")
+        return data
+
+    def varint():
         value = shift = 0
         while True:
-            byte = buf[i]
-            i += 1
+            byte = read(1)[0]
             value |= (byte & 0x7F) << shift
             shift += 7
             if not byte & 0x80:
-                return value, i
-    i = 0
-    while i < len(buf):
-        key, i = varint(i)
+                return value
+
+    while fh.tell() - start < size:
+        key = varint()
         number, wire = key >> 3, key & 7
         if wire == 0:
-            value, i = varint(i)
+            value = varint()
         elif wire == 2:
-            size, i = varint(i)
-            value, i = buf[i:i + size], i + size
+            n = varint()
+            if keep is None or number in keep:
+                value = read(n)
+            elif fh.tell() - start + n > size:
+                raise ValueError("truncated protobuf message")
+            else:
+                fh.seek(n, os.SEEK_CUR)
+                value = None
         elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, i = buf[i:i + size], i + size
+            value = read(8 if wire == 1 else 4)
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         yield number, wire, value
 
 
 def model_metadata(path: str) -> Optional[Dict[str, str]]:
-    """The ``metadata_props`` of an ONNX file as a dict, read without onnx or onnxruntime; None
-    when the file is not a parsable ModelProto."""
-    def varint(fh):
-        value = shift = 0
-        while True:
-            b = fh.read(1)
-            if not b:
-                raise EOFError
-            value |= (b[0] & 0x7F) << shift
-            shift += 7
-            if not b[0] & 0x80:
-                return value
-
+    """The ``metadata_props`` of an ONNX file as a dict, read without onnx or onnxruntime (the
+    graph is skipped, not read); None when the file is not a parsable ModelProto."""
     try:
         out: Dict[str, str] = {}
         seen_graph = False
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:  # top-level fields only; the graph is skipped, not read
-            while fh.tell() < size:
-                key = varint(fh)
-                number, wire = key >> 3, key & 7
-                if wire == 0:
-                    varint(fh)
-                elif wire in (1, 5):
-                    fh.seek(8 if wire == 1 else 4, os.SEEK_CUR)
-                elif wire == 2:
-                    n = varint(fh)
-                    if number == 14:  # ModelProto.metadata_props: StringStringEntryProto
-                        entry = {f: v for f, w, v in _fields(fh.read(n)) if w == 2}
-                        out[entry.get(1, b"").decode("utf-8")] = entry.get(2, b"").decode("utf-8")
-                    else:
-                        seen_graph |= number == 7  # ModelProto.graph
-                        fh.seek(n, os.SEEK_CUR)
-                else:
-                    return None
-                if fh.tell() > size:
-                    return None
+        with open(path, "rb") as fh:
+            for number, wire, value in _fields(fh, keep={14}):
+                seen_graph |= number == 7 and wire == 2  # ModelProto.graph
+                if number == 14 and wire == 2:  # ModelProto.metadata_props: StringStringEntryProto
+                    entry = {f: v for f, w, v in _fields(value) if w == 2}
+                    out[entry.get(1, b"").decode("utf-8")] = entry.get(2, b"").decode("utf-8")
         return out if seen_graph else None
-    except (OSError, ValueError, IndexError, UnicodeDecodeError, EOFError):
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
         return None
 
 
@@ -149,13 +142,12 @@ def model_opsets(path: str) -> dict:
     """The opset imports of an ONNX file, {domain ('' = ONNX): version}, read without the onnx
     package; {} when the file cannot be parsed."""
     try:
-        with open(path, "rb") as fh:
-            buf = fh.read()
         out = {}
-        for number, wire, value in _fields(buf):
-            if number == 8 and wire == 2:  # ModelProto.opset_import
-                entry = {n: v for n, w, v in _fields(value)}
-                out[entry.get(1, b"").decode("utf-8", "replace")] = int(entry.get(2, 0))
+        with open(path, "rb") as fh:
+            for number, wire, value in _fields(fh, keep={8}):
+                if number == 8 and wire == 2:  # ModelProto.opset_import
+                    entry = {n: v for n, w, v in _fields(value)}
+                    out[entry.get(1, b"").decode("utf-8", "replace")] = int(entry.get(2, 0))
         return out
     except (OSError, ValueError, IndexError):
         return {}
