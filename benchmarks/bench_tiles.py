@@ -7,9 +7,13 @@ architecture string: DnCNN float32, DnCNN int8, U-Net float32, U-Net int8) and e
 tile, a child process times onnxruntime on one tile (the plugin's session options, best of 2
 passes over 4 MPx) and reads its peak RSS; the seconds per output MPx of a 4096 x 4096 raster are
 then that time per computed pixel times the pixels the pipeline's tile plan computes there
-(:class:`core.tiling.TileGrid`, with its alignment and blending band). The default is the fastest
-tile whose onnxruntime process stays under ``--rss-budget`` MiB (so that ``qgis_process``, which
-adds about 300 MiB, stays under 1 GiB).
+(:class:`core.tiling.TileGrid`, with its alignment and blending band). The plan balances its
+tiles, so a ``tile_size`` of T runs tiles of another side, which differs with the raster (T = 768
+with the U-Nets' halo: 632 pixels at 2048^2, 704 at 4096^2): each candidate is timed and its
+memory read at the side the plan really runs at 4096^2, and its memory at the 2048^2 side too.
+The default is the fastest tile whose onnxruntime process stays under ``--rss-budget`` MiB (so
+that ``qgis_process``, which adds about 300 MiB, stays under 1 GiB) and whose memory grows by at
+most ``--rss-growth`` from the 2048^2 plan to the 4096^2 one (issue 17: flat memory).
 
 Tiles do not change the result (the halo covers the receptive field and the tiles share the
 U-Nets' pooling grid: tests/runtime/test_pipeline.py), only the speed and memory.
@@ -65,6 +69,12 @@ def computed_ratio(size: int, tile: int, halo: int, multiple: int) -> float:
     return (sum(s.size for s in grid.rows.spans) * sum(s.size for s in grid.cols.spans)) / size ** 2
 
 
+def plan_side(size: int, tile: int, halo: int, multiple: int) -> int:
+    """The side of the largest tile the pipeline's plan runs on a size x size raster."""
+    grid = TileGrid.build(size, size, tile, halo, multiple=multiple, align=TILE_ALIGN)
+    return max(s.size for s in grid.rows.spans)
+
+
 def measure(path: str, tile: int) -> Dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--child", path, str(tile)], capture_output=True, text=True,
                          timeout=900)
@@ -94,6 +104,9 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, nargs="+", default=[512, 640, 768, 1024])
     ap.add_argument("--size", type=int, default=4096, help="raster side the plan is costed on")
     ap.add_argument("--rss-budget", type=float, default=640.0)
+    ap.add_argument("--small", type=int, default=2048, help="raster side the memory growth is measured from")
+    ap.add_argument("--rss-growth", type=float, default=1.1,
+                    help="largest RSS(--size plan) / RSS(--small plan) of a default tile")
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--write-cards", action="store_true")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -106,23 +119,32 @@ def main() -> None:
         kinds.setdefault(read_card(m.path).architecture, []).append(m)
     lines = [f"# Default tile size per network ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs)", "",
              f"`benchmarks/bench_tiles.py`: onnxruntime alone on one tile (best of 2), seconds per output MPx "
-             f"of a {args.size}² raster with the pipeline's tile plan, onnxruntime process peak RSS; the "
-             f"choice is the fastest tile under {args.rss_budget:g} MiB.", "",
-             "| network (models) | tile: s per computed MPx, computed / kept, s per output MPx, RSS MiB | "
-             "default tile |", "|---|---|---|"]
+             f"of a {args.size}² raster with the pipeline's tile plan (timed at the side the plan runs), "
+             f"onnxruntime process peak RSS at the {args.small}² and {args.size}² plans' sides; the choice "
+             f"is the fastest tile under {args.rss_budget:g} MiB whose RSS grows by at most "
+             f"x{args.rss_growth:g} between the two.", "",
+             f"| network (models) | tile (side run at {args.small}² / {args.size}²): s per computed MPx, "
+             f"computed / kept, s per output MPx, RSS MiB {args.small}² / {args.size}² | default tile |",
+             "|---|---|---|"]
     choices = {}
     for arch, models in kinds.items():
         card = read_card(models[0].path)
         halo = halo_for(card.receptive_field)
         rows, best = [], None
         for tile in args.tiles:
-            r = measure(models[0].path, tile)
+            big = plan_side(args.size, tile, halo, card.size_multiple)
+            small = plan_side(args.small, tile, halo, card.size_multiple)
+            r = measure(models[0].path, big)
+            rss_small = r["rss_mib"] if small == big else measure(models[0].path, small)["rss_mib"]
+            growth = r["rss_mib"] / rss_small
             ratio = computed_ratio(args.size, tile, halo, card.size_multiple)
             cost = r["s_per_mpx"] * ratio
-            rows.append(f"{tile}: {r['s_per_mpx']:.3f}, {ratio:.2f}, **{cost:.3f}**, {r['rss_mib']:.0f}")
-            print(f"{models[0].name:30s} tile {tile:5d}: {r['s_per_mpx']:.3f} s/MPx computed x {ratio:.2f} = "
-                  f"{cost:.3f} s per output MPx, RSS {r['rss_mib']:.0f} MiB", flush=True)
-            if r["rss_mib"] <= args.rss_budget and (best is None or cost < best[1]):
+            rows.append(f"{tile} ({small} / {big}): {r['s_per_mpx']:.3f}, {ratio:.2f}, **{cost:.3f}**, "
+                        f"{rss_small:.0f} / {r['rss_mib']:.0f}")
+            print(f"{models[0].name:30s} tile {tile:5d} (runs {small} / {big}): {r['s_per_mpx']:.3f} s/MPx computed "
+                  f"x {ratio:.2f} = {cost:.3f} s per output MPx, RSS {rss_small:.0f} / {r['rss_mib']:.0f} MiB "
+                  f"(x{growth:.2f})", flush=True)
+            if r["rss_mib"] <= args.rss_budget and growth <= args.rss_growth and (best is None or cost < best[1]):
                 best = (tile, cost)
         tile = best[0] if best else min(args.tiles)
         short = arch.split(";")[0] + ("; int8" if "int8" in arch else "")

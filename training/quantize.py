@@ -69,9 +69,12 @@ def gaussian_calibration_inputs(card: ModelCard, data: Path | str, batches: int 
 
 
 INT8_PRIORITY_DROP = 5
-# int8 U-Nets need less memory per pixel: 768-pixel tiles stay under 640 MiB and compute 5 % less
-# than 640 on a 4096 x 4096 raster (benchmarks/bench_tiles.py); other networks keep their tile
-INT8_UNET_TILE = 768
+# int8 U-Nets run 640-pixel tiles, as the float32 ones: 768 computed 5 % less on a 4096 x 4096
+# raster (benchmarks/bench_tiles.py), but the balanced plan's tiles then grow with the raster (632
+# pixels at 2048^2, 704 at 4096^2) and so does the peak memory (x 1.28 from 2048^2 to 4096^2 in
+# the pipeline); with 640 every power-of-two raster runs 632-pixel tiles in the same memory (x 1.03).
+# Other networks keep their tile.
+INT8_UNET_TILE = 640
 
 
 def int8_tile(card: ModelCard) -> int:

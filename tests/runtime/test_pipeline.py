@@ -252,6 +252,35 @@ def test_explicit_cuda_without_a_gpu_is_a_clear_error(identity_onnx):
     assert OnnxDenoiser(identity_onnx, Device.AUTO).device_used == "CPU"
 
 
+def test_sessions_on_the_cpu_have_the_memory_pattern_off(identity_onnx, monkeypatch):
+    """A network that runs on the CPU (DEVICE CPU, or Auto where CUDA does not run, e.g.
+    onnxruntime-gpu without a GPU) gets a session made for the CPU alone, with onnxruntime's
+    memory pattern off (the pipeline's peak memory then stays flat with the raster size, see
+    _OnnxNetwork._session); an Auto session that found CUDA unusable makes the next Auto session
+    go to the CPU at once."""
+    ort = import_onnxruntime()
+    real, made = ort.InferenceSession, []
+
+    def spy(path, sess_options=None, providers=None, **kw):
+        sess = real(path, sess_options=sess_options, providers=providers, **kw)
+        made.append((sess_options.enable_mem_pattern, list(providers), sess))
+        return sess
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    cpu = OnnxDenoiser(identity_onnx, Device.CPU)
+    assert made[-1] == (False, ["CPUExecutionProvider"], cpu.session)
+    auto = OnnxDenoiser(identity_onnx, Device.AUTO)
+    if auto.device_used == "CUDA":
+        assert made[-1][:2] == (True, [CUDA, "CPUExecutionProvider"])
+        return
+    assert made[-1] == (False, ["CPUExecutionProvider"], auto.session)
+    before = len(made)
+    again = OnnxDenoiser(identity_onnx, Device.AUTO)
+    assert len(made) == before + 1 and made[-1] == (False, ["CPUExecutionProvider"], again.session)
+    x = np.random.default_rng(0).normal(size=(40, 56)).astype(np.float32)
+    np.testing.assert_allclose(again(x), cpu(x), atol=1e-6)
+
+
 def test_the_gain_keeps_the_mean_of_homogeneous_areas(tmp_path, box_onnx):
     """A flat half (where the gain is measured) and a half of bright point targets that the box
     filter spreads: the flat half keeps its mean intensity exactly, the targets do not move it."""

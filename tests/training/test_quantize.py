@@ -43,7 +43,7 @@ def test_quantised_model_is_close_and_keeps_first_and_last_float(tmp_path):
     out = tmp_path / "int8.onnx"
     card = quantize(src, out, _smooth_inputs(8, 48, 1))
     assert card.name == "in-training-int8" and "int8" in card.architecture
-    assert card.tile_size == read_card(src).tile_size  # a DnCNN keeps its tile; int8 U-Nets take 768
+    assert card.tile_size == read_card(src).tile_size  # a DnCNN keeps its tile; int8 U-Nets take 640
     assert read_card(out).name == "in-training-int8" and read_card(out).receptive_field == model.receptive_field
     assert card.reproduce.endswith(f"quantize {src} --out {out}")  # the default calibration set
     assert quantize(src, tmp_path / "b.onnx", _smooth_inputs(8, 48, 1), images=60).reproduce.endswith(
@@ -104,5 +104,5 @@ def test_int8_unets_get_the_larger_measured_tile():
 
     from training.quantize import INT8_UNET_TILE, int8_tile
     card = contract_card(1.0, 2.0, 103)
-    assert int8_tile(replace(card, architecture="UNet(levels=3, width=32)", tile_size=640)) == INT8_UNET_TILE == 768
+    assert int8_tile(replace(card, architecture="UNet(levels=3, width=32)", tile_size=512)) == INT8_UNET_TILE == 640
     assert int8_tile(replace(card, architecture="DnCNN(depth=17)", tile_size=640)) == 640
