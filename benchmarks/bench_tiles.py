@@ -63,16 +63,19 @@ def child(path: str, tile: int) -> None:
                       "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def plan_spans(size: int, tile: int, halo: int, multiple: int) -> List[int]:
+    """Sides of the tiles the pipeline's plan runs along each axis of a size x size raster."""
+    return [s.size for s in TileGrid.build(size, size, tile, halo, multiple=multiple, align=TILE_ALIGN).rows.spans]
+
+
 def computed_ratio(size: int, tile: int, halo: int, multiple: int) -> float:
     """Pixels the tile plan computes / pixels of a size x size raster."""
-    grid = TileGrid.build(size, size, tile, halo, multiple=multiple, align=TILE_ALIGN)
-    return (sum(s.size for s in grid.rows.spans) * sum(s.size for s in grid.cols.spans)) / size ** 2
+    return sum(plan_spans(size, tile, halo, multiple)) ** 2 / size ** 2
 
 
 def plan_side(size: int, tile: int, halo: int, multiple: int) -> int:
     """The side of the largest tile the pipeline's plan runs on a size x size raster."""
-    grid = TileGrid.build(size, size, tile, halo, multiple=multiple, align=TILE_ALIGN)
-    return max(s.size for s in grid.rows.spans)
+    return max(plan_spans(size, tile, halo, multiple))
 
 
 def measure(path: str, tile: int) -> Dict[str, float]:
