@@ -13,7 +13,8 @@ for the blending it shares) and assembled into one output: the same values as on
 Resumable: each output carries the sha256 of its input and a key of the parameters in its
 metadata; a later run skips an output whose input and parameters match, and a band whose part
 file is already there. Outputs (and parts) appear only complete (written beside, renamed at the
-end), so a worker that dies leaves nothing half-written: Dask runs its tasks again elsewhere. A
+end), so a worker that dies leaves nothing half-written: Dask runs its tasks again elsewhere, and
+the task that completes a scene removes the temporary files its dead writers left. A
 scene that fails is reported, the others go on; the exit status is 1 when any failed.
 
 Dask (``dask.distributed``) is needed only here: the plugin itself never imports this module.
@@ -112,6 +113,23 @@ def _stamp(job: Job) -> Dict[str, str]:
     return {INPUT_SHA: file_sha256(job.src), BATCH_KEY: job.key(), "SAR_DESPECKLE_INPUT": job.src}
 
 
+def remove_stale_partials(dst: str) -> List[str]:
+    """Remove what dead writers of ``dst`` left: its ``.partial.tif`` files and its parts' ones.
+
+    A worker killed mid-write (SIGKILL, out of memory, a lost node) cannot remove its temporary
+    file; once the scene's output is complete, every temporary file named after it is stale."""
+    d, name = os.path.split(os.path.abspath(dst))
+    found = []
+    for pattern in (f".{glob.escape(name)}.*.partial.tif", f"..{glob.escape(name)}.rows*.part.tif.*.partial.tif"):
+        for path in glob.glob(os.path.join(d, pattern)):
+            try:
+                os.remove(path)
+                found.append(path)
+            except OSError:  # gone already (another task swept it) or not ours to remove
+                pass
+    return found
+
+
 def _megapixels(path: str, band: int) -> float:
     from .raster_io import RasterSource
     with RasterSource(path, band) as src:
@@ -125,11 +143,13 @@ def run_scene(job: Job) -> Dict[str, object]:
     from .pipeline import despeckle_raster
     stamp = _stamp(job)
     if _matches(job.dst, job, stamp[INPUT_SHA]):
+        remove_stale_partials(job.dst)
         return {"status": "skipped"}
     t = time.perf_counter()
     report = despeckle_raster(job.src, job.dst, job.denoiser(), band=job.band, domain=Domain(job.domain),
                               looks=job.looks, tile_size=job.tile or None, extra_metadata=stamp,
                               whiten=job.whiten, quality=job.quality)
+    remove_stale_partials(job.dst)
     return {"status": "done", "seconds": round(time.perf_counter() - t, 2), "model": report.model}
 
 
@@ -168,6 +188,7 @@ def finish_scene(job: Job, plan, parts: Sequence[Tuple[int, str]]) -> Dict[str, 
     for _, path in parts:
         if os.path.exists(path):
             os.remove(path)
+    remove_stale_partials(job.dst)
     return {"status": "done", "model": report.model, "bands": len(parts)}
 
 

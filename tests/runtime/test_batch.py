@@ -15,7 +15,7 @@ from conftest import DATA
 distributed = pytest.importorskip("distributed")
 
 from sar_despeckle_plugin.runtime.batch import (  # noqa: E402
-    BATCH_KEY, INPUT_SHA, Job, main, output_for, run_batch,
+    BATCH_KEY, INPUT_SHA, Job, main, output_for, remove_stale_partials, run_batch, run_scene,
 )
 from sar_despeckle_plugin.runtime.models import bundled_models  # noqa: E402
 from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser  # noqa: E402
@@ -123,6 +123,25 @@ def test_a_worker_killed_mid_run_loses_no_scene(client, scenes, tmp_path):
     np.testing.assert_array_equal(gdal.Open(jobs[3].dst).ReadAsArray(),
                                   reference(jobs[3].src, str(tmp_path / "ref.tif"), tile=192))
     assert not [f for f in os.listdir(out) if "partial" in f]
+
+
+def test_a_completed_scene_sweeps_what_dead_writers_of_it_left(scenes, tmp_path):
+    """A worker killed while writing leaves its temporary file; the task that completes the scene
+    removes it (and its dead band writers' ones), and nothing that belongs to another output."""
+    job = Job(scenes[1], str(tmp_path / "scene1_despeckled.tif"), MODEL)
+    stale = [".scene1_despeckled.tif.a31ca952.partial.tif",
+             "..scene1_despeckled.tif.rows00000-00002.part.tif.0badc0de.partial.tif"]
+    others = [".scene10_despeckled.tif.a31ca952.partial.tif",      # another scene's writer, maybe alive
+              ".scene1_despeckled.tif.rows00000-00002.part.tif",   # a finished band part: kept for resuming
+              "scene1_despeckled.tif.a31ca952.partial.tif"]        # not a hidden temporary of ours
+    for name in stale + others:
+        (tmp_path / name).write_bytes(b"half-written")
+    assert run_scene(job)["status"] == "done"
+    assert sorted(os.listdir(tmp_path)) == sorted(others + ["scene1_despeckled.tif"])
+    (tmp_path / stale[0]).write_bytes(b"half-written")
+    assert run_scene(job)["status"] == "skipped"  # a resumed run sweeps too
+    assert not (tmp_path / stale[0]).exists()
+    assert remove_stale_partials(job.dst) == []
 
 
 def test_command_line_with_a_local_cluster(scenes, tmp_path):
