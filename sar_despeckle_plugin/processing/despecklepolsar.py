@@ -96,7 +96,7 @@ class DespecklePolsarAlgorithm(Branded, QgsProcessingAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterEnum(
             self.DEVICE, "Device", options=[DEVICE_LABELS[d] for d in Device], defaultValue=0)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size (pixels; empty = 1024 for C2 and intensity, 512 for C3/T3)", NUMBER_INTEGER,
+            self.TILE_SIZE, "Tile size (pixels; empty = 1024 for intensity, 768 for C2, 512 for C3/T3)", NUMBER_INTEGER,
             None,
             optional=True, minValue=32, maxValue=8192)))
         add_output_format(self)

@@ -467,13 +467,25 @@ def test_window_sums_and_box_means_are_exact_and_tile_invariant():
     assert np.array_equal(crop[4:-4, 4:-4], fast[14:46, 11:40])
 
 
-def test_row_bands_are_bit_identical_to_one_call(monkeypatch):
+@pytest.mark.parametrize("threads, band_rows", [(3, 1000), (2, 70), (1, 70)])
+def test_row_bands_are_bit_identical_to_one_call(monkeypatch, threads, band_rows):
+    """One band per thread, or bands bounded in bytes (here 70 rows: 4 of them) on 2 threads or 1."""
     rng = np.random.default_rng(5)
     z = rng.normal(size=(300, 40, 2, 2)) + 1j * rng.normal(size=(300, 40, 2, 2))
     sigma = M._hermitian(z @ np.conj(np.swapaxes(z, -1, -2))) + 0.1 * np.eye(2)
     c = M._hermitian(sigma * rng.exponential(size=(300, 40, 1, 1)))
     valid = np.ones((300, 40), bool)
+    valid[100:140, 5:9] = False
     whole = M._debias(sigma, c, valid, 8, 1.0)
-    monkeypatch.setattr(M, "n_threads", lambda: 3)
-    banded = M._by_row_bands(lambda s, cc, v: M._debias(s, cc, v, 8, 1.0), [sigma, c, valid], 8)
-    assert np.array_equal(banded, whole)
+    monkeypatch.setattr(M, "n_threads", lambda: threads)
+    monkeypatch.setattr(M, "_BAND_BYTES", band_rows * sigma[0].nbytes)
+    calls = []
+
+    def debias(s, cc, v):
+        calls.append(len(s))
+        return M._debias(s, cc, v, 8, 1.0)
+
+    banded = M._by_row_bands(debias, [sigma, c, valid], 8)
+    assert banded.dtype == whole.dtype and np.array_equal(banded, whole)
+    assert len(calls) == (threads if band_rows == 1000 else 300 // 64)
+    assert max(calls) <= (300 // len(calls) + 1 + 16)  # a band and its two margins
