@@ -60,6 +60,12 @@ DEFAULTS: Dict[str, Any] = {
         "holdout_bsd": 8,
         "holdout_s1": 4,
         "mask_fraction": 0.05,       # masking
+        # supervised: a share of the loss from single-image masking on the real single-look data
+        # (training.strategies.RealMaskSampler on load_real_single_look's "train" part)
+        "real_share": 0.0,
+        "real_mask_fraction": 0.008,  # block centres per pixel
+        "real_mask_radius": 2,        # blind block (2 r + 1)^2 around each centre
+        "real_holdout": 0.4,          # right part of each real image's columns, never trained on
         "change_window": 7,          # pairs: change compensation window and threshold (robust sigmas)
         "change_k": 3.0,
         "exclude_positions": [5, 6, 7, 8],  # pairs: stack positions not used (sand at the noise floor)

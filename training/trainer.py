@@ -112,8 +112,18 @@ def build_sampler(cfg: Dict[str, Any], seed) -> Any:
                            **common, **_speckle_kwargs(d))
     blind = {"looks_max": float(d["looks_max"]), "single_look_fraction": float(d["single_look_fraction"])} \
         if d.get("looks_max") else {}
-    return PatchSampler(train_refs, set_weights=weights, seed=seed, **common, **blind, **_speckle_kwargs(d),
-                        **_content_kwargs(d))
+    share = float(d.get("real_share") or 0.0)
+    if share <= 0:
+        return PatchSampler(train_refs, set_weights=weights, seed=seed, **common, **blind, **_speckle_kwargs(d),
+                            **_content_kwargs(d))
+    from .strategies import MixedSampler, RealMaskSampler, load_real_single_look
+    real_batch = min(int(cfg["batch"]) - 1, max(1, int(round(int(cfg["batch"]) * share))))
+    sim = PatchSampler(train_refs, set_weights=weights, seed=seed, **dict(common, batch=int(cfg["batch"]) - real_batch),
+                       **blind, **_speckle_kwargs(d), **_content_kwargs(d))
+    real = RealMaskSampler(load_real_single_look(root, "train", float(d["real_holdout"])),
+                           mask_fraction=float(d["real_mask_fraction"]), radius=int(d["real_mask_radius"]),
+                           seed=list(np.atleast_1d(seed)) + [7], **dict(common, batch=real_batch))
+    return MixedSampler(sim, real, share)
 
 
 def build_validation(cfg: Dict[str, Any], limit: Optional[int] = None, size: int = 128) -> List[Tuple[str, np.ndarray, np.ndarray]]:

@@ -18,7 +18,8 @@ from sar_despeckle_plugin.core.speckle import gamma_speckle  # noqa: E402
 from sar_despeckle_plugin.core.transforms import debiased_log, trigamma  # noqa: E402
 from training.data import (PatchSampler, References, augment, correlated_speckle, load_s1_stacks,  # noqa: E402
                            psf_sigma_for_correlation)
-from training.strategies import (MaskSampler, PairSampler, change_weights, make_pair_validation,  # noqa: E402
+from training.strategies import (MaskSampler, MixedSampler, PairSampler, RealMaskSampler,  # noqa: E402
+                                 change_weights, load_real_single_look, make_pair_validation, mask_blocks,
                                  mask_pixels)
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
@@ -336,7 +337,104 @@ def test_masked_target_noise_leaks_only_with_correlated_speckle(correlated):
         assert abs(corr) < 0.03
 
 
+def test_mask_blocks_hide_everything_near_a_centre():
+    """Unique values: within the block around each loss pixel the input holds no original value
+    from 2 pixels or closer to it; pixels no block covers are unchanged."""
+    rng = np.random.default_rng(4)
+    x = np.arange(4 * 40 * 40, dtype=np.float64).reshape(4, 1, 40, 40)
+    out, m = mask_blocks(x, 0.02, 2, rng)
+    assert out.shape == m.shape == x.shape and out.dtype == m.dtype == x.dtype
+    centres = list(zip(*np.nonzero(m[:, 0])))
+    assert 0.6 * 0.02 * x.size < len(centres) <= 0.02 * x.size * 1.4
+    for b, r, c in centres:
+        r0, r1, c0, c1 = max(0, r - 2), min(40, r + 3), max(0, c - 2), min(40, c + 3)
+        near = set(x[b, 0, r0:r1, c0:c1].ravel())
+        assert not near & set(out[b, 0, r0:r1, c0:c1].ravel())
+        assert out[b, 0, r, c] != x[b, 0, r, c]
+    # every changed pixel lies within 2 pixels of a drawn centre (kept in the mask or not)
+    changed = out != x
+    assert changed.sum() <= 25 * 0.02 * x.size * 1.4
+    with pytest.raises(ValueError):
+        mask_blocks(x[:, :, :10], 0.02, 2, rng)
+
+
+def test_block_masks_cut_the_leak_of_correlated_speckle():
+    """On a flat scene with correlated single-look speckle (lag-1 about 0.4), the input at a loss
+    pixel predicts the target's noise with one-pixel masking (corr > 0.2), not with blocks."""
+    s = MaskSampler(_flat_refs(), patch=64, batch=16, mask_fraction=0.2, seed=1, psf_sigma_min=1.0,
+                    psf_sigma_max=1.0, correlated_fraction=1.0)
+    rng = np.random.default_rng(2)
+    corr = {}
+    masks = {"pixels": lambda n: mask_pixels(n, 0.2, rng), "blocks": lambda n: mask_blocks(n, 0.02, 2, rng)}
+    for name, fn in masks.items():
+        xs, ts = [], []
+        for _ in range(6):
+            n, _ = s.noisy.sample()
+            x, w = fn(n)
+            mean = n.mean(axis=(1, 2, 3), keepdims=True)
+            # what the network sees at the loss pixel and around it (3 x 3 mean of the input)
+            p = np.pad(x - mean, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="symmetric")
+            local = sum(p[:, :, i:i + 64, j:j + 64] for i in range(3) for j in range(3)) / 9
+            xs.append(local[w == 1])
+            ts.append((n - mean)[w == 1])
+        corr[name] = np.corrcoef(np.concatenate(xs), np.concatenate(ts))[0, 1]
+    assert corr["pixels"] > 0.2 and abs(corr["blocks"]) < 0.05, corr
+
+
+def _speckled_image(h, w, seed):
+    rng = np.random.default_rng(seed)
+    img = np.exp(rng.normal(0, 1)) * rng.exponential(size=(h, w))
+    img[:5, :7] = np.nan      # invalid pixels: never in a crop
+    return img
+
+
+def test_real_mask_sampler_contract():
+    images = [("a", _speckled_image(90, 120, 0)), ("b", _speckled_image(70, 70, 1))]
+    s = RealMaskSampler(images, patch=32, batch=12, looks=1.0, norm_scale=2.0, jitter=0.0, mask_fraction=0.02,
+                        radius=2, seed=3)
+    x, t, w = s.sample()
+    assert x.shape == t.shape == w.shape == (12, 1, 32, 32) and x.dtype == t.dtype == w.dtype == np.float32
+    assert np.isfinite(x).all() and np.isfinite(t).all()
+    assert set(np.unique(w)) <= {0.0, 1.0} and 0.005 < w.mean() < 0.03
+    # t is the normalised debiased log of single-look speckle about each image's median (jitter 0):
+    # its mean is -(median of the debiased log of exponential speckle) = -(log(log 2) + gamma) = -0.21
+    assert abs(float(t.mean()) * 2.0 + 0.21) < 0.08 and abs(float(t.std()) * 2.0 - np.pi / np.sqrt(6)) < 0.08
+    far = x == t
+    assert far.mean() > 0.6 and not far[w == 1].any()
+    # the image is drawn in proportion to its pixels
+    assert s.p.tolist() == pytest.approx([90 * 120 / (90 * 120 + 70 * 70), 70 * 70 / (90 * 120 + 70 * 70)])
+    with pytest.raises(ValueError):
+        RealMaskSampler([("small", np.ones((20, 20)))], patch=32)
+
+
+def test_mixed_sampler_gives_the_second_part_its_share_of_the_loss():
+    first = PatchSampler(_flat_refs(), patch=32, batch=6, looks=1.0, seed=0)
+    second = RealMaskSampler([("a", _speckled_image(90, 120, 0))], patch=32, batch=2, seed=1)
+    x, t, w = MixedSampler(first, second, 0.3).sample()
+    assert x.shape == t.shape == w.shape == (8, 1, 32, 32)
+    np.testing.assert_allclose(w[:6], 1.0)
+    np.testing.assert_allclose(w[6:].sum() / (w[:6].sum() + w[6:].sum()), 0.3, rtol=1e-5)
+    assert np.count_nonzero(w[6:]) < 0.05 * w[6:].size
+    with pytest.raises(ValueError):
+        MixedSampler(first, second, 1.0)
+
+
 # ---------------------------------------------------------------- real data
+
+@needs_data
+def test_real_single_look_data_split_in_columns():
+    train, held = load_real_single_look(DATA, "train"), load_real_single_look(DATA, "holdout")
+    assert [n for n, _ in train] == [n.replace("_holdout", "_train") for n, _ in held]
+    assert len(train) == 5 and train[-1][0] == "labrador_C22_train"
+    z = np.load(sorted((DATA / "test/uavsar_slc").glob("*.npy"))[0])
+    whole = np.concatenate([train[0][1], held[0][1]], axis=1)
+    np.testing.assert_allclose(whole, np.abs(z.astype(np.complex128)) ** 2, rtol=1e-12)
+    assert train[0][1].shape[1] == round(0.6 * z.shape[1])
+    lab = np.concatenate([train[-1][1], held[-1][1]], axis=1)
+    assert 0.001 < np.isnan(lab).mean() < 0.01  # C22's exact zeros (0.4 %) are invalid
+    with pytest.raises(ValueError):
+        load_real_single_look(DATA, "test")
+
 
 @needs_data
 def test_pair_sampler_on_sentinel1_stacks():
