@@ -236,6 +236,19 @@ def make_pair_validation(stacks: Sequence[Tuple[str, np.ndarray]], looks: float 
     return out
 
 
+def _draw_mask(x, fraction: float, min_side: int, rng) -> Tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """Checks shared by the maskers: x (B, 1, P, Q) with P, Q >= ``min_side``, ``fraction`` in
+    [0, 1]; returns (generator, x, boolean (B, P, Q) draw of probability ``fraction`` per pixel)."""
+    g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[1] != 1 or min(x.shape[2:]) < min_side:
+        raise ValueError(f"x must be (B, 1, P, Q) with P, Q >= {min_side}, got {x.shape}")
+    fraction = float(fraction)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    return g, x, g.random((x.shape[0],) + x.shape[2:]) < fraction
+
+
 def mask_pixels(x: np.ndarray, fraction: float, rng) -> Tuple[np.ndarray, np.ndarray]:
     """Replace a random ``fraction`` of the pixels of ``x`` (B, 1, P, P) by a random neighbour.
 
@@ -245,15 +258,8 @@ def mask_pixels(x: np.ndarray, fraction: float, rng) -> Tuple[np.ndarray, np.nda
     which is still a neighbour and never the pixel itself. Returns (x_masked, mask) with
     mask = 1 on replaced pixels and 0 elsewhere, both of x's dtype.
     """
-    g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    x = np.asarray(x)
-    if x.ndim != 4 or x.shape[1] != 1 or min(x.shape[2:]) < 2:
-        raise ValueError(f"x must be (B, 1, P, Q) with P, Q >= 2, got {x.shape}")
-    fraction = float(fraction)
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    g, x, masked = _draw_mask(x, fraction, 2, rng)
     bsz, _, h, w = x.shape
-    masked = g.random((bsz, h, w)) < fraction
     bi, ri, ci = np.nonzero(masked)
     off = _NEIGHBOURS[g.integers(0, 8, size=ri.size)]
     rn, cn = ri + off[:, 0], ci + off[:, 1]
@@ -313,17 +319,10 @@ def mask_blocks(x: np.ndarray, fraction: float, radius: int, rng) -> Tuple[np.nd
     original; a centre that another block covers too is dropped from the mask (conservative: its
     input was pasted twice), so the mask holds slightly fewer than ``fraction`` of the pixels.
     """
-    g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    x = np.asarray(x)
     r = int(radius)
     n = 2 * r + 1
-    if x.ndim != 4 or x.shape[1] != 1 or min(x.shape[2:]) < 3 * n + 2:
-        raise ValueError(f"x must be (B, 1, P, Q) with P, Q >= {3 * n + 2} for radius {r}, got {x.shape}")
-    fraction = float(fraction)
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    g, x, centres = _draw_mask(x, fraction, 3 * n + 2, rng)
     bsz, _, h, w = x.shape
-    centres = g.random((bsz, h, w)) < fraction
     bi, ri, ci = np.nonzero(centres)
     order = g.permutation(ri.size)
     bi, ri, ci = bi[order], ri[order], ci[order]
@@ -441,6 +440,14 @@ class RealMaskSampler:
             yield self.sample()
 
 
+def as_triple(out) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sampler's batch as (x, t, w): weight 1 everywhere for a supervised (x, t) batch."""
+    if len(out) == 2:
+        x, t = out
+        return x, t, np.ones_like(x, dtype=np.float32)
+    return out
+
+
 class MixedSampler:
     """Batches of two samplers side by side: ``first`` (e.g. supervised simulated speckle) and
     ``second`` (e.g. :class:`RealMaskSampler`), each built for its share of the batch. The second
@@ -452,16 +459,9 @@ class MixedSampler:
             raise ValueError(f"share must be in (0, 1), got {share}")
         self.first, self.second, self.share = first, second, float(share)
 
-    @staticmethod
-    def _triple(out):
-        if len(out) == 2:
-            x, t = out
-            return x, t, np.ones_like(x, dtype=np.float32)
-        return out
-
     def sample(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x1, t1, w1 = self._triple(self.first.sample())
-        x2, t2, w2 = self._triple(self.second.sample())
+        x1, t1, w1 = as_triple(self.first.sample())
+        x2, t2, w2 = as_triple(self.second.sample())
         s1, s2 = float(np.sum(w1)), float(np.sum(w2))
         w2 = w2 * (self.share / (1.0 - self.share) * s1 / s2) if s2 > 0 else w2
         return (np.concatenate([x1, x2]).astype(np.float32), np.concatenate([t1, t2]).astype(np.float32),

@@ -36,6 +36,7 @@ from .dncnn import DnCNN
 from .evaluate import contract_card, despeckle_intensity, psnr_amplitude
 from .train_dncnn import lr_at, make_validation  # noqa: F401  (lr_at: the schedule of both loops)
 from .losses import Objective
+from .strategies import as_triple
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -184,12 +185,7 @@ class _Stream(torch.utils.data.IterableDataset):
             torch.set_num_threads(1)
         sampler = build_sampler(self.cfg, list(self.seed) + [wid])
         while True:
-            out = sampler.sample()
-            if len(out) == 2:
-                x, t = out
-                w = np.ones_like(x)
-            else:
-                x, t, w = out
+            x, t, w = as_triple(sampler.sample())
             yield torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(np.asarray(w, np.float32))
 
 
