@@ -315,17 +315,23 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_dom
     c = _log_median(stack, domain, picks)
 
     corr_x, corr_y = (est.corr_x, est.corr_y) if est is not None else (0.0, 0.0)
-    threshold = ts.change_log_threshold(eff_looks, corr_x, corr_y)
-    progress.info(f"Change test: a date whose {ts.CHANGE_WINDOW}x{ts.CHANGE_WINDOW} local mean departs from the "
-                  f"dates' median by more than a factor {math.exp(threshold):.2f} is left out of the "
-                  "super-image there")
+    thresholds = [(w, ts.change_log_threshold(eff_looks, corr_x, corr_y, window=w)) for w in ts.CHANGE_WINDOWS]
+    progress.info("Change test: a date whose local mean departs from the dates' median by more than a factor "
+                  + " or ".join(f"{math.exp(t):.2f} ({w}x{w})" for w, t in thresholds)
+                  + " is left out of the super-image there")
 
     def read_super(window: Window):
         # (dates, h, w) float32: the tile times the number of dates, the memory bound
         dates_i = np.stack([stack.intensity(k, window, domain).astype(np.float32) for k in range(n)])
-        local = np.stack([filter_intensity(d, Filter.BOXCAR, ts.CHANGE_WINDOW) for d in dates_i])
-        keep = ts.unchanged_dates(local, threshold)
-        del local
+        keep = None
+        for w, t in thresholds:
+            local = np.stack([filter_intensity(d, Filter.BOXCAR, w) for d in dates_i])
+            k = ts.unchanged_dates(local, t)
+            keep = k if keep is None else keep & k
+            del local
+        none = ~keep.any(axis=0)  # the scales disagree on every date: every valid date counts
+        if none.any():
+            keep[:, none] = np.isfinite(dates_i[:, none]) & (dates_i[:, none] > 0)
         mean, count = ts.temporal_mean(np.where(keep, dates_i, np.nan))
         del dates_i, keep
         z, ok = ts.super_log_input(mean, count, eff_looks, c)

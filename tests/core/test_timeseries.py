@@ -51,6 +51,22 @@ def test_change_threshold_and_unchanged_dates(rng):
     assert keep[:, 0, 2].all()  # no date near the median: every valid date counts
 
 
+def test_correlation_factor_matches_the_variance_of_block_means_of_correlated_speckle(rng):
+    """The variance of a k x k mean of speckle through a Gaussian impulse response, over that of one
+    pixel, is the product of the row and column factors computed from the lag-1 correlation alone
+    (lag i: rho^(i^2)); the exponential model rho^i overestimates it by half on GRD-like speckle."""
+    from sar_despeckle_plugin.core.speckle import correlated_speckle, psf_sigma_for_correlation
+    from sar_despeckle_plugin.core.timeseries import _correlation_factor
+    rho = 0.69  # real Sentinel-1 GRD
+    s = correlated_speckle((1000, 1000), 4, psf_sigma_for_correlation(rho), rng)
+    for k in (5, 11):
+        blocks = s[:1000 // k * k, :1000 // k * k].reshape(1000 // k, k, 1000 // k, k).mean(axis=(1, 3))
+        measured = blocks.var() / s.var()
+        assert measured == pytest.approx(_correlation_factor(rho, k) ** 2, rel=0.08)
+    exponential = (1 + 2 * sum((1 - i / 5) * rho ** i for i in range(1, 5))) / 5
+    assert exponential ** 2 > 1.4 * _correlation_factor(rho, 5) ** 2
+
+
 def test_super_log_input_is_unbiased_for_the_temporal_mean_of_gamma_speckle(rng):
     """log of the mean of n dates of L-look speckle, debiased with L n looks, has mean log R."""
     looks, n, reflectivity = 2.0, 6, 3.5
