@@ -54,6 +54,7 @@ DEFAULTS: Dict[str, Any] = {
         "line_fraction": 0.0,        # 1-3 one-pixel bright or dark lines
         "rescale_fraction": 0.0,     # cropped at a zoom log-uniform in [1/rescale_max, rescale_max]
         "rescale_max": 1.0,
+        "ratio_fraction": 0.0,       # time-series ratio images (training/data.py ratio_field)
         "norm_scale": 2.0,
         "jitter": 0.5,
         "s1_weight": 0.4,            # supervised/masking: share of Sentinel-1 temporal-mean patches

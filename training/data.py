@@ -364,6 +364,60 @@ def rescaled_crop(image: np.ndarray, patch: int, zoom: float, rng) -> np.ndarray
     return crop.astype(np.float64) if side == patch else resize_bilinear(crop, patch)
 
 
+def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of radius ceil(3 sigma), borders reflected; same shape."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    t /= t.sum()
+    h, w = image.shape
+    padded = np.pad(image, r, mode="reflect")
+    rows = sum(t[i] * padded[i:i + h, :] for i in range(2 * r + 1))
+    return sum(t[i] * rows[:, i:i + w] for i in range(2 * r + 1))
+
+
+def ratio_field(scene: np.ndarray, rng, changes_max: int = 6, db_range=(0.5, 15.0),
+                radius_range=(0.5, 20.0), residual_fraction: float = 0.5) -> np.ndarray:
+    """A clean *ratio image* (date / super-image of a time series) for a P x P patch.
+
+    Mostly 1 (nothing changed), with 0 to ``changes_max`` changes: discs, ellipses and rotated
+    rectangles (fields, buildings, ships; a radius below 1 is a one-pixel target) of radius
+    log-uniform in ``radius_range`` pixels and contrast +-log-uniform in ``db_range`` dB, on top
+    of, for a share ``residual_fraction`` of the patches, what a slightly blurred super-image leaves
+    of the scene: (scene / blur(scene))^a, blur std uniform in [0.5, 1.5] pixels, a uniform in
+    [0, 1]. ``scene``: a clean P x P intensity patch. The time series' ratio network is trained on
+    these so that it keeps subtle changes on a flat field that image-trained networks shrink."""
+    p = scene.shape[0]
+    log_r = np.zeros(scene.shape)
+    if rng.random() < residual_fraction:
+        sigma = rng.uniform(0.5, 1.5)
+        s = np.log(np.maximum(scene, np.finfo(np.float32).tiny))
+        log_r += rng.uniform(0.0, 1.0) * (s - _gaussian_blur(s, sigma))
+    yy, xx = np.mgrid[:p, :p].astype(np.float64)
+    lo, hi = (math.log(v) for v in radius_range)
+    dlo, dhi = (math.log(v) for v in db_range)
+    for _ in range(int(rng.integers(0, changes_max + 1))):
+        r = math.exp(rng.uniform(lo, hi))
+        cy, cx = rng.uniform(-r / 2, p + r / 2, size=2)
+        db = math.exp(rng.uniform(dlo, dhi)) * rng.choice([-1.0, 1.0])
+        if r < 1.0:  # a one-pixel target
+            mask = (np.abs(yy - round(cy)) < 0.5) & (np.abs(xx - round(cx)) < 0.5)
+        else:
+            ang = rng.uniform(0, math.pi)
+            ca, sa = math.cos(ang), math.sin(ang)
+            u = (yy - cy) * ca + (xx - cx) * sa
+            v = -(yy - cy) * sa + (xx - cx) * ca
+            b = r * rng.uniform(0.3, 1.0)  # the other half-axis
+            kind = rng.integers(3)
+            if kind == 0:
+                mask = u * u + v * v <= r * r
+            elif kind == 1:
+                mask = (u / r) ** 2 + (v / b) ** 2 <= 1.0
+            else:
+                mask = (np.abs(u) <= r) & (np.abs(v) <= b)
+        log_r[mask] += db * math.log(10) / 10
+    return np.exp(log_r)
+
+
 def augment(patch: np.ndarray, k: int) -> np.ndarray:
     """One of the 8 dihedral transforms (k in 0..7): rot90 by k % 4, flipped when k >= 4."""
     p = np.rot90(patch, k % 4)
@@ -396,6 +450,8 @@ class PatchSampler:
     (:func:`expand_contrast`); ``scatterer_fraction`` get 1-6 deterministic one-pixel targets
     15-35 dB above the median (:func:`add_point_scatterers`: their noisy value is the clean one,
     not speckled); ``line_fraction`` get 1-3 one-pixel lines (:func:`add_lines`).
+    ``ratio_fraction`` of the patches are time-series ratio images instead (:func:`ratio_field`
+    of the crop; centred at 0, their level, and given none of the content augmentations).
     """
 
     def __init__(self, refs: Sequence[References], patch: int = 64, batch: int = 128,
@@ -405,9 +461,11 @@ class PatchSampler:
                  psf_sigma_max: float = 0.0, correlated_fraction: float = 0.0,
                  psf_sigma_min: float = 0.0, psf_anisotropic: bool = False,
                  contrast_fraction: float = 0.0, contrast_max: float = 1.0, scatterer_fraction: float = 0.0,
-                 line_fraction: float = 0.0, rescale_fraction: float = 0.0, rescale_max: float = 1.0):
+                 line_fraction: float = 0.0, rescale_fraction: float = 0.0, rescale_max: float = 1.0,
+                 ratio_fraction: float = 0.0):
         for name, v in (("contrast_fraction", contrast_fraction), ("scatterer_fraction", scatterer_fraction),
-                        ("line_fraction", line_fraction), ("rescale_fraction", rescale_fraction)):
+                        ("line_fraction", line_fraction), ("rescale_fraction", rescale_fraction),
+                        ("ratio_fraction", ratio_fraction)):
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         if float(contrast_max) < 1.0 or float(rescale_max) < 1.0:
@@ -415,6 +473,7 @@ class PatchSampler:
         self.contrast_fraction, self.contrast_max = float(contrast_fraction), float(contrast_max)
         self.scatterer_fraction, self.line_fraction = float(scatterer_fraction), float(line_fraction)
         self.rescale_fraction, self.rescale_max = float(rescale_fraction), float(rescale_max)
+        self.ratio_fraction = float(ratio_fraction)
         self.images = [im for r in refs for im in r.images if min(im.shape) >= patch]
         sizes = [sum(im.size for im in r.images if min(im.shape) >= patch) for r in refs]
         counts = [sum(1 for im in r.images if min(im.shape) >= patch) for r in refs]
@@ -466,6 +525,11 @@ class PatchSampler:
                 c0 = rng.integers(0, im.shape[1] - p + 1)
                 crop = im[r0:r0 + p, c0:c0 + p]
             clean[j] = augment(crop, int(rng.integers(8)))
+            cs[j] = self.c[i]
+            if self.ratio_fraction > 0 and rng.random() < self.ratio_fraction:
+                # a time series' ratio image: its level is 1, so its log median is 0
+                clean[j], cs[j] = ratio_field(clean[j], rng), 0.0
+                continue
             if self.contrast_fraction > 0 and rng.random() < self.contrast_fraction:
                 clean[j] = expand_contrast(clean[j], rng.uniform(1.0, self.contrast_max))
             if self.line_fraction > 0 and rng.random() < self.line_fraction:
@@ -474,7 +538,6 @@ class PatchSampler:
                 clean[j], mask = add_point_scatterers(clean[j], int(rng.integers(1, 7)), rng)
                 points = np.zeros((b, p, p), dtype=bool) if points is None else points
                 points[j] = mask
-            cs[j] = self.c[i]
         clean = np.maximum(clean, np.finfo(np.float32).tiny)
         # refresh c of the used images now and then so that c keeps its realisation spread
         if rng.random() < 0.05:

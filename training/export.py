@@ -235,6 +235,10 @@ def _content_text(d: Dict[str, object]) -> str:
     if float(d.get("scatterer_fraction") or 0) > 0:
         parts.append(f"{float(d['scatterer_fraction']):.0%} with 1-6 unspeckled one-pixel targets 15-35 dB above "
                      "the median")
+    if float(d.get("ratio_fraction") or 0) > 0:
+        parts.append(f"{float(d['ratio_fraction']):.0%} synthetic time-series ratio images (flat, with 0-6 changes "
+                     "of 0.5-15 dB: discs, ellipses, rectangles of radius 0.5-20 pixels, over what a blurred "
+                     "super-image leaves of the scene; training/data.py ratio_field)")
     return ("; SAR-like content: of the patches " + ", ".join(parts)) if parts else ""
 
 

@@ -90,7 +90,7 @@ def _speckle_kwargs(d: Dict[str, Any]) -> Dict[str, Any]:
 def _content_kwargs(d: Dict[str, Any]) -> Dict[str, Any]:
     """PatchSampler keyword arguments for the SAR-like content augmentations."""
     return {k: float(d[k]) for k in ("contrast_fraction", "contrast_max", "scatterer_fraction", "line_fraction",
-                                     "rescale_fraction", "rescale_max")}
+                                     "rescale_fraction", "rescale_max", "ratio_fraction")}
 
 
 def build_sampler(cfg: Dict[str, Any], seed) -> Any:

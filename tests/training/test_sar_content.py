@@ -1,5 +1,6 @@
 """SAR-like content augmentations of the clean references (issue 15 item 1): contrast expansion,
-point scatterers, one-pixel lines, rescaled crops, and how PatchSampler applies them."""
+point scatterers, one-pixel lines, rescaled crops, the time series' ratio images (issue 16), and how
+PatchSampler applies them."""
 from __future__ import annotations
 
 import math
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import (PatchSampler, References, add_lines, add_point_scatterers, expand_contrast, line_pixels,
-                           rescaled_crop, resize_bilinear)
+from training.data import (PatchSampler, References, _gaussian_blur, add_lines, add_point_scatterers, expand_contrast,
+                           line_pixels, ratio_field, rescaled_crop, resize_bilinear)
 
 
 def test_expand_contrast_scales_log_contrast_about_the_median():
@@ -150,3 +151,59 @@ def test_model_card_names_the_content_augmentations():
     assert "30% with 1-6 unspeckled one-pixel targets" in text
     assert "30% rescaled (zoom log-uniform in [1/2, 2])" in text
     assert _content_text(load_config(configs / "unet_l1_correlated_long.yaml")["data"]) == ""
+
+
+def test_gaussian_blur_keeps_flat_images_and_the_mean():
+    rng = np.random.default_rng(3)
+    np.testing.assert_allclose(_gaussian_blur(np.full((20, 30), 2.5), 1.2), 2.5, rtol=1e-12)
+    x = rng.random((64, 64))
+    b = _gaussian_blur(x, 1.0)
+    assert b.shape == x.shape and abs(b.mean() - x.mean()) < 2e-3 and b.std() < 0.6 * x.std()
+
+
+def test_ratio_field_is_one_where_nothing_changed():
+    rng = np.random.default_rng(0)
+    scene = 10 ** rng.uniform(0, 2, (48, 48))
+    np.testing.assert_array_equal(ratio_field(scene, rng, changes_max=0, residual_fraction=0.0), 1.0)
+    # the blurred super-image's residual is only the scene's own detail: none on a flat scene
+    np.testing.assert_allclose(ratio_field(np.full((48, 48), 7.0), rng, changes_max=0, residual_fraction=1.0), 1.0,
+                               rtol=1e-12)
+    r = ratio_field(scene, np.random.default_rng(1), changes_max=0, residual_fraction=1.0)
+    assert np.median(np.abs(np.log(r))) > 0.01 and abs(np.median(np.log(r))) < 0.05
+
+
+def test_ratio_field_changes_have_the_drawn_contrasts_and_sizes():
+    rng = np.random.default_rng(2)
+    flat = np.ones((64, 64))
+    lo, hi = 0.5 * math.log(10) / 10, 15.0 * math.log(10) / 10
+    sizes, changed = [], 0
+    for _ in range(300):
+        lr = np.log(ratio_field(flat, rng, changes_max=1, residual_fraction=0.0))
+        moved = np.abs(lr) > 0
+        if not moved.any():
+            continue
+        changed += 1
+        v = np.abs(lr[moved])
+        np.testing.assert_allclose(v, v[0], rtol=1e-12)  # one change: one contrast
+        assert lo - 1e-12 <= v[0] <= hi + 1e-12
+        sizes.append(int(moved.sum()))
+    assert 120 <= changed <= 180  # 0 or 1 change, half of the patches each (some fall outside the patch)
+    assert min(sizes) == 1 and max(sizes) > 300  # one-pixel targets up to fields of radius ~20
+
+
+def test_sampler_ratio_patches_are_centred_on_one():
+    refs = [References("flat", [np.full((96, 96), 4.0, np.float32)] * 2, ["a", "b"])]
+    s = PatchSampler(refs, patch=32, batch=16, seed=3, ratio_fraction=1.0, jitter=0.0)
+    x, y = s.sample()
+    # the clean target is the ratio field (level 1: log 0), not the reference's level log 4 (a change
+    # may cover most of a 32 x 32 patch)
+    med = np.median(y[:, 0], axis=(1, 2))
+    assert np.sum(np.abs(med) < 1e-6) >= 12 and np.all(np.abs(med) < 15 * math.log(10) / 10 / s.scale + 1e-6)
+    # the noisy input is the same field with debiased single-look log speckle (mean 0, std 1.28)
+    d = (x - y).astype(np.float64) * s.scale
+    assert abs(d.mean()) < 0.05 and abs(d.std() - math.pi / math.sqrt(6)) < 0.05
+
+
+def test_model_card_names_the_ratio_images():
+    from training.export import _content_text
+    assert "85% synthetic time-series ratio images" in _content_text({"ratio_fraction": 0.85})
