@@ -11,6 +11,9 @@
   (train/s1_grd_temporal_mean, every 9th): white single-look speckle, correlated single-look
   speckle and GRD-like 4-look correlated speckle; PSNR against the clean mean (no temporal
   coherence, no change: what the real stack's reference cannot measure).
+* ``changes``: 5-date stacks over the same clean means with known changes (:func:`change_truth`:
+  discs of 1-6 dB, steps and one-date events), white single-look and GRD-like speckle: PSNR of each
+  date against its own clean truth, and the share of each change kept (:func:`change_kept`).
 * ``dualpol``: ../shared/data/timeseries/s1_dualpol_two_dates (40 pairs, 100 x 100, multi-looked,
   with a change mask): C11 and C22 of the two dates as 2-date stacks. Mean |log(date 2 / date 1)|
   over unchanged pixels (speckle left: lower is better) and over changed pixels, their quotient,
@@ -204,6 +207,85 @@ def bench_simulated(m: Methods) -> Dict[str, Dict[str, Dict[str, float]]]:
     return out
 
 
+CHANGE_DB = (1.0, 2.0, 3.0, 6.0)   # |contrast| classes of the simulated changes
+CHANGE_CASES = (("white single-look", 1, 0.0), ("4 looks, lag-1 correlation 0.8 (GRD-like)", 4, 0.8))
+
+
+def change_truth(clean: np.ndarray, dates: int, rng) -> Tuple[np.ndarray, List[Tuple[np.ndarray, int, float]]]:
+    """Per-date clean reflectivities with known changes: discs of radius 3-12 pixels, contrast
+    +-1, 2, 3 or 6 dB, each either a step (from a random date on) or a one-date event; discs do not
+    overlap (nor touch: a 4-pixel margin). Returns (dates, H, W) and [(disc mask, first date,
+    contrast dB)] (a one-date event has a negative first date: -(date + 1))."""
+    h, w = clean.shape
+    truth = np.repeat(clean[None], dates, axis=0).astype(np.float64)
+    taken = np.zeros((h, w), bool)
+    yy, xx = np.mgrid[:h, :w]
+    changes = []
+    for _ in range(400):
+        if len(changes) == 24:
+            break
+        r = int(rng.integers(3, 13))
+        cy, cx = (int(v) for v in rng.integers(r + 8, np.array([h, w]) - r - 8))
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        if taken[d2 <= (r + 4) ** 2].any():
+            continue
+        disc = d2 <= r * r
+        taken |= d2 <= (r + 4) ** 2
+        db = float(CHANGE_DB[len(changes) % len(CHANGE_DB)] * rng.choice([-1.0, 1.0]))
+        first = int(rng.integers(1, dates))
+        if rng.random() < 0.5:
+            truth[first:, disc] *= 10 ** (db / 10)
+        else:
+            truth[first, disc] *= 10 ** (db / 10)
+            first = -(first + 1)
+        changes.append((disc, first, db))
+    return truth, changes
+
+
+def change_kept(est: np.ndarray, truth: np.ndarray, changes) -> Dict[float, List[float]]:
+    """Per change and |contrast| class: the estimated change over the true one, both as the log of
+    the disc's mean in the changed date over its mean in the date before (after, for a one-date
+    event at date 0): 1 keeps the change, 0 erases it."""
+    out: Dict[float, List[float]] = {}
+    for disc, first, db in changes:
+        k = first if first > 0 else -first - 1
+        j = k - 1 if k > 0 else k + 1
+        t = np.log(truth[k][disc].mean() / truth[j][disc].mean())
+        e = np.log(est[k][disc].mean() / est[j][disc].mean())
+        out.setdefault(abs(db), []).append(float(e / t))
+    return out
+
+
+def bench_changes(m: Methods) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """5-date stacks over every 9th clean Sentinel-1 temporal mean with known changes
+    (:func:`change_truth`): PSNR of each date against its own clean truth, and the share of each
+    change kept (:func:`change_kept`), median over the changes of each contrast class."""
+    from sar_despeckle_plugin.core.speckle import correlated_speckle, gamma_speckle, psf_sigma_for_correlation
+    refs = sorted((DATA / "train/s1_grd_temporal_mean/tif").glob("*.tif"))[2::9]
+    out: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for case, looks, rho in CHANGE_CASES:
+        rng = np.random.default_rng(5)
+        psnr: Dict[str, List[float]] = {}
+        kept: Dict[str, Dict[float, List[float]]] = {}
+        for ref in refs:
+            truth, changes = change_truth(read(str(ref)), len(PROCESSED), rng)
+            speckle = np.stack([correlated_speckle(truth.shape[1:], looks, psf_sigma_for_correlation(rho), rng) if rho
+                                else gamma_speckle(truth.shape[1:], looks, rng) for _ in range(len(truth))])
+            stack = truth * speckle
+            results = {"time series: ratio-based deep": m.timeseries(stack, TimeseriesMethod.RATIO_DEEP),
+                       "time series: Quegan": m.timeseries(stack, TimeseriesMethod.QUEGAN),
+                       "single date: Auto": m.single(stack, "Auto"),
+                       "noisy date": stack}
+            for name, est in results.items():
+                psnr.setdefault(name, []).extend(gain_fitted_psnr(e, t) for e, t in zip(est, truth))
+                for db, v in change_kept(est, truth, changes).items():
+                    kept.setdefault(name, {}).setdefault(db, []).extend(v)
+        out[case] = {n: {"psnr": float(np.mean(psnr[n])),
+                         **{f"kept_{db:g}dB": float(np.median(kept[n][db])) for db in CHANGE_DB}} for n in psnr}
+        print(case, {n: {k: round(x, 2) for k, x in v.items()} for n, v in out[case].items()}, flush=True)
+    return out
+
+
 def markdown(res: Dict[str, object]) -> str:
     out = [f"# Time-series benchmark ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPUs)",
            "", "`benchmarks/bench_timeseries.py` (run by `make bench-quality`); see its docstring.", ""]
@@ -243,12 +325,26 @@ def markdown(res: Dict[str, object]) -> str:
         out += ["", f"*Change kept per region*: over the {regions} changed regions of at least 20 pixels, the "
                 "least-squares slope of the output's log(date 2 / date 1) region mean against the noisy one's "
                 "(1 = the change between the dates is kept; speckle averages out over a region).", ""]
+    if "changes" in res:
+        cases = list(res["changes"])
+        out += ["## Simulated 5-date stacks with known changes (12 references x 5 dates; PSNR in dB against each "
+                "date's clean truth, and the share of each change kept)", "",
+                "| speckle | method | PSNR | " + " | ".join(f"{db:g} dB kept" for db in CHANGE_DB) + " |",
+                "|---|---|---|" + "---|" * len(CHANGE_DB)]
+        for c in cases:
+            for n, v in res["changes"][c].items():
+                out.append(f"| {c} | {n} | {v['psnr']:.2f} | "
+                           + " | ".join(f"{v[f'kept_{db:g}dB']:.2f}" for db in CHANGE_DB) + " |")
+        out += ["", "*Changes*: 24 discs per reference (radius 3-12 pixels, contrast +-1, 2, 3 or 6 dB), each a "
+                "step from a random date on or a one-date event (`change_truth`); *kept*: the log of the disc's "
+                "mean in the changed date over the date before, estimate / truth, median over the changes of "
+                "that contrast (1 keeps the change, 0 erases it; `change_kept`).", ""]
     return "\n".join(out)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sets", default="stack,simulated,dualpol")
+    ap.add_argument("--sets", default="stack,simulated,dualpol,changes")
     ap.add_argument("--merge", action="store_true", help="update the --json file with the sets run")
     ap.add_argument("--markdown")
     ap.add_argument("--json")
@@ -273,6 +369,8 @@ def main(argv=None) -> int:
             res["simulated"] = bench_simulated(m)
         if "dualpol" in sets:
             res["dualpol"] = bench_dualpol(m)
+        if "changes" in sets:
+            res["changes"] = bench_changes(m)
         res["seconds_per_date"] = m.seconds
     if args.merge and args.json and Path(args.json).exists():  # keep the sets not run this time
         old = json.loads(Path(args.json).read_text())

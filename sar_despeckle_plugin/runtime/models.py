@@ -1,8 +1,9 @@
 """The models bundled with the plugin, in the public order of the ``MODEL`` enums.
 
 ``models/models.json`` has one list per kind: ``models`` (despecklers, the ``MODEL`` enum of
-``sardespeckle:despeckle``) and ``gaussian_models`` (Gaussian denoisers, the ``MODEL`` enum of
-``sardespeckle:despecklepolsar``). The order is part of the interface (scripts pass
+``sardespeckle:despeckle``), ``gaussian_models`` (Gaussian denoisers, the ``MODEL`` enum of
+``sardespeckle:despecklepolsar``) and ``ratio_models`` (the networks that Auto gives the ratio
+images of ``sardespeckle:despeckletimeseries``; no enum of their own). The order is part of the interface (scripts pass
 ``MODEL=<index>``): append new models, never reorder. The manifest repeats each file's card
 name so that the plugin can list the models without loading onnxruntime; a test checks that it
 agrees with the cards.
@@ -38,6 +39,7 @@ class BundledModel:
 
 DESPECKLERS = "models"
 GAUSSIAN = "gaussian_models"
+RATIO = "ratio_models"
 AUTO_LABEL = "Auto: the bundled model that fits the measured speckle (default)"
 
 
@@ -112,11 +114,11 @@ def _card(path: str, mtime: float, size: int) -> Optional[ModelCard]:
         return None
 
 
-def bundled_cards() -> List[Optional[ModelCard]]:
-    """The cards of the bundled despecklers, in :func:`bundled_models` order (None for a missing
-    or broken file); read once per file version."""
+def bundled_cards(kind: str = DESPECKLERS) -> List[Optional[ModelCard]]:
+    """The cards of the bundled models of ``kind``, in :func:`bundled_models` order (None for a
+    missing or broken file); read once per file version."""
     out = []
-    for m in bundled_models():
+    for m in bundled_models(kind):
         try:
             st = os.stat(m.path)
         except OSError:
@@ -126,8 +128,10 @@ def bundled_cards() -> List[Optional[ModelCard]]:
     return out
 
 
-def auto_choice(looks: float, correlation: float, prefer_float: bool = False) -> Tuple[BundledModel, Choice]:
-    """The bundled model that fits speckle of ``looks`` ENL and lag-1 correlation ``correlation``
-    (:func:`core.model_choice.choose_model` over the bundled cards; ``prefer_float`` on a GPU), and why."""
-    choice = choose_model(bundled_cards(), looks, correlation, prefer_float)
-    return bundled_models()[choice.index], choice
+def auto_choice(looks: float, correlation: float, prefer_float: bool = False,
+                kind: str = DESPECKLERS) -> Tuple[BundledModel, Choice]:
+    """The bundled model of ``kind`` that fits speckle of ``looks`` ENL and lag-1 correlation
+    ``correlation`` (:func:`core.model_choice.choose_model` over the bundled cards;
+    ``prefer_float`` on a GPU), and why."""
+    choice = choose_model(bundled_cards(kind), looks, correlation, prefer_float)
+    return bundled_models(kind)[choice.index], choice

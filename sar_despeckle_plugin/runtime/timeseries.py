@@ -289,7 +289,7 @@ def _spec(stack: Stack, nodata: float, metadata: Dict[str, str], bands: int, des
 
 def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_domain, eff_looks, looks,
                 median_m, tile_size, nodata, tmpdir, common, extra_metadata, progress) -> TimeseriesReport:
-    from .models import GAUSSIAN, auto_choice, bundled_models, default_model_index
+    from .models import DESPECKLERS, GAUSSIAN, RATIO, auto_choice, bundled_cards, bundled_models, default_model_index
     from .onnx_denoiser import Device, OnnxGaussianDenoiser
     if denoiser is None:
         denoiser = AutoModel()
@@ -378,7 +378,10 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_dom
     if isinstance(denoiser, AutoModel):
         r_looks = ratio_est.looks if ratio_est is not None else eff_looks
         r_corr = ratio_est.correlation if ratio_est is not None else corr
-        bundled, choice = auto_choice(r_looks, r_corr)
+        # a network trained on ratio images (flat, with changes) when one is bundled: image-trained
+        # networks shrink a ratio image's low-contrast changes (see training/configs/unet_ratio.yaml)
+        kind = RATIO if any(card_ is not None for card_ in bundled_cards(RATIO)) else DESPECKLERS
+        bundled, choice = auto_choice(r_looks, r_corr, kind=kind)
         model = denoiser.load(bundled.path)
         chosen = "Auto for the ratio images: " + choice.reason
     else:

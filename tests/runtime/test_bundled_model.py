@@ -124,3 +124,23 @@ def test_cards_are_read_from_the_metadata_without_a_session(tmp_path):
         assert model_metadata(str(path)) is None, name
         with pytest.raises(ModelError, match="cannot load ONNX model"):
             read_card(str(path))
+
+
+def test_the_time_series_ratio_networks():
+    """models.json's ratio_models: names match the cards, int8 files with their sha256 in the models
+    README, trained on ratio images (the card says so), and taken by Auto for single-look and
+    multi-look ratio images alike (the network is blind to the looks)."""
+    from sar_despeckle_plugin.core.model_choice import AutoFit, is_int8
+    from sar_despeckle_plugin.runtime.models import RATIO, auto_choice
+    models = bundled_models(RATIO)
+    assert [m.name for m in models] == ["unet-ratio-int8"]
+    readme = MODELS_README.read_text()
+    for m in models:
+        card = read_card(m.path)
+        assert card.name == m.name and is_int8(card) and "synthetic time-series ratio images" in card.training_data
+        assert f"`{file_sha256(m.path)}`" in readme, "models/README.md must list the sha256"
+        assert AutoFit.of(card) is not None
+    for looks, corr in ((1.0, 0.3), (4.5, 0.77), (30.0, 0.0)):
+        assert auto_choice(looks, corr, kind=RATIO)[0].name == "unet-ratio-int8"
+    # the despecklers' Auto never takes a ratio network
+    assert not any(m.name.startswith("unet-ratio") for m in bundled_models())
