@@ -79,7 +79,7 @@ def test_processing_run_on_a_multiband_stack(provider, tmp_path, stack):
     res = processing.run("sardespeckle:despeckletimeseries",
                          {"INPUT": src, "LOOKS": 1, "DEVICE": 1, "OUTPUT": out, "SUPER_IMAGE": sup})
     assert res["OUTPUT"] == out and res["SUPER_IMAGE"] == sup and res["DATES"] == 5
-    assert res["MODEL_USED"] == "unet-l1-lite-int8" and res["ESTIMATED_LOOKS"] == 1.0
+    assert res["MODEL_USED"] == "unet-ratio-int8" and res["ESTIMATED_LOOKS"] == 1.0
     got, info = read(out)
     assert info["descriptions"] == tuple(labels) and info["geotransform"] == GT and info["epsg"] == "32631"
     assert info["method"].startswith("Ratio-based deep")
