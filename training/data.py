@@ -385,7 +385,7 @@ def ratio_field(scene: np.ndarray, rng, changes_max: int = 6, db_range=(0.5, 15.
     of, for a share ``residual_fraction`` of the patches, what a slightly blurred super-image leaves
     of the scene: (scene / blur(scene))^a, blur std uniform in [0.5, 1.5] pixels, a uniform in
     [0, 1]. ``scene``: a clean P x P intensity patch. The time series' ratio network is trained on
-    these so that it keeps subtle changes on a flat field that image-trained networks shrink."""
+    these so that it keeps more of the changes on a flat field that image-trained networks shrink."""
     p = scene.shape[0]
     log_r = np.zeros(scene.shape)
     if rng.random() < residual_fraction:

@@ -3,8 +3,8 @@
 ``models/models.json`` has one list per kind: ``models`` (despecklers, the ``MODEL`` enum of
 ``sardespeckle:despeckle``), ``gaussian_models`` (Gaussian denoisers, the ``MODEL`` enum of
 ``sardespeckle:despecklepolsar``) and ``ratio_models`` (the networks that Auto gives the ratio
-images of ``sardespeckle:despeckletimeseries``; no enum of their own). The order is part of the interface (scripts pass
-``MODEL=<index>``): append new models, never reorder. The manifest repeats each file's card
+images of ``sardespeckle:despeckletimeseries``; no enum of their own). The order is part of the
+interface (scripts pass ``MODEL=<index>``): append new models, never reorder. The manifest repeats each file's card
 name so that the plugin can list the models without loading onnxruntime; a test checks that it
 agrees with the cards.
 """
