@@ -60,6 +60,7 @@ from sar_despeckle_plugin.core.speckle import (  # noqa: E402,F401  (re-exported
     correlated_slc, correlated_speckle, gamma_speckle, psf_sigma_for_correlation, psf_taps, simulate_intensity,
     speckle_correlation,
 )
+from sar_despeckle_plugin.core.mulog import _gauss_blur_2d  # noqa: E402  (the separable Gaussian blur)
 from sar_despeckle_plugin.core.transforms import debiased_log  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -364,17 +365,6 @@ def rescaled_crop(image: np.ndarray, patch: int, zoom: float, rng) -> np.ndarray
     return crop.astype(np.float64) if side == patch else resize_bilinear(crop, patch)
 
 
-def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of radius ceil(3 sigma), borders reflected; same shape."""
-    r = max(1, int(math.ceil(3 * sigma)))
-    t = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    t /= t.sum()
-    h, w = image.shape
-    padded = np.pad(image, r, mode="reflect")
-    rows = sum(t[i] * padded[i:i + h, :] for i in range(2 * r + 1))
-    return sum(t[i] * rows[:, i:i + w] for i in range(2 * r + 1))
-
-
 def ratio_field(scene: np.ndarray, rng, changes_max: int = 6, db_range=(0.5, 15.0),
                 radius_range=(0.5, 20.0), residual_fraction: float = 0.5) -> np.ndarray:
     """A clean *ratio image* (date / super-image of a time series) for a P x P patch.
@@ -391,7 +381,7 @@ def ratio_field(scene: np.ndarray, rng, changes_max: int = 6, db_range=(0.5, 15.
     if rng.random() < residual_fraction:
         sigma = rng.uniform(0.5, 1.5)
         s = np.log(np.maximum(scene, np.finfo(np.float32).tiny))
-        log_r += rng.uniform(0.0, 1.0) * (s - _gaussian_blur(s, sigma))
+        log_r += rng.uniform(0.0, 1.0) * (s - _gauss_blur_2d(s, sigma))
     yy, xx = np.mgrid[:p, :p].astype(np.float64)
     lo, hi = (math.log(v) for v in radius_range)
     dlo, dhi = (math.log(v) for v in db_range)

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import enum
 import warnings
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 
 from .errors import InvalidInputError
+from .filters import Filter, filter_intensity
 from .transforms import log_bias, trigamma
 
 # The super-image is denoised with a log-domain noise level factor x sqrt(trigamma(L n)), the factor
@@ -157,6 +158,22 @@ def unchanged_dates(local_means: np.ndarray, threshold: float) -> np.ndarray:
     keep = ok & (np.abs(logs - med[None]) <= threshold)
     none = ~keep.any(axis=0)
     keep[:, none] = ok[:, none]
+    return keep
+
+
+def unchanged_at_scales(dates: np.ndarray, thresholds: Sequence[Tuple[int, float]]) -> np.ndarray:
+    """(dates, H, W) bool: the dates that :func:`unchanged_dates` keeps at every scale, for
+    ``thresholds`` = [(window, log threshold)] (:data:`CHANGE_WINDOWS`, :func:`change_log_threshold`)
+    and ``dates`` (dates, H, W) of intensity (NaN / <= 0 invalid): the local means are boxcars of each
+    window. Where the scales disagree on every date, every valid date counts."""
+    keep = None
+    for window, threshold in thresholds:
+        local = np.stack([filter_intensity(d, Filter.BOXCAR, window) for d in dates])
+        k = unchanged_dates(local, threshold)
+        keep = k if keep is None else keep & k
+    none = ~keep.any(axis=0)
+    if none.any():
+        keep[:, none] = valid_dates(dates)[:, none]
     return keep
 
 

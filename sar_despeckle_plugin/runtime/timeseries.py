@@ -323,15 +323,7 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_dom
     def read_super(window: Window):
         # (dates, h, w) float32: the tile times the number of dates, the memory bound
         dates_i = np.stack([stack.intensity(k, window, domain).astype(np.float32) for k in range(n)])
-        keep = None
-        for w, t in thresholds:
-            local = np.stack([filter_intensity(d, Filter.BOXCAR, w) for d in dates_i])
-            k = ts.unchanged_dates(local, t)
-            keep = k if keep is None else keep & k
-            del local
-        none = ~keep.any(axis=0)  # the scales disagree on every date: every valid date counts
-        if none.any():
-            keep[:, none] = np.isfinite(dates_i[:, none]) & (dates_i[:, none] > 0)
+        keep = ts.unchanged_at_scales(dates_i, thresholds)
         mean, count = ts.temporal_mean(np.where(keep, dates_i, np.nan))
         del dates_i, keep
         z, ok = ts.super_log_input(mean, count, eff_looks, c)

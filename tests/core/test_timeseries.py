@@ -6,7 +6,7 @@ from sar_despeckle_plugin.core.errors import InvalidInputError
 from sar_despeckle_plugin.core.filters import Filter, filter_intensity
 from sar_despeckle_plugin.core.timeseries import (
     MAX_SIGMA_FACTOR, change_log_threshold, date_labels, quegan, quegan_sum, super_log_input, super_log_sigma,
-    super_sigma_factor, temporal_mean, unchanged_dates,
+    super_sigma_factor, temporal_mean, unchanged_at_scales, unchanged_dates,
 )
 from sar_despeckle_plugin.core.transforms import log_bias, trigamma
 
@@ -65,6 +65,23 @@ def test_correlation_factor_matches_the_variance_of_block_means_of_correlated_sp
         assert measured == pytest.approx(_correlation_factor(rho, k) ** 2, rel=0.08)
     exponential = (1 + 2 * sum((1 - i / 5) * rho ** i for i in range(1, 5))) / 5
     assert exponential ** 2 > 1.4 * _correlation_factor(rho, 5) ** 2
+
+
+def test_the_two_scales_find_strong_small_and_weak_wide_changes():
+    """5 x 5 finds a 3 x 3 target 10 x brighter, 11 x 11 a 30 x 30 field 1.6 x brighter (below the 5 x 5
+    threshold of single-look speckle, a factor 2.4); nodata dates never count."""
+    from sar_despeckle_plugin.core.timeseries import CHANGE_WINDOWS
+    stack = np.ones((6, 60, 60))
+    stack[2, 10:13, 10:13] = 10.0
+    stack[4, 25:55, 25:55] = 1.6
+    stack[5, 0, 59] = np.nan
+    thresholds = [(w, change_log_threshold(1.0, window=w)) for w in CHANGE_WINDOWS]
+    assert np.exp(thresholds[0][1]) > 1.6 > np.exp(thresholds[1][1])
+    keep = unchanged_at_scales(stack, thresholds)
+    assert not keep[2, 11, 11] and not keep[4, 40, 40] and not keep[5, 0, 59]
+    assert keep[[0, 1, 3, 5], 40, 40].all() and keep[:, 40, 5].all()
+    five_only = unchanged_dates(np.stack([filter_intensity(d, Filter.BOXCAR, 5) for d in stack]), thresholds[0][1])
+    assert five_only[4, 40, 40]  # the 5 x 5 test alone keeps the field's date
 
 
 def test_super_log_input_is_unbiased_for_the_temporal_mean_of_gamma_speckle(rng):

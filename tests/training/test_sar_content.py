@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import (PatchSampler, References, _gaussian_blur, add_lines, add_point_scatterers, expand_contrast,
+from training.data import (PatchSampler, References, _gauss_blur_2d, add_lines, add_point_scatterers, expand_contrast,
                            line_pixels, ratio_field, rescaled_crop, resize_bilinear)
 
 
@@ -155,9 +155,9 @@ def test_model_card_names_the_content_augmentations():
 
 def test_gaussian_blur_keeps_flat_images_and_the_mean():
     rng = np.random.default_rng(3)
-    np.testing.assert_allclose(_gaussian_blur(np.full((20, 30), 2.5), 1.2), 2.5, rtol=1e-12)
+    np.testing.assert_allclose(_gauss_blur_2d(np.full((20, 30), 2.5), 1.2), 2.5, rtol=1e-12)
     x = rng.random((64, 64))
-    b = _gaussian_blur(x, 1.0)
+    b = _gauss_blur_2d(x, 1.0)
     assert b.shape == x.shape and abs(b.mean() - x.mean()) < 2e-3 and b.std() < 0.6 * x.std()
 
 
