@@ -95,15 +95,15 @@ DEVICE ?= cpu
 # The bundled int8 files: quantised copies of these runs (python -m training quantize).
 INT8_MODELS := dncnn-l1-general unet-l1-fast unet-l1-correlated unet-l4-correlated unet-s1grd-pairs unet-l1-long \
   unet-l1-correlated-long
-# The lite U-Nets and the time series' ratio network ship in int8 only, calibrated on 60 images per
-# reference set.
-INT8_LITE := unet-l1-lite unet-l1-correlated-lite unet-ratio
+# The lite U-Nets and the time series' ratio and super-image networks ship in int8 only, calibrated on
+# 60 images per reference set.
+INT8_LITE := unet-l1-lite unet-l1-correlated-lite unet-ratio unet-super
 # In order: unet_s1grd_pairs fine-tunes the checkpoint of unet_l4_correlated; unet_l1_correlated_long
 # fine-tunes the bundled unet_l1_long.onnx (the committed file, so that it reproduces the bundled model);
 # unet_l1_lite and unet_l1_correlated_lite prune the committed unet_l1_long / unet_l1_correlated_long;
-# unet_ratio starts from the committed unet_l1_correlated_long.
+# unet_ratio and unet_super start from the committed unet_l1_correlated_long.
 MODEL_CONFIGS := dncnn_l1_general dncnn_l1to8_blind unet_l1_fast unet_l1_correlated unet_l4_correlated unet_s1grd_pairs unet_l1_long \
-  unet_l1_correlated_long unet_l1_lite unet_l1_correlated_lite unet_ratio
+  unet_l1_correlated_long unet_l1_lite unet_l1_correlated_lite unet_ratio unet_super
 # MuLog against boxcar, polarimetric Refined Lee and the reference MuLoG+BM3D (installed apart,
 # in .venv/ref-mulog, when it installs): PSNR, coherence error, seconds per MPx.
 bench-polsar: plugin

@@ -15,14 +15,14 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..core.errors import DespeckleError
-from .models import DESPECKLERS, GAUSSIAN, RATIO, bundled_models
+from .models import DESPECKLERS, GAUSSIAN, RATIO, SUPER, bundled_models
 from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, read_card
 
 
 @dataclass
 class ModelInfo:
     kind: str                  # "despeckler" (MODEL of despeckle), "gaussian" (MODEL of despecklepolsar)
-    #                            or "ratio" (the time series' ratio networks, chosen by Auto)
+    #                            "ratio" or "super" (the time series' ratio and super-image networks)
     index: int                 # position in that MODEL enum
     name: str
     file: str
@@ -87,10 +87,10 @@ def _card_dict(card) -> Dict[str, object]:
 
 
 def model_infos() -> List[ModelInfo]:
-    """Every bundled file (both MODEL enums and the ratio networks), with its SHA-256 and card (no
-    inference session beyond reading the metadata)."""
+    """Every bundled file (both MODEL enums, the time series' ratio and super-image networks), with
+    its SHA-256 and card (no inference session beyond reading the metadata)."""
     out = []
-    for kind, label in ((DESPECKLERS, "despeckler"), (GAUSSIAN, "gaussian"), (RATIO, "ratio")):
+    for kind, label in ((DESPECKLERS, "despeckler"), (GAUSSIAN, "gaussian"), (RATIO, "ratio"), (SUPER, "super")):
         for m in bundled_models(kind):
             info = ModelInfo(label, m.index, m.name, m.file, 0, "")
             try:

@@ -2,8 +2,9 @@
 
 ``models/models.json`` has one list per kind: ``models`` (despecklers, the ``MODEL`` enum of
 ``sardespeckle:despeckle``), ``gaussian_models`` (Gaussian denoisers, the ``MODEL`` enum of
-``sardespeckle:despecklepolsar``) and ``ratio_models`` (the networks that Auto gives the ratio
-images of ``sardespeckle:despeckletimeseries``; no enum of their own). The order is part of the
+``sardespeckle:despecklepolsar``), ``ratio_models`` (the networks that Auto gives the ratio
+images of ``sardespeckle:despeckletimeseries``) and ``super_models`` (the networks that denoise its
+temporal super-image); the last two have no enum of their own. The order is part of the
 interface (scripts pass ``MODEL=<index>``): append new models, never reorder. The manifest repeats each file's card
 name so that the plugin can list the models without loading onnxruntime; a test checks that it
 agrees with the cards.
@@ -40,6 +41,7 @@ class BundledModel:
 DESPECKLERS = "models"
 GAUSSIAN = "gaussian_models"
 RATIO = "ratio_models"
+SUPER = "super_models"
 AUTO_LABEL = "Auto: the bundled model that fits the measured speckle (default)"
 
 

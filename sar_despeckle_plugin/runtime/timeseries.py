@@ -218,7 +218,7 @@ def _copy_out(src_path: str, band: int, dst_path: str, spec: OutputSpec, out_dom
 
 def despeckle_timeseries(dates: Sequence[DateInput], dst_path: str, super_path: Optional[str] = None,
                          method: ts.TimeseriesMethod | int = ts.TimeseriesMethod.RATIO_DEEP,
-                         denoiser=None, gaussian=None, domain: Domain | int = Domain.AUTO,
+                         denoiser=None, super_denoiser=None, domain: Domain | int = Domain.AUTO,
                          looks: float = 0.0, tile_size: Optional[int] = None,
                          quegan_filter: Filter | int = Filter.REFINED_LEE, quegan_window: int = 7,
                          progress: Optional[Progress] = None,
@@ -228,9 +228,11 @@ def despeckle_timeseries(dates: Sequence[DateInput], dst_path: str, super_path: 
     and the despeckled temporal estimate at ``super_path`` when given.
 
     ``denoiser``: the ratio images' network (:class:`OnnxDenoiser`) or :class:`AutoModel` (the
-    bundled model that fits the dates' measured speckle; the default). ``gaussian``: the
-    super-image's Gaussian denoiser (:class:`OnnxGaussianDenoiser`; default: the bundled default
-    on ``denoiser``'s device). ``looks``: the dates' equivalent number of looks, 0 = measure it
+    bundled model that fits the dates' measured speckle; the default). ``super_denoiser``: the
+    super-image's denoiser, a noise-level-blind network (:class:`OnnxDenoiser`) or a Gaussian
+    denoiser told the noise level (:class:`OnnxGaussianDenoiser`); default (:func:`_super_network`):
+    the bundled super-image network, or the Gaussian denoiser where the speckle repeats from date to
+    date, on ``denoiser``'s device. ``looks``: the dates' equivalent number of looks, 0 = measure it
     (median over the first, middle and last dates). On any error or cancel no output appears.
     """
     progress = progress or NullProgress()
@@ -267,7 +269,7 @@ def despeckle_timeseries(dates: Sequence[DateInput], dst_path: str, super_path: 
         common = dict(method=ts.METHOD_LABELS[method], dates=len(stack), looks=f"{eff_looks:.4f}",
                       input_domain=domain.name.lower(), output_domain=out_domain.name.lower())
         if method == ts.TimeseriesMethod.RATIO_DEEP:
-            report = _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_domain, eff_looks,
+            report = _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, out_domain, eff_looks,
                                  looks, median_m, tile_size, nodata, tmpdir, common, extra_metadata, progress)
         else:
             report = _quegan(stack, dst_path, super_path, domain, out_domain, eff_looks, Filter(int(quegan_filter)),
@@ -287,55 +289,139 @@ def _spec(stack: Stack, nodata: float, metadata: Dict[str, str], bands: int, des
                       band_descriptions=tuple(descriptions))
 
 
-def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_domain, eff_looks, looks,
+def _sample_mean(stack: Stack, domain: Domain) -> List[np.ndarray]:
+    """The temporal mean of the valid dates over each block of the measurement sample (NaN where
+    no date is valid), date by date: memory of one sample, not of the stack."""
+    total = count = None
+    for src in stack.sources:
+        blocks = [raw_to_intensity(src, raw, domain) for raw in sample_blocks(src)]
+        if total is None:
+            total = [np.zeros(b.shape) for b in blocks]
+            count = [np.zeros(b.shape) for b in blocks]
+        for t, n_, i in zip(total, count, blocks):
+            ok = np.isfinite(i) & (i > 0)
+            t[ok] += i[ok]
+            n_ += ok
+    return [np.where(n_ > 0, t / np.maximum(n_, 1), np.nan) for t, n_ in zip(total or [], count or [])]
+
+
+def _temporal_share(stack: Stack, domain: Domain, thresholds, looks: float) -> float:
+    """:func:`core.timeseries.temporal_speckle_share` over the measurement sample of every date
+    (NaN when too few pixels have two unchanged dates)."""
+    per_date = [[raw_to_intensity(src, raw, domain) for raw in sample_blocks(src)] for src in stack.sources]
+    total, pixels = 0.0, 0
+    for blocks in zip(*per_date):
+        if len({b.shape for b in blocks}) != 1:
+            continue
+        dates_b = np.stack(blocks)
+        share, count = ts.temporal_speckle_share(dates_b, ts.unchanged_at_scales(dates_b, thresholds), looks)
+        if count:
+            total, pixels = total + share * count, pixels + count
+    return total / pixels if pixels >= 1024 else float("nan")
+
+
+def _super_network(super_denoiser, denoiser, looks: float, correlation: float, share: float):
+    """(the super-image's denoiser, why): ``super_denoiser`` when given; else, unless the dates'
+    speckle repeats from date to date (``share`` below :data:`core.timeseries.TEMPORAL_SHARE_MIN`),
+    the bundled super-image network (models.json ``super_models``) that fits ``looks`` (the
+    super-image's) and ``correlation``; else the bundled default Gaussian denoiser; on
+    ``denoiser``'s device."""
+    from .models import GAUSSIAN, SUPER, auto_choice, bundled_cards, bundled_models, default_model_index
+    from .onnx_denoiser import Device, OnnxDenoiser, OnnxGaussianDenoiser
+    if super_denoiser is not None:
+        return super_denoiser, "given"
+    dev = denoiser.device if isinstance(denoiser, AutoModel) else \
+        (Device.CUDA if denoiser.device_used == "CUDA" else Device.CPU)
+    repeats = math.isfinite(share) and share < ts.TEMPORAL_SHARE_MIN
+    if not repeats and any(card is not None for card in bundled_cards(SUPER)):
+        bundled, choice = auto_choice(looks, correlation, kind=SUPER)
+        net = denoiser.load(bundled.path) if isinstance(denoiser, AutoModel) else OnnxDenoiser(bundled.path, dev)
+        return net, "Auto for the super-image: " + choice.reason
+    g = next(m for m in bundled_models(GAUSSIAN) if m.index == default_model_index(GAUSSIAN))
+    why = (f"the speckle repeats from date to date (only {share:.2f} of its variance varies, below "
+           f"{ts.TEMPORAL_SHARE_MIN:g}): the pattern it leaves in the temporal mean is kept"
+           if repeats else "no super-image network is bundled")
+    return OnnxGaussianDenoiser(g.path, dev), f"the default Gaussian denoiser ({why})"
+
+
+def _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, out_domain, eff_looks, looks,
                 median_m, tile_size, nodata, tmpdir, common, extra_metadata, progress) -> TimeseriesReport:
-    from .models import DESPECKLERS, GAUSSIAN, RATIO, auto_choice, bundled_cards, bundled_models, default_model_index
-    from .onnx_denoiser import Device, OnnxGaussianDenoiser
+    from .models import DESPECKLERS, RATIO, auto_choice, bundled_cards
+    from .onnx_denoiser import OnnxGaussianDenoiser
     if denoiser is None:
         denoiser = AutoModel()
     est = median_m.estimate
-    if gaussian is None:
-        g = next(m for m in bundled_models(GAUSSIAN) if m.index == default_model_index(GAUSSIAN))
-        dev = denoiser.device if isinstance(denoiser, AutoModel) else \
-            (Device.CUDA if denoiser.device_used == "CUDA" else Device.CPU)
-        gaussian = OnnxGaussianDenoiser(g.path, dev)
     corr = est.correlation if est is not None else 0.0
-    factor = ts.super_sigma_factor(corr)
-    progress.info(f"Super-image: temporal mean of the valid dates ({eff_looks:.2f} looks each), denoised by "
-                  f"'{gaussian.card.name}' with the log noise level of {eff_looks:.2f} x (valid dates) looks "
-                  f"x {factor:.2f} (for speckle correlation {corr:.2f})")
     n = len(stack)
-
-    # pass 1: super-image
-    g_tile = check_tile_size(tile_size, gaussian.card) if tile_size else gaussian.card.tile_size
-    g_halo = halo_for(gaussian.card.receptive_field)
-    grid = TileGrid.build(stack.height, stack.width, g_tile, g_halo, multiple=gaussian.card.size_multiple,
-                          align=TILE_ALIGN)
-    picks = sorted({0, n // 2, n - 1})
-    c = _log_median(stack, domain, picks)
-
     corr_x, corr_y = (est.corr_x, est.corr_y) if est is not None else (0.0, 0.0)
     thresholds = [(w, ts.change_log_threshold(eff_looks, corr_x, corr_y, window=w)) for w in ts.CHANGE_WINDOWS]
+    share = _temporal_share(stack, domain, thresholds, eff_looks) if super_denoiser is None else float("nan")
+    if math.isfinite(share):
+        progress.info(f"Share of the speckle's variance that varies from date to date: {share:.2f}")
+    net, super_choice = _super_network(super_denoiser, denoiser, eff_looks * n, corr, share)
+    s_card = net.card
+    # a Gaussian denoiser is told the super-image's noise level per pixel; a super-image network
+    # (noise-level blind, trained on multi-look correlated speckle) measures it
+    with_map = isinstance(net, OnnxGaussianDenoiser)
+    factor = ts.super_sigma_factor(corr) if with_map else 1.0
+    if with_map:
+        progress.info(f"Super-image: temporal mean of the valid dates ({eff_looks:.2f} looks each), denoised by "
+                      f"'{s_card.name}' with the log noise level of {eff_looks:.2f} x (valid dates) looks "
+                      f"x {factor:.2f} (for speckle correlation {corr:.2f}); {super_choice}")
+    else:
+        progress.info(f"Super-image: temporal mean of the valid dates ({eff_looks:.2f} looks each, up to "
+                      f"{eff_looks * n:.1f} together), despeckled by '{s_card.name}' ({super_choice})")
+
+    # pass 1: super-image
+    g_tile = check_tile_size(tile_size, s_card) if tile_size else s_card.tile_size
+    g_halo = halo_for(s_card.receptive_field)
+    grid = TileGrid.build(stack.height, stack.width, g_tile, g_halo, multiple=s_card.size_multiple,
+                          align=TILE_ALIGN)
+    picks = sorted({0, n // 2, n - 1})
+    sample_mean = _sample_mean(stack, domain)
     progress.info("Change test: a date whose local mean departs from the dates' median by more than a factor "
                   + " or ".join(f"{math.exp(t):.2f} ({w}x{w})" for w, t in thresholds)
                   + " is left out of the super-image there")
 
-    def read_super(window: Window):
+    def robust_mean(window: Window):
         # (dates, h, w) float32: the tile times the number of dates, the memory bound
         dates_i = np.stack([stack.intensity(k, window, domain).astype(np.float32) for k in range(n)])
         keep = ts.unchanged_at_scales(dates_i, thresholds)
-        mean, count = ts.temporal_mean(np.where(keep, dates_i, np.nan))
-        del dates_i, keep
-        z, ok = ts.super_log_input(mean, count, eff_looks, c)
-        return np.stack([z, ts.super_log_sigma(eff_looks, count, factor)]).astype(np.float32), ok
+        return ts.temporal_mean(np.where(keep, dates_i, np.nan))
 
-    def infer_super(x):
-        return gaussian.denoise_map(x[0], x[1])
+    if with_map:
+        c = _log_median(stack, domain, picks)
+
+        def read_super(window: Window):
+            mean, count = robust_mean(window)
+            z, ok = ts.super_log_input(mean, count, eff_looks, c)
+            return np.stack([z, ts.super_log_sigma(eff_looks, count, factor)]).astype(np.float32), ok
+
+        def infer_super(x):
+            return net.denoise_map(x[0], x[1])
+
+        def super_intensity(y):
+            return np.exp(y.astype(np.float64) + c)
+    else:
+        values = [m[np.isfinite(m) & (m > 0)] for m in sample_mean]
+        values = np.concatenate(values) if values else np.zeros(0)
+        offset = log_offset_from_sample(values, model_log_bias(s_card)) \
+            if s_card.norm_offset == "median" and values.size else None
+        s_norm = LogNormaliser.from_card(s_card, offset if offset is not None else 0.0) \
+            if s_card.norm_offset == "median" else LogNormaliser.from_card(s_card, None)
+
+        def read_super(window: Window):
+            return s_norm.forward(robust_mean(window)[0])
+
+        infer_super = net
+
+        def super_intensity(y):
+            return s_norm.inverse(y)
 
     super_tmp, writer = _temp_writer(tmpdir, "super.tif", stack)
     with writer:
         def write_super(row_off, y, valid):
-            v = np.exp(y.astype(np.float64) + c)
+            v = super_intensity(y)
             v[~valid] = np.nan
             writer.write(row_off, 0, v)
             writer.release_cache()
@@ -346,17 +432,7 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_dom
 
     # the super-image's level: median over 32x32 blocks of the sample of mean / denoised mean
     with RasterSource(super_tmp, 1) as sup:
-        blocks_s = sample_blocks(sup)
-        total = [np.zeros(b.shape) for b in blocks_s]
-        count = [np.zeros(b.shape) for b in blocks_s]
-        for src in stack.sources:  # date by date: memory of one sample, not of the stack
-            for t, n_, raw in zip(total, count, sample_blocks(src)):
-                i = raw_to_intensity(src, raw, domain)
-                ok = np.isfinite(i) & (i > 0)
-                t[ok] += i[ok]
-                n_ += ok
-        block_gains = [_block_gain(np.where(n_ > 0, t / np.maximum(n_, 1), np.nan), b)
-                       for t, n_, b in zip(total, count, blocks_s)]
+        block_gains = [_block_gain(m, b) for m, b in zip(sample_mean, sample_blocks(sup))]
         super_gain = float(np.median(block_gains)) if block_gains else 1.0
     progress.info(f"Super-image gain {super_gain:.4f}")
 
@@ -387,7 +463,9 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_dom
     grid = TileGrid.build(stack.height, stack.width, tile, halo, multiple=card.size_multiple, align=TILE_ALIGN)
     bias = model_log_bias(card)
     metadata = provenance(**common, model=card.name, model_sha256=model.sha256, model_choice=chosen,
-                          super_model=gaussian.card.name, super_sigma_factor=f"{factor:.3f}",
+                          super_model=s_card.name, super_model_choice=super_choice,
+                          temporal_speckle_share=f"{share:.3f}" if math.isfinite(share) else "not measured",
+                          super_sigma_factor=f"{factor:.3f}",
                           super_gain=f"{super_gain:.6f}", tile_size=tile, device=model.device_used)
     if est is not None:
         metadata.update({f"SAR_DESPECKLE_{k.upper()}": v for k, v in est.metadata().items()})
@@ -446,7 +524,7 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, gaussian, domain, out_dom
         _copy_out(super_tmp, 1, super_path, _spec(stack, nodata, meta, 1, ["super-image (despeckled temporal mean)"]),
                   out_domain, super_gain, progress)
     return TimeseriesReport(dst_path, super_path, ts.TimeseriesMethod.RATIO_DEEP, n, stack.labels, domain,
-                            out_domain, eff_looks, card.name, chosen, gaussian.card.name, None, gains, metadata)
+                            out_domain, eff_looks, card.name, chosen, s_card.name, None, gains, metadata)
 
 
 def _quegan_sums(grid: TileGrid, stack: Stack, domain: Domain, local, writer: RasterWriter,

@@ -5,7 +5,7 @@ import numpy as np
 import onnxruntime
 from osgeo import gdal
 
-from sar_despeckle_plugin.runtime.models import DESPECKLERS, GAUSSIAN, RATIO, bundled_models
+from sar_despeckle_plugin.runtime.models import DESPECKLERS, GAUSSIAN, RATIO, SUPER, bundled_models
 from sar_despeckle_plugin.runtime.onnx_denoiser import file_sha256
 
 
@@ -13,7 +13,7 @@ def check(res):
     assert res["ONNXRUNTIME_VERSION"] == onnxruntime.__version__
     assert res["NUMPY_VERSION"] == np.__version__ and res["GDAL_VERSION"] == gdal.__version__
     models = json.loads(res["MODELS"]) if isinstance(res["MODELS"], str) else res["MODELS"]
-    files = [m for k in (DESPECKLERS, GAUSSIAN, RATIO) for m in bundled_models(k)]
+    files = [m for k in (DESPECKLERS, GAUSSIAN, RATIO, SUPER) for m in bundled_models(k)]
     assert res["MODEL_COUNT"] == len(files) == len(models)
     assert [m["sha256"] for m in models] == [file_sha256(f.path) for f in files]
     assert res["CUDA_WORKS"] in (False, True) and res["CUDA_DETAIL"]

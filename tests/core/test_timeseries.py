@@ -84,6 +84,32 @@ def test_the_two_scales_find_strong_small_and_weak_wide_changes():
     assert five_only[4, 40, 40]  # the 5 x 5 test alone keeps the field's date
 
 
+@pytest.mark.parametrize("looks", [1, 4])
+def test_temporal_speckle_share_tells_independent_from_repeating_speckle(rng, looks):
+    """Dates of speckle S0^a x S_k^(1-a) (S0 the same in every date, S_k each date's own): the log
+    variance that varies from date to date is (1 - a)^2 of the speckle's. Independent dates give 1,
+    repeating speckle less; the change test's mask keeps a change (half the scene 10 dB brighter in one
+    date) out of the measure, and pixels with fewer than two valid dates do not count."""
+    from sar_despeckle_plugin.core.timeseries import TEMPORAL_SHARE_MIN, temporal_speckle_share
+    shape = (6, 200, 200)
+    reflectivity = np.exp(rng.normal(0, 0.5, shape[1:]))
+    thresholds = [(w, change_log_threshold(looks, window=w)) for w in (5, 11)]
+    for a in (0.0, 0.5, 0.8):
+        common = rng.gamma(looks, 1 / looks, shape[1:])
+        dates = reflectivity * common ** a * rng.gamma(looks, 1 / looks, shape) ** (1 - a)
+        share, count = temporal_speckle_share(dates, np.ones(shape, bool), looks)
+        assert count == 200 * 200 and share == pytest.approx((1 - a) ** 2, abs=0.03), a
+        dates[2, 100:, :] *= 10.0        # a change over half the scene in one date
+        dates[:5, :, :20] = np.nan       # one date only there
+        masked, count = temporal_speckle_share(dates, unchanged_at_scales(dates, thresholds), looks)
+        assert count == 200 * 180 and masked == pytest.approx((1 - a) ** 2, abs=0.06), a
+        unmasked, _ = temporal_speckle_share(dates, np.ones(shape, bool), looks)
+        assert unmasked > masked + 0.2  # the change would count as speckle that varies
+        assert (masked >= TEMPORAL_SHARE_MIN) == (a == 0.0)
+    nothing, count = temporal_speckle_share(np.ones((2, 4, 4)), np.zeros((2, 4, 4), bool), 1.0)
+    assert count == 0 and np.isnan(nothing)
+
+
 def test_super_log_input_is_unbiased_for_the_temporal_mean_of_gamma_speckle(rng):
     """log of the mean of n dates of L-look speckle, debiased with L n looks, has mean log R."""
     looks, n, reflectivity = 2.0, 6, 3.5

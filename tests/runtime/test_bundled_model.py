@@ -144,3 +144,23 @@ def test_the_time_series_ratio_networks():
         assert auto_choice(looks, corr, kind=RATIO)[0].name == "unet-ratio-int8"
     # the despecklers' Auto never takes a ratio network
     assert not any(m.name.startswith("unet-ratio") for m in bundled_models())
+
+
+def test_the_time_series_super_image_network():
+    """models.json's super_models: names match the cards, int8 with its sha256 in the models README,
+    blind over 1-64 looks of white and correlated speckle (the card says so), taken for the
+    super-image of any stack (2 single-look dates to 60 GRD dates)."""
+    from sar_despeckle_plugin.core.model_choice import AutoFit, is_int8
+    from sar_despeckle_plugin.runtime.models import SUPER, auto_choice
+    models = bundled_models(SUPER)
+    assert [m.name for m in models] == ["unet-super-int8"]
+    readme = MODELS_README.read_text()
+    for m in models:
+        card = read_card(m.path)
+        assert card.name == m.name and is_int8(card) and card.looks_max == 64.0
+        assert "log-uniform 1-64-look speckle, spatially correlated" in card.training_strategy
+        assert f"`{file_sha256(m.path)}`" in readme, "models/README.md must list the sha256"
+        assert AutoFit.of(card) is not None
+    for looks, corr in ((2.0, 0.0), (5.0, 0.45), (22.0, 0.8), (264.0, 0.7)):
+        assert auto_choice(looks, corr, kind=SUPER)[0].name == "unet-super-int8"
+    assert not any(m.name.startswith("unet-super") for m in bundled_models())

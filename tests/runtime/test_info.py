@@ -8,7 +8,7 @@ import pytest
 from osgeo import gdal
 
 from sar_despeckle_plugin.runtime.info import cuda_check, model_infos, runtime_info
-from sar_despeckle_plugin.runtime.models import DESPECKLERS, GAUSSIAN, RATIO, bundled_models
+from sar_despeckle_plugin.runtime.models import DESPECKLERS, GAUSSIAN, RATIO, SUPER, bundled_models
 from sar_despeckle_plugin.runtime.onnx_denoiser import CUDA, file_sha256, read_card
 
 
@@ -24,11 +24,11 @@ def test_versions_and_providers_are_those_of_this_python():
 
 def test_every_bundled_file_is_listed_with_its_sha256_and_card():
     infos = model_infos()
-    files = [(k, m) for k in (DESPECKLERS, GAUSSIAN, RATIO) for m in bundled_models(k)]
-    assert len(infos) == len(files) and any(k == RATIO for k, _ in files)
+    files = [(k, m) for k in (DESPECKLERS, GAUSSIAN, RATIO, SUPER) for m in bundled_models(k)]
+    assert len(infos) == len(files) and any(k == RATIO for k, _ in files) and any(k == SUPER for k, _ in files)
     for info, (kind, m) in zip(infos, files):
         assert info.error == "" and info.name == m.name and info.index == m.index and info.file == m.file
-        assert info.kind == {DESPECKLERS: "despeckler", GAUSSIAN: "gaussian", RATIO: "ratio"}[kind]
+        assert info.kind == {DESPECKLERS: "despeckler", GAUSSIAN: "gaussian", RATIO: "ratio", SUPER: "super"}[kind]
         assert info.sha256 == file_sha256(m.path) and len(info.sha256) == 64
         assert info.size_bytes == os.path.getsize(m.path)
         card = read_card(m.path)

@@ -45,8 +45,9 @@ def test_every_configuration_loads_and_is_named_after_its_file():
 
 def test_make_models_trains_every_bundled_model_in_order():
     manifest = json.loads((MODELS / "models.json").read_text())
-    # the despecklers (MODEL enum) and the time series' ratio networks
-    listed = {m["name"]: m["file"] for kind in ("models", "ratio_models") for m in manifest[kind] if "file" in m}
+    # the despecklers (MODEL enum) and the time series' ratio and super-image networks
+    listed = {m["name"]: m["file"] for kind in ("models", "ratio_models", "super_models") for m in manifest[kind]
+              if "file" in m}
     stems = _model_configs()
     names = [load_config(CONFIG_DIR / f"{s}.yaml")["name"] for s in stems]
     for i, stem in enumerate(stems):
