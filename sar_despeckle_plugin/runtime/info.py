@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.errors import DespeckleError
 from .models import DESPECKLERS, GAUSSIAN, RATIO, SUPER, bundled_models
-from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, read_card
+from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, nvidia_driver_present, read_card
 
 
 @dataclass
@@ -118,8 +118,10 @@ def cuda_check(ort, model_path: Optional[str]) -> tuple:
     try:
         sess = ort.InferenceSession(model_path, sess_options=opts, providers=[CUDA, CPU])
         if sess.get_providers()[0] != CUDA:
-            return False, ("onnxruntime-gpu is installed but no usable NVIDIA GPU / CUDA runtime was found "
-                           "(the session fell back to CPU)")
+            why = ("the CUDA runtime libraries that this onnxruntime needs were not found" if nvidia_driver_present()
+                   else "no NVIDIA driver (libcuda) was found, so CUDA cannot run")
+            return False, (f"onnxruntime-gpu is installed but {why} (the session fell back to CPU; DEVICE Auto "
+                           "uses the CPU)")
         x = sess.get_inputs()[0]
         shape = [1, int(x.shape[1]) if isinstance(x.shape[1], int) else 1, 32, 32]
         t = time.perf_counter()

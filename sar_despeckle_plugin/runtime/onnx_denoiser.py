@@ -9,6 +9,7 @@ import enum
 import hashlib
 import io
 import os
+import sys
 from functools import lru_cache
 from typing import Dict, List, Optional
 
@@ -22,6 +23,29 @@ CPU = "CPUExecutionProvider"
 # set once an Auto session found that CUDA does not run here (onnxruntime-gpu without a usable GPU):
 # later Auto sessions of this process go to the CPU at once
 _CUDA_FELL_BACK = False
+
+
+def nvidia_driver_present() -> bool:
+    """Whether the NVIDIA driver's CUDA library loads in this process (libcuda / nvcuda.dll): without
+    it no GPU can run, and Auto does not ask onnxruntime-gpu for CUDA at all. Asking anyway makes
+    onnxruntime print a red 'Failed to load library libonnxruntime_providers_cuda.so' to the
+    terminal and the QGIS log on every CPU-only machine, which reads like a failure."""
+    global _DRIVER
+    if _DRIVER is None:
+        import ctypes
+        names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so", "libcuda.dylib")
+        _DRIVER = False
+        for name in names:
+            try:
+                ctypes.CDLL(name)
+            except OSError:
+                continue
+            _DRIVER = True
+            break
+    return _DRIVER
+
+
+_DRIVER: Optional[bool] = None
 INSTALL_HINT = ("install it into the Python that QGIS uses, e.g. on Debian/Ubuntu "
                 "'pip install --user onnxruntime' (CPU) or 'pip install --user onnxruntime-gpu' (CUDA) "
                 "with /usr/bin/python3, on Windows from the OSGeo4W Shell 'python -m pip install onnxruntime'")
@@ -191,7 +215,8 @@ class _OnnxNetwork:
                 "CUDA was requested but this onnxruntime has no CUDA support "
                 f"(providers: {', '.join(available)}); install onnxruntime-gpu or choose CPU/Auto")
         global _CUDA_FELL_BACK
-        try_cuda = device == Device.CUDA or (device == Device.AUTO and CUDA in available and not _CUDA_FELL_BACK)
+        try_cuda = device == Device.CUDA or (device == Device.AUTO and CUDA in available and not _CUDA_FELL_BACK
+                                             and nvidia_driver_present())
         self.session = self._session(ort, [CUDA, CPU] if try_cuda else [CPU], device, threads)
         self.providers = self.session.get_providers()
         if try_cuda and CUDA not in self.providers:

@@ -47,6 +47,9 @@ def test_cuda_check_runs_a_session_and_does_not_trust_the_provider_list():
         .get_providers() if CUDA in onnxruntime.get_available_providers() else ["CPUExecutionProvider"]
     assert works == (sess_providers[0] == CUDA)
     assert ("ran on CUDA" in detail) if works else ("CUDA" in detail)
+    from sar_despeckle_plugin.runtime.onnx_denoiser import nvidia_driver_present
+    if CUDA in onnxruntime.get_available_providers() and not nvidia_driver_present():
+        assert "no NVIDIA driver" in detail  # what to fix, not only that it failed
 
 
 def test_a_broken_model_file_is_reported_not_raised(tmp_path, monkeypatch):

@@ -252,6 +252,23 @@ def test_explicit_cuda_without_a_gpu_is_a_clear_error(identity_onnx):
     assert OnnxDenoiser(identity_onnx, Device.AUTO).device_used == "CPU"
 
 
+def test_auto_without_an_nvidia_driver_asks_for_no_cuda_and_prints_nothing(identity_onnx):
+    """On a machine without the NVIDIA driver (most desktops), onnxruntime-gpu lists CUDA but cannot
+    run it; Auto must not ask for it, else onnxruntime prints a red 'Failed to load library
+    libonnxruntime_providers_cuda.so' to the terminal / QGIS log on every run. In a fresh interpreter
+    (the fallback flag of this process must not hide it)."""
+    import subprocess
+    import sys
+    from sar_despeckle_plugin.runtime.onnx_denoiser import nvidia_driver_present
+    if nvidia_driver_present():
+        pytest.skip("an NVIDIA driver is present: Auto tries CUDA here")
+    code = ("from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser; "
+            f"print(OnnxDenoiser({str(identity_onnx)!r}, Device.AUTO).device_used)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "CPU", run.stderr
+    assert "providers_cuda" not in run.stderr and "Failed to load" not in run.stderr, run.stderr
+
+
 def test_sessions_on_the_cpu_have_the_memory_pattern_off(identity_onnx, monkeypatch):
     """A network that runs on the CPU (DEVICE CPU, or Auto where CUDA does not run, e.g.
     onnxruntime-gpu without a GPU) gets a session made for the CPU alone, with onnxruntime's
