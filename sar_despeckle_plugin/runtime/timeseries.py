@@ -230,10 +230,10 @@ def despeckle_timeseries(dates: Sequence[DateInput], dst_path: str, super_path: 
     ``denoiser``: the ratio images' network (:class:`OnnxDenoiser`) or :class:`AutoModel` (the
     bundled model that fits the dates' measured speckle; the default). ``super_denoiser``: the
     super-image's denoiser, a noise-level-blind network (:class:`OnnxDenoiser`) or a Gaussian
-    denoiser told the noise level (:class:`OnnxGaussianDenoiser`); default (:func:`_super_network`):
-    the bundled super-image network, or the Gaussian denoiser where the speckle repeats from date to
-    date, on ``denoiser``'s device. ``looks``: the dates' equivalent number of looks, 0 = measure it
-    (median over the first, middle and last dates). On any error or cancel no output appears.
+    denoiser told the noise level (:class:`OnnxGaussianDenoiser`); default (:func:`_super_denoisers`):
+    the bundled super-image network, blended per pixel with the Gaussian denoiser where the speckle
+    repeats from date to date, on ``denoiser``'s device. ``looks``: the dates' equivalent number of
+    looks, 0 = measure it (median over the first, middle and last dates). On any error or cancel no output appears.
     """
     progress = progress or NullProgress()
     method = ts.TimeseriesMethod(int(method))
@@ -320,34 +320,32 @@ def _temporal_share(stack: Stack, domain: Domain, thresholds, looks: float) -> f
     return total / pixels if pixels >= 1024 else float("nan")
 
 
-def _super_network(super_denoiser, denoiser, looks: float, correlation: float, share: float):
-    """(the super-image's denoiser, why): ``super_denoiser`` when given; else, unless the dates'
-    speckle repeats from date to date (``share`` below :data:`core.timeseries.TEMPORAL_SHARE_MIN`),
-    the bundled super-image network (models.json ``super_models``) that fits ``looks`` (the
-    super-image's) and ``correlation``; else the bundled default Gaussian denoiser; on
-    ``denoiser``'s device."""
+def _super_denoisers(super_denoiser, denoiser, looks: float, correlation: float):
+    """(blind network or None, Gaussian denoiser or None, why) for the super-image: ``super_denoiser``
+    alone when given; else the bundled super-image network (models.json ``super_models``) that fits
+    ``looks`` (the super-image's) and ``correlation`` together with the bundled default Gaussian
+    denoiser, blended per pixel by the local temporal share (:func:`core.timeseries.network_weight`);
+    the Gaussian denoiser alone when no super-image network is bundled. On ``denoiser``'s device."""
     from .models import GAUSSIAN, SUPER, auto_choice, bundled_cards, bundled_models, default_model_index
     from .onnx_denoiser import Device, OnnxDenoiser, OnnxGaussianDenoiser
     if super_denoiser is not None:
-        return super_denoiser, "given"
+        if isinstance(super_denoiser, OnnxGaussianDenoiser):
+            return None, super_denoiser, "given"
+        return super_denoiser, None, "given"
     dev = denoiser.device if isinstance(denoiser, AutoModel) else \
         (Device.CUDA if denoiser.device_used == "CUDA" else Device.CPU)
-    repeats = math.isfinite(share) and share < ts.TEMPORAL_SHARE_MIN
-    if not repeats and any(card is not None for card in bundled_cards(SUPER)):
-        bundled, choice = auto_choice(looks, correlation, kind=SUPER)
-        net = denoiser.load(bundled.path) if isinstance(denoiser, AutoModel) else OnnxDenoiser(bundled.path, dev)
-        return net, "Auto for the super-image: " + choice.reason
     g = next(m for m in bundled_models(GAUSSIAN) if m.index == default_model_index(GAUSSIAN))
-    why = (f"the speckle repeats from date to date (only {share:.2f} of its variance varies, below "
-           f"{ts.TEMPORAL_SHARE_MIN:g}): the pattern it leaves in the temporal mean is kept"
-           if repeats else "no super-image network is bundled")
-    return OnnxGaussianDenoiser(g.path, dev), f"the default Gaussian denoiser ({why})"
+    gauss = OnnxGaussianDenoiser(g.path, dev)
+    if not any(card is not None for card in bundled_cards(SUPER)):
+        return None, gauss, "no super-image network is bundled"
+    bundled, choice = auto_choice(looks, correlation, kind=SUPER)
+    net = denoiser.load(bundled.path) if isinstance(denoiser, AutoModel) else OnnxDenoiser(bundled.path, dev)
+    return net, gauss, "Auto for the super-image: " + choice.reason
 
 
 def _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, out_domain, eff_looks, looks,
                 median_m, tile_size, nodata, tmpdir, common, extra_metadata, progress) -> TimeseriesReport:
     from .models import DESPECKLERS, RATIO, auto_choice, bundled_cards
-    from .onnx_denoiser import OnnxGaussianDenoiser
     if denoiser is None:
         denoiser = AutoModel()
     est = median_m.estimate
@@ -355,26 +353,37 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, o
     n = len(stack)
     corr_x, corr_y = (est.corr_x, est.corr_y) if est is not None else (0.0, 0.0)
     thresholds = [(w, ts.change_log_threshold(eff_looks, corr_x, corr_y, window=w)) for w in ts.CHANGE_WINDOWS]
-    share = _temporal_share(stack, domain, thresholds, eff_looks) if super_denoiser is None else float("nan")
-    if math.isfinite(share):
-        progress.info(f"Share of the speckle's variance that varies from date to date: {share:.2f}")
-    net, super_choice = _super_network(super_denoiser, denoiser, eff_looks * n, corr, share)
-    s_card = net.card
-    # a Gaussian denoiser is told the super-image's noise level per pixel; a super-image network
-    # (noise-level blind, trained on multi-look correlated speckle) measures it
-    with_map = isinstance(net, OnnxGaussianDenoiser)
-    factor = ts.super_sigma_factor(corr) if with_map else 1.0
-    if with_map:
-        progress.info(f"Super-image: temporal mean of the valid dates ({eff_looks:.2f} looks each), denoised by "
-                      f"'{s_card.name}' with the log noise level of {eff_looks:.2f} x (valid dates) looks "
-                      f"x {factor:.2f} (for speckle correlation {corr:.2f}); {super_choice}")
-    else:
+    net, gauss, super_choice = _super_denoisers(super_denoiser, denoiser, eff_looks * n, corr)
+    blend = net is not None and gauss is not None
+    share = _temporal_share(stack, domain, thresholds, eff_looks) if blend else float("nan")
+    # where the local share cannot be measured (fewer than two dates anywhere near), the share over
+    # the whole sample decides
+    default_w = 0.0 if math.isfinite(share) and share < ts.TEMPORAL_SHARE_MIN else 1.0
+    s_card = (net if net is not None else gauss).card
+    factor = ts.super_sigma_factor(corr) if gauss is not None else 1.0
+    if net is not None:
         progress.info(f"Super-image: temporal mean of the valid dates ({eff_looks:.2f} looks each, up to "
-                      f"{eff_looks * n:.1f} together), despeckled by '{s_card.name}' ({super_choice})")
+                      f"{eff_looks * n:.1f} together), despeckled by '{net.card.name}' ({super_choice})")
+    if gauss is not None:
+        progress.info(("Where the speckle repeats from date to date (rock, buildings: the pattern is part of "
+                       "every date), " if blend else "Super-image: temporal mean of the valid dates, ")
+                      + f"denoised by '{gauss.card.name}' told the log noise level of {eff_looks:.2f} x (valid "
+                      f"dates) looks x {factor:.2f} (for speckle correlation {corr:.2f})"
+                      + ("" if blend else f"; {super_choice}"))
+    if blend:
+        lo, hi = ts.SHARE_BLEND
+        progress.info(f"Share of the speckle's variance that varies from date to date: {share:.2f} over the "
+                      f"sample; per pixel ({ts.SHARE_WINDOW}x{ts.SHARE_WINDOW} windows) the network's estimate "
+                      f"counts fully above {hi:g}, the Gaussian denoiser's below {lo:g}")
 
     # pass 1: super-image
     g_tile = check_tile_size(tile_size, s_card) if tile_size else s_card.tile_size
-    g_halo = halo_for(s_card.receptive_field)
+    g_halo = max(halo_for(m.card.receptive_field) for m in (net, gauss) if m is not None)
+    if blend:
+        g_halo = max(g_halo, ts.SHARE_WINDOW // 2)
+    # plus the change test's context: its local means at the edge of a tile's window are truncated,
+    # and the network would see those pixels (measured without it: 0.2 % between tile sizes)
+    g_halo += max(ts.CHANGE_WINDOWS) // 2
     grid = TileGrid.build(stack.height, stack.width, g_tile, g_halo, multiple=s_card.size_multiple,
                           align=TILE_ALIGN)
     picks = sorted({0, n // 2, n - 1})
@@ -382,41 +391,47 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, o
     progress.info("Change test: a date whose local mean departs from the dates' median by more than a factor "
                   + " or ".join(f"{math.exp(t):.2f} ({w}x{w})" for w, t in thresholds)
                   + " is left out of the super-image there")
+    c = _log_median(stack, domain, picks) if gauss is not None else 0.0
+    s_norm = None
+    if net is not None:
+        values = [m[np.isfinite(m) & (m > 0)] for m in sample_mean]
+        values = np.concatenate(values) if values else np.zeros(0)
+        offset = log_offset_from_sample(values, model_log_bias(net.card)) \
+            if net.card.norm_offset == "median" and values.size else None
+        s_norm = LogNormaliser.from_card(net.card, offset if offset is not None else 0.0) \
+            if net.card.norm_offset == "median" else LogNormaliser.from_card(net.card, None)
 
-    def robust_mean(window: Window):
+    def read_super(window: Window):
         # (dates, h, w) float32: the tile times the number of dates, the memory bound
         dates_i = np.stack([stack.intensity(k, window, domain).astype(np.float32) for k in range(n)])
         keep = ts.unchanged_at_scales(dates_i, thresholds)
-        return ts.temporal_mean(np.where(keep, dates_i, np.nan))
+        mean, count = ts.temporal_mean(np.where(keep, dates_i, np.nan))
+        channels, ok = [], None
+        if net is not None:
+            x, ok = s_norm.forward(mean)
+            channels.append(x)
+        if gauss is not None:
+            z, ok_g = ts.super_log_input(mean, count, eff_looks, c)
+            channels += [z, ts.super_log_sigma(eff_looks, count, factor)]
+            ok = ok_g if ok is None else ok
+        if blend:
+            channels.append(ts.network_weight(ts.local_temporal_share(dates_i, keep, eff_looks), default_w))
+        return np.stack(channels).astype(np.float32), ok
 
-    if with_map:
-        c = _log_median(stack, domain, picks)
+    def infer_super(x):
+        """The super-image's log intensity (float32)."""
+        if net is not None:
+            log_net = np.log(s_norm.inverse(net(x[0])))
+            if not blend:
+                return log_net.astype(np.float32)
+        log_g = gauss.denoise_map(x[-3 if blend else 0], x[-2 if blend else 1]).astype(np.float64) + c
+        if not blend:
+            return log_g.astype(np.float32)
+        w = x[-1].astype(np.float64)
+        return (w * log_net + (1.0 - w) * log_g).astype(np.float32)
 
-        def read_super(window: Window):
-            mean, count = robust_mean(window)
-            z, ok = ts.super_log_input(mean, count, eff_looks, c)
-            return np.stack([z, ts.super_log_sigma(eff_looks, count, factor)]).astype(np.float32), ok
-
-        def infer_super(x):
-            return net.denoise_map(x[0], x[1])
-
-        def super_intensity(y):
-            return np.exp(y.astype(np.float64) + c)
-    else:
-        values = [m[np.isfinite(m) & (m > 0)] for m in sample_mean]
-        values = np.concatenate(values) if values else np.zeros(0)
-        offset = log_offset_from_sample(values, model_log_bias(s_card)) \
-            if s_card.norm_offset == "median" and values.size else None
-        s_norm = LogNormaliser.from_card(s_card, offset if offset is not None else 0.0) \
-            if s_card.norm_offset == "median" else LogNormaliser.from_card(s_card, None)
-
-        def read_super(window: Window):
-            return s_norm.forward(robust_mean(window)[0])
-
-        infer_super = net
-
-        def super_intensity(y):
-            return s_norm.inverse(y)
+    def super_intensity(y):
+        return np.exp(y.astype(np.float64))
 
     super_tmp, writer = _temp_writer(tmpdir, "super.tif", stack)
     with writer:
@@ -464,6 +479,7 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, o
     bias = model_log_bias(card)
     metadata = provenance(**common, model=card.name, model_sha256=model.sha256, model_choice=chosen,
                           super_model=s_card.name, super_model_choice=super_choice,
+                          super_blend_with=gauss.card.name if blend else "none",
                           temporal_speckle_share=f"{share:.3f}" if math.isfinite(share) else "not measured",
                           super_sigma_factor=f"{factor:.3f}",
                           super_gain=f"{super_gain:.6f}", tile_size=tile, device=model.device_used)

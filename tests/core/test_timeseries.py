@@ -110,6 +110,29 @@ def test_temporal_speckle_share_tells_independent_from_repeating_speckle(rng, lo
     assert count == 0 and np.isnan(nothing)
 
 
+def test_local_share_and_the_network_weight_follow_the_ground(rng):
+    """Left half: speckle that repeats from date to date (S0^0.8 S_k^0.2, share 0.04); right half:
+    independent (share 1). The 31 x 31 local share finds each half away from the border between them,
+    the network's weight is 0 on the left and 1 on the right, a window without two valid dates gives
+    the default; a tile holding a pixel's whole window gives that pixel's value exactly."""
+    from sar_despeckle_plugin.core.timeseries import SHARE_WINDOW, local_temporal_share, network_weight
+    shape = (5, 120, 200)
+    common = rng.exponential(size=shape[1:])
+    dates = rng.exponential(size=shape)
+    dates[:, :, :100] = common[None, :, :100] ** 0.8 * dates[:, :, :100] ** 0.2
+    dates[1:, :, 170:] = np.nan        # one valid date only
+    keep = np.ones(shape, bool)
+    share = local_temporal_share(dates, keep, 1.0)
+    r = SHARE_WINDOW // 2
+    assert np.nanmax(share[:, :100 - r]) < 0.1 and np.nanmin(share[:, 100 + r:170 - r]) > 0.75
+    assert np.isnan(share[:, 170 + r:]).all() and np.isfinite(share[:, :170 + r]).all()
+    w = network_weight(share, default=0.25)
+    assert (w[:, :100 - r] == 0).all() and np.mean(w[:, 100 + r:170 - r] == 1.0) > 0.95
+    assert (w[:, 170 + r:] == 0.25).all() and ((w >= 0) & (w <= 1)).all()
+    tile = local_temporal_share(dates[:, 20:100, 40:140], keep[:, 20:100, 40:140], 1.0)
+    np.testing.assert_array_equal(tile[r:-r, r:-r], share[20 + r:100 - r, 40 + r:140 - r])
+
+
 def test_super_log_input_is_unbiased_for_the_temporal_mean_of_gamma_speckle(rng):
     """log of the mean of n dates of L-look speckle, debiased with L n looks, has mean log R."""
     looks, n, reflectivity = 2.0, 6, 3.5
