@@ -188,6 +188,14 @@ SIM_CASES = (("white single-look", 1, 0.0), ("single-look, lag-1 correlation 0.4
              ("4 looks, lag-1 correlation 0.8 (GRD-like)", 4, 0.8))
 
 
+def date_speckle(shape, dates: int, looks: float, rho: float, rng) -> np.ndarray:
+    """(dates, *shape) independent speckle of each date: white Gamma of ``looks`` looks, or of lag-1
+    correlation ``rho`` (core.speckle) when rho > 0."""
+    from sar_despeckle_plugin.core.speckle import correlated_speckle, gamma_speckle, psf_sigma_for_correlation
+    return np.stack([correlated_speckle(shape, looks, psf_sigma_for_correlation(rho), rng) if rho
+                     else gamma_speckle(shape, looks, rng) for _ in range(dates)])
+
+
 def sim_refs():
     """The clean references of the simulated sets: every 9th Sentinel-1 temporal mean."""
     return sorted((DATA / "train/s1_grd_temporal_mean/tif").glob("*.tif"))[2::9]
@@ -202,7 +210,6 @@ def heldout_refs():
 def bench_simulated(m: Methods) -> Dict[str, Dict[str, Dict[str, float]]]:
     """5-date stacks of simulated speckle over every 9th clean Sentinel-1 temporal mean
     (train/s1_grd_temporal_mean): gain-fitted PSNR of each output date against the clean mean."""
-    from sar_despeckle_plugin.core.speckle import correlated_speckle, gamma_speckle, psf_sigma_for_correlation
     refs = sim_refs()
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
     for case, looks, rho in SIM_CASES:
@@ -210,9 +217,7 @@ def bench_simulated(m: Methods) -> Dict[str, Dict[str, Dict[str, float]]]:
         rows: Dict[str, List[float]] = {}
         for ref in refs:
             clean = read(str(ref))
-            speckle = np.stack([correlated_speckle(clean.shape, looks, psf_sigma_for_correlation(rho), rng) if rho
-                                else gamma_speckle(clean.shape, looks, rng) for _ in range(len(PROCESSED))])
-            stack = clean[None] * speckle
+            stack = clean[None] * date_speckle(clean.shape, len(PROCESSED), looks, rho, rng)
             results = {"time series: ratio-based deep": m.timeseries(stack, TimeseriesMethod.RATIO_DEEP),
                        "time series: Quegan": m.timeseries(stack, TimeseriesMethod.QUEGAN),
                        "single date: Auto": m.single(stack, "Auto"),
@@ -230,7 +235,6 @@ def bench_superimage(m: Methods) -> Dict[str, Dict[str, Dict[str, float]]]:
     (:func:`heldout_refs`), the speckle of ``SIM_CASES``: PSNR of the super-image and of the output
     dates against the clean mean, with the bundled super-image network (the default) and with the
     default Gaussian denoiser told the noise level (the default before it)."""
-    from sar_despeckle_plugin.core.speckle import correlated_speckle, gamma_speckle, psf_sigma_for_correlation
     from sar_despeckle_plugin.runtime.models import GAUSSIAN, default_model_index
     from sar_despeckle_plugin.runtime.onnx_denoiser import OnnxGaussianDenoiser
     g = next(b for b in bundled_models(GAUSSIAN) if b.index == default_model_index(GAUSSIAN))
@@ -242,9 +246,7 @@ def bench_superimage(m: Methods) -> Dict[str, Dict[str, Dict[str, float]]]:
         rows: Dict[str, Dict[str, List[float]]] = {}
         for ref in heldout_refs():
             clean = read(str(ref))
-            speckle = np.stack([correlated_speckle(clean.shape, looks, psf_sigma_for_correlation(rho), rng) if rho
-                                else gamma_speckle(clean.shape, looks, rng) for _ in range(len(PROCESSED))])
-            stack = clean[None] * speckle
+            stack = clean[None] * date_speckle(clean.shape, len(PROCESSED), looks, rho, rng)
             src = write_stack(os.path.join(m.tmp, "stack.tif"), stack)
             for name, sup in denoisers.items():
                 dst, sup_dst = os.path.join(m.tmp, "ts.tif"), os.path.join(m.tmp, "super.tif")
@@ -264,7 +266,6 @@ def bench_mixed(m: Methods) -> Dict[str, Dict[str, float]]:
     right half independent GRD-like speckle (4 looks, lag-1 correlation 0.8) over a held-out clean
     Sentinel-1 mean scaled to the patch's median (reference the clean mean). PSNR of each half, with
     the default super-image (per-pixel blend) and with each denoiser alone."""
-    from sar_despeckle_plugin.core.speckle import correlated_speckle, psf_sigma_for_correlation
     from sar_despeckle_plugin.runtime.models import GAUSSIAN, SUPER, default_model_index
     from sar_despeckle_plugin.runtime.onnx_denoiser import OnnxGaussianDenoiser
     g = next(b for b in bundled_models(GAUSSIAN) if b.index == default_model_index(GAUSSIAN))
@@ -279,8 +280,7 @@ def bench_mixed(m: Methods) -> Dict[str, Dict[str, float]]:
         proc, real_ref = st[PROCESSED], st[REFERENCE].mean(axis=0)
         clean = read(str(ref))
         clean = clean * (np.median(real_ref) / np.median(clean))
-        sim = clean[None] * np.stack([correlated_speckle(clean.shape, 4, psf_sigma_for_correlation(0.8), rng)
-                                      for _ in range(len(PROCESSED))])
+        sim = clean[None] * date_speckle(clean.shape, len(PROCESSED), 4, 0.8, rng)
         half = clean.shape[1] // 2
         stack = np.concatenate([proc[:, :, :half], sim[:, :, half:]], axis=2)
         src = write_stack(os.path.join(m.tmp, "stack.tif"), stack)
@@ -349,7 +349,6 @@ def bench_changes(m: Methods) -> Dict[str, Dict[str, Dict[str, float]]]:
     """5-date stacks over every 9th clean Sentinel-1 temporal mean with known changes
     (:func:`change_truth`): PSNR of each date against its own clean truth, and the share of each
     change kept (:func:`change_kept`), median over the changes of each contrast class."""
-    from sar_despeckle_plugin.core.speckle import correlated_speckle, gamma_speckle, psf_sigma_for_correlation
     refs = sim_refs()
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
     for case, looks, rho in CHANGE_CASES:
@@ -358,9 +357,7 @@ def bench_changes(m: Methods) -> Dict[str, Dict[str, Dict[str, float]]]:
         kept: Dict[str, Dict[float, List[float]]] = {}
         for ref in refs:
             truth, changes = change_truth(read(str(ref)), len(PROCESSED), rng)
-            speckle = np.stack([correlated_speckle(truth.shape[1:], looks, psf_sigma_for_correlation(rho), rng) if rho
-                                else gamma_speckle(truth.shape[1:], looks, rng) for _ in range(len(truth))])
-            stack = truth * speckle
+            stack = truth * date_speckle(truth.shape[1:], len(truth), looks, rho, rng)
             results = {"time series: ratio-based deep": m.timeseries(stack, TimeseriesMethod.RATIO_DEEP),
                        "time series: Quegan": m.timeseries(stack, TimeseriesMethod.QUEGAN),
                        "single date: Auto": m.single(stack, "Auto"),
@@ -372,6 +369,15 @@ def bench_changes(m: Methods) -> Dict[str, Dict[str, Dict[str, float]]]:
         out[case] = {n: {"psnr": float(np.mean(psnr[n])),
                          **{f"kept_{db:g}dB": float(np.median(kept[n][db])) for db in CHANGE_DB}} for n in psnr}
         print(case, {n: {k: round(x, 2) for k, x in v.items()} for n, v in out[case].items()}, flush=True)
+    return out
+
+
+def case_table(first: str, table: Dict[str, Dict[str, Dict[str, float]]], cell) -> List[str]:
+    """Markdown rows x cases: ``table`` = {case: {row: values}}, ``cell(values)`` the text of a cell."""
+    cases = list(table)
+    out = [f"| {first} | " + " | ".join(cases) + " |", "|---|" + "---|" * len(cases)]
+    for n in table[cases[0]]:
+        out.append(f"| {n} | " + " | ".join(cell(table[c][n]) for c in cases) + " |")
     return out
 
 
@@ -396,25 +402,19 @@ def markdown(res: Dict[str, object]) -> str:
                 "from date to date (this desert): it favours methods that keep that speckle (the plain "
                 "temporal mean scores highest). The simulated stacks below have a clean reference.", ""]
     if "simulated" in res:
-        cases = list(res["simulated"])
         out += [f"## Simulated 5-date stacks over clean Sentinel-1 temporal means ({len(sim_refs())} references x "
-                "5 dates; PSNR in dB against the clean mean)", "",
-                "| method | " + " | ".join(cases) + " |", "|---|" + "---|" * len(cases)]
-        for n in res["simulated"][cases[0]]:
-            out.append(f"| {n} | " + " | ".join(f"{res['simulated'][c][n]['psnr']:.2f}" for c in cases) + " |")
+                "5 dates; PSNR in dB against the clean mean)", ""]
+        out += case_table("method", res["simulated"], lambda v: f"{v['psnr']:.2f}")
         out.append("")
     if "superimage" in res:
-        cases = list(res["superimage"])
         out += [f"## The super-image's denoiser ({len(heldout_refs())} held-out Sentinel-1 temporal means x 5 dates; "
-                "PSNR in dB against the clean mean: super-image / output dates)", "",
-                "| super-image denoised by | " + " | ".join(cases) + " |", "|---|" + "---|" * len(cases)]
-        for n in res["superimage"][cases[0]]:
-            cells = [res["superimage"][c][n] for c in cases]
-            out.append(f"| {n} | " + " | ".join(f"{v['super']:.2f} / {v['dates']:.2f}" for v in cells) + " |")
+                "PSNR in dB against the clean mean: super-image / output dates)", ""]
+        out += case_table("super-image denoised by", res["superimage"],
+                          lambda v: f"{v['super']:.2f} / {v['dates']:.2f}")
         out += ["", "The references are the four temporal means that every network holds out from training (the "
-                "other sets use references the networks trained on). The super-image network is the default only "
-                "where the speckle varies from date to date (`TEMPORAL_SHARE_MIN`), as in these simulated stacks.",
-                ""]
+                "other sets use references the networks trained on). The default blends the two per pixel and "
+                "takes the network where the speckle varies from date to date, as everywhere in these simulated "
+                "stacks.", ""]
     if "mixed" in res:
         out += ["## Both kinds of ground in one scene (4 stacks x 5 dates; PSNR in dB of each half)", "",
                 "| super-image | left: real desert dates (repeating speckle), vs the mean of 6 other dates | "

@@ -28,7 +28,7 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from .errors import InvalidInputError
-from .filters import Filter, filter_intensity
+from .filters import Filter, _box, filter_intensity
 from .transforms import log_bias, trigamma
 
 # The super-image is denoised with a log-domain noise level factor x sqrt(trigamma(L n)), the factor
@@ -241,7 +241,6 @@ def local_temporal_share(dates: np.ndarray, keep: np.ndarray, looks: float, wind
     pixel (its pixels with at least two kept dates; the window clipped at the array's edges), NaN
     where it has none. A pixel's value depends only on its neighbourhood (tiles agree with the whole
     image where they hold that neighbourhood)."""
-    from .filters import _box
     var, n = _temporal_log_variance(dates, keep)
     ok = (n >= 2).astype(np.float64)
     r = int(window) // 2

@@ -289,12 +289,17 @@ def _spec(stack: Stack, nodata: float, metadata: Dict[str, str], bands: int, des
                       band_descriptions=tuple(descriptions))
 
 
-def _sample_mean(stack: Stack, domain: Domain) -> List[np.ndarray]:
-    """The temporal mean of the valid dates over each block of the measurement sample (NaN where
-    no date is valid), date by date: memory of one sample, not of the stack."""
+def _sample_of_dates(stack: Stack, domain: Domain) -> List[List[np.ndarray]]:
+    """Each date's blocks of the measurement sample, in intensity (read once for the sample mean and
+    the temporal share: the sample times the number of dates)."""
+    return [[raw_to_intensity(src, raw, domain) for raw in sample_blocks(src)] for src in stack.sources]
+
+
+def _sample_mean(per_date: List[List[np.ndarray]]) -> List[np.ndarray]:
+    """The temporal mean of the valid dates over each block of the sample (NaN where no date is
+    valid)."""
     total = count = None
-    for src in stack.sources:
-        blocks = [raw_to_intensity(src, raw, domain) for raw in sample_blocks(src)]
+    for blocks in per_date:
         if total is None:
             total = [np.zeros(b.shape) for b in blocks]
             count = [np.zeros(b.shape) for b in blocks]
@@ -305,10 +310,9 @@ def _sample_mean(stack: Stack, domain: Domain) -> List[np.ndarray]:
     return [np.where(n_ > 0, t / np.maximum(n_, 1), np.nan) for t, n_ in zip(total or [], count or [])]
 
 
-def _temporal_share(stack: Stack, domain: Domain, thresholds, looks: float) -> float:
-    """:func:`core.timeseries.temporal_speckle_share` over the measurement sample of every date
-    (NaN when too few pixels have two unchanged dates)."""
-    per_date = [[raw_to_intensity(src, raw, domain) for raw in sample_blocks(src)] for src in stack.sources]
+def _temporal_share(per_date: List[List[np.ndarray]], thresholds, looks: float) -> float:
+    """:func:`core.timeseries.temporal_speckle_share` over the sample of every date (NaN when too
+    few pixels have two unchanged dates)."""
     total, pixels = 0.0, 0
     for blocks in zip(*per_date):
         if len({b.shape for b in blocks}) != 1:
@@ -355,7 +359,8 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, o
     thresholds = [(w, ts.change_log_threshold(eff_looks, corr_x, corr_y, window=w)) for w in ts.CHANGE_WINDOWS]
     net, gauss, super_choice = _super_denoisers(super_denoiser, denoiser, eff_looks * n, corr)
     blend = net is not None and gauss is not None
-    share = _temporal_share(stack, domain, thresholds, eff_looks) if blend else float("nan")
+    per_date = _sample_of_dates(stack, domain)
+    share = _temporal_share(per_date, thresholds, eff_looks) if blend else float("nan")
     # where the local share cannot be measured (fewer than two dates anywhere near), the share over
     # the whole sample decides
     default_w = 0.0 if math.isfinite(share) and share < ts.TEMPORAL_SHARE_MIN else 1.0
@@ -387,7 +392,8 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, o
     grid = TileGrid.build(stack.height, stack.width, g_tile, g_halo, multiple=s_card.size_multiple,
                           align=TILE_ALIGN)
     picks = sorted({0, n // 2, n - 1})
-    sample_mean = _sample_mean(stack, domain)
+    sample_mean = _sample_mean(per_date)
+    del per_date
     progress.info("Change test: a date whose local mean departs from the dates' median by more than a factor "
                   + " or ".join(f"{math.exp(t):.2f} ({w}x{w})" for w, t in thresholds)
                   + " is left out of the super-image there")
@@ -418,16 +424,15 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, o
             channels.append(ts.network_weight(ts.local_temporal_share(dates_i, keep, eff_looks), default_w))
         return np.stack(channels).astype(np.float32), ok
 
+    g_at = 1 if net is not None else 0  # read_super's channels: [network input], [z, sigma], [weight]
+
     def infer_super(x):
         """The super-image's log intensity (float32)."""
-        if net is not None:
-            log_net = np.log(s_norm.inverse(net(x[0])))
-            if not blend:
-                return log_net.astype(np.float32)
-        log_g = gauss.denoise_map(x[-3 if blend else 0], x[-2 if blend else 1]).astype(np.float64) + c
+        log_net = np.log(s_norm.inverse(net(x[0]))) if net is not None else None
+        log_g = gauss.denoise_map(x[g_at], x[g_at + 1]).astype(np.float64) + c if gauss is not None else None
         if not blend:
-            return log_g.astype(np.float32)
-        w = x[-1].astype(np.float64)
+            return (log_net if log_g is None else log_g).astype(np.float32)
+        w = x[g_at + 2].astype(np.float64)
         return (w * log_net + (1.0 - w) * log_g).astype(np.float32)
 
     def super_intensity(y):
