@@ -25,6 +25,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import Optional
 
 import numpy as np
 
@@ -118,7 +119,10 @@ FILTER_REFERENCES = {
 
 _POLSAR_BANDS = {4: (0, 3), 9: (0, 5, 8)}  # band count -> indices of the diagonal terms
 
-_STRIP_PIXELS = 1 << 19   # pixels per processing strip (before the halo)
+# pixels per processing strip (before the halo): a strip's float64 temporaries (256 KiB each) stay
+# in a core's L2 cache; 2 x faster than strips of 2**19 pixels (Lee 5 x 5: 0.48 s instead of
+# 0.93 s of one core per 4096 x 4096). Strips never change the result (fixed order per pixel).
+_STRIP_PIXELS = 1 << 15
 _POINT_TARGET_COUNT = 5   # Lee Sigma: neighbours above Z98 that make a point target
 
 
@@ -601,8 +605,10 @@ def n_threads() -> int:
 
 
 def _run_strips(kernel, data: np.ndarray, valid: np.ndarray, pad: int, out_bands: int,
-                **params) -> np.ndarray:
-    """Apply ``kernel`` strip by strip. data: float64 (C, H, W) with 0 at invalid pixels."""
+                threads: Optional[int] = None, **params) -> np.ndarray:
+    """Apply ``kernel`` strip by strip. data: float64 (C, H, W) with 0 at invalid pixels.
+    ``threads``: threads sharing the strips (default :func:`n_threads`; 1 where the caller already
+    runs several arrays at once), each taking a contiguous run of strips."""
     c, height, width = data.shape
     strip = max(16, -(-_STRIP_PIXELS // max(width, 1)))
     starts = list(range(0, height, strip))
@@ -629,9 +635,13 @@ def _run_strips(kernel, data: np.ndarray, valid: np.ndarray, pad: int, out_bands
         res[:, bad] = np.nan
         out[:, r0:r1] = res
 
-    if len(starts) > 1 and n_threads() > 1:
-        with ThreadPoolExecutor(n_threads()) as pool:
-            list(pool.map(one, starts))
+    threads = min(len(starts), n_threads() if threads is None else max(1, int(threads)))
+    if threads > 1:
+        def run(k):
+            for r0 in starts[k::threads]:
+                one(r0)
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run, range(threads)))
     else:
         for r0 in starts:
             one(r0)
@@ -648,14 +658,15 @@ def _as_intensity(intensity) -> tuple:
 
 
 def filter_intensity(intensity: np.ndarray, kind, window: int = 7, looks: float = 1.0,
-                     damping: float = 2.0, sigma: float = 0.9) -> np.ndarray:
+                     damping: float = 2.0, sigma: float = 0.9, threads: Optional[int] = None) -> np.ndarray:
     """Filter a linear intensity image with one of the classical speckle filters.
 
     intensity: float64 (H, W) linear intensity (other real dtypes are converted), NaN where
     invalid (nodata); infinite and <= 0 values are treated as invalid too.
     kind: a ``Filter`` (or its int value). window: odd size >= 3 of the square window.
     looks: equivalent number of looks L (> 0) of the input. damping: Frost's damping factor
-    (> 0). sigma: Lee Sigma's range probability, in (0, 1).
+    (> 0). sigma: Lee Sigma's range probability, in (0, 1). threads: threads for this array
+    (default: up to 4; the result does not depend on it).
 
     Returns float64 (H, W): the filtered intensity, NaN exactly where the input is invalid.
     Invalid neighbours are excluded from every local statistic (nodata-aware, not zero-filled).
@@ -675,7 +686,7 @@ def filter_intensity(intensity: np.ndarray, kind, window: int = 7, looks: float 
         _scipy_ndimage()
     if x.size == 0:
         return np.full(x.shape, np.nan)
-    out = _run_strips(_KERNELS[kind], x[None], valid, filter_halo(kind, window), 1,
+    out = _run_strips(_KERNELS[kind], x[None], valid, filter_halo(kind, window), 1, threads,
                       window=window, looks=looks, damping=damping, sigma=sigma)
     return out[0]
 
@@ -694,7 +705,7 @@ def _as_polsar(channels) -> tuple:
     return np.where(valid, a, 0.0), valid, diag
 
 
-def polsar_boxcar(channels: np.ndarray, window: int = 7) -> np.ndarray:
+def polsar_boxcar(channels: np.ndarray, window: int = 7, threads: Optional[int] = None) -> np.ndarray:
     """Boxcar (multilook) mean of a C2/C3/T3 image.
 
     channels: float64 (B, H, W), B in (4, 9), PolSARpro/SNAP band order (C2: C11, C12_real,
@@ -713,10 +724,11 @@ def polsar_boxcar(channels: np.ndarray, window: int = 7) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             return _box(blk.x, window) / n
 
-    return _run_strips(kernel, x, valid, polsar_halo(window), x.shape[0], window=window)
+    return _run_strips(kernel, x, valid, polsar_halo(window), x.shape[0], threads, window=window)
 
 
-def polsar_refined_lee(channels: np.ndarray, window: int = 7, looks: float = 1.0) -> np.ndarray:
+def polsar_refined_lee(channels: np.ndarray, window: int = 7, looks: float = 1.0,
+                       threads: Optional[int] = None) -> np.ndarray:
     """Lee et al. 1999 polarimetric Refined Lee: edge-aligned (8 directions, non-square) windows
     chosen from the span (sum of the diagonal terms), the same weights applied to every channel,
     so the output stays Hermitian positive semi-definite.
@@ -742,5 +754,5 @@ def polsar_refined_lee(channels: np.ndarray, window: int = 7, looks: float = 1.0
             mean = s / n
         return mean + b * (_centre(blk.x, r) - mean)
 
-    return _run_strips(kernel, x, valid, polsar_halo(window), x.shape[0],
+    return _run_strips(kernel, x, valid, polsar_halo(window), x.shape[0], threads,
                        window=window, looks=looks)

@@ -132,6 +132,11 @@ class AxisPlan:
         spans = tuple(AxisSpan(s - halo, core + 2 * halo, s, s + core) for s in starts)
         return cls(n, spans, halo)
 
+    @property
+    def unblended(self) -> bool:
+        """True when no two kept ranges overlap: every weight is exactly 1 (no blending)."""
+        return all(a.keep_stop <= b.keep_start for a, b in zip(self.spans, self.spans[1:]))
+
     def weights(self, index: int) -> np.ndarray:
         """Blending weights (float64) over the kept range of tile ``index``.
 
@@ -223,6 +228,11 @@ class TileGrid:
     def __iter__(self) -> Iterator[Tile]:
         for i in range(len(self.rows.spans)):
             yield from self.tile_row(i)
+
+    @property
+    def unblended(self) -> bool:
+        """True when the tiles' kept windows do not overlap (``overlap=0``): no blending."""
+        return self.rows.unblended and self.cols.unblended
 
     def weights(self, tile: Tile) -> np.ndarray:
         """2-D blending weights (float64, shape of ``tile.keep``); all tiles sum to 1 per pixel."""

@@ -68,8 +68,8 @@ def filter_raster(src_path: str, dst_path: str, kind: Filter | int, window: int 
     # validate the parameters once, on a tiny array, before any file is touched
     filter_intensity(np.ones((3, 3)), kind, window, looks, damping, sigma)
 
-    def infer(x):
-        return filter_intensity(x, kind, window, looks, damping, sigma)
+    def infer(x):  # one thread per tile: tiles already run WORKERS at once
+        return filter_intensity(x, kind, window, looks, damping, sigma, threads=1)
 
     with RasterSource(src_path, band) as src:
         domain, notes = resolve_raster_domain(src, domain, progress)
@@ -110,8 +110,8 @@ def filter_polsar_raster(src_path: str, dst_path: str, kind: int = PolsarFilter.
 
     def infer(channels):
         if int(kind) == PolsarFilter.BOXCAR:
-            return polsar_boxcar(channels, window)
-        return polsar_refined_lee(channels, window, looks)
+            return polsar_boxcar(channels, window, threads=1)
+        return polsar_refined_lee(channels, window, looks, threads=1)
 
     with RasterSource(src_path, 1) as src:
         matrix = resolve_matrix(matrix, src.count, src.band_descriptions)

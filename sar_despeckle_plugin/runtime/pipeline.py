@@ -8,10 +8,12 @@ width for the strip), not on the raster height.
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -105,7 +107,8 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
     ``grid.rows.spans[first - 1].keep_stop`` on, see :func:`band_rows`).
     ``workers`` > 1: ``infer`` runs on that many tiles at once in threads (for single-threaded
     numpy kernels that release the GIL: the classical filters; onnxruntime has its own threads);
-    tiles are still read, and their results blended, in order, at most 2 x ``workers`` at a time.
+    tiles are still read, and their results blended, in order, with 2 x ``workers`` in flight
+    across tile rows, so that the workers go on while this thread blends and writes.
     """
     n_rows = len(grid.rows.spans)
     first, stop_row = tile_rows if tile_rows is not None else (0, n_rows)
@@ -113,30 +116,40 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
     carry_out = carry_valid = None
     pool = ThreadPoolExecutor(max_workers=int(workers)) if int(workers) > 1 else None
 
-    step = 2 * int(workers) if pool else 1
+    def read(tile):
+        if progress.is_canceled():
+            raise CanceledError("canceled by the user")
+        x, ok = read_tile(tile.read)
+        return pad_tile(x, tile, pad), ok
 
-    def results(tiles):
-        """(tile, output, valid) in order; with a pool, ``step`` tiles in flight."""
-        for k in range(0, len(tiles), step):
-            batch = []
-            for tile in tiles[k:k + step]:
-                if progress.is_canceled():
-                    raise CanceledError("canceled by the user")
-                x, ok = read_tile(tile.read)
-                batch.append((tile, pad_tile(x, tile, pad), ok))
-            if pool is None:
-                yield batch[0][0], infer(batch[0][1]), batch[0][2]
-                continue
-            futures = [pool.submit(infer, x) for _, x, _ in batch]
-            for (tile, _, ok), fut in zip(batch, futures):
-                yield tile, fut.result(), ok
+    def results():
+        """(tile, output, valid) of every tile, in order."""
+        tiles = (tile for i in range(first, stop_row) for tile in grid.tile_row(i))
+        if pool is None:
+            for tile in tiles:
+                x, ok = read(tile)
+                yield tile, infer(x), ok
+            return
+        flight: Deque = deque()
+        for tile in tiles:
+            x, ok = read(tile)
+            flight.append((tile, pool.submit(infer, x), ok))
+            if len(flight) >= 2 * int(workers):
+                tile0, fut, ok0 = flight.popleft()
+                yield tile0, fut.result(), ok0
+        while flight:
+            tile0, fut, ok0 = flight.popleft()
+            yield tile0, fut.result(), ok0
 
+    stream = results()
     try:
         for i in range(first, stop_row):
-            carry_out, carry_valid = _blend_row(grid, i, results(list(grid.tile_row(i))), carry_out, carry_valid,
+            row = itertools.islice(stream, len(grid.cols.spans))
+            carry_out, carry_valid = _blend_row(grid, i, row, carry_out, carry_valid,
                                                 write_rows, progress, start, stop, done, total)
             done += len(grid.cols.spans)
     finally:
+        stream.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -157,7 +170,11 @@ def _blend_row(grid: TileGrid, i: int, results, carry_out, carry_valid, write_ro
                 acc[..., :carry_out.shape[-2], :] = carry_out
                 valid[:carry_valid.shape[0]] = carry_valid
         cols = slice(tile.keep.col_off, tile.keep.col_off + tile.keep.width)
-        acc[..., :tile.keep.height, cols] += grid.weights(tile) * y[(Ellipsis,) + tile.keep_in_tile.slices()]
+        part = y[(Ellipsis,) + tile.keep_in_tile.slices()]
+        if grid.unblended:  # kept ranges do not overlap (the filters): each pixel from one tile
+            acc[..., :tile.keep.height, cols] = part
+        else:
+            acc[..., :tile.keep.height, cols] += grid.weights(tile) * part
         r0, c0 = tile.keep.row_off - tile.read.row_off, tile.keep.col_off - tile.read.col_off
         valid[:tile.keep.height, cols] = ok[r0:r0 + tile.keep.height, c0:c0 + tile.keep.width]
         done += 1

@@ -377,6 +377,8 @@ def test_result_does_not_depend_on_the_internal_strip_height(monkeypatch):
     monkeypatch.setattr(filters, "_STRIP_PIXELS", 100)   # 16-row strips, many threads
     for k in ALL:
         np.testing.assert_array_equal(filter_intensity(img, k, 7, looks=2.0), ref[k])
+        for threads in (1, 3):  # each thread a run of strips: same values
+            np.testing.assert_array_equal(filter_intensity(img, k, 7, looks=2.0, threads=threads), ref[k])
 
 
 def test_odd_small_shapes():

@@ -20,6 +20,8 @@ def test_axis_weights_are_a_partition_of_unity(n, tile, halo, overlap):
     # kept ranges cover the axis, in order
     assert plan.spans[0].keep_start == 0 and plan.spans[-1].keep_stop == n
     assert all(a.keep_stop >= b.keep_start for a, b in zip(plan.spans, plan.spans[1:]))
+    # unblended (no pixel kept by two tiles) exactly when every weight is 1
+    assert plan.unblended == all(np.all(plan.weights(i) == 1.0) for i in range(len(plan.spans)))
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (31, 37), (65, 130), (300, 257)])

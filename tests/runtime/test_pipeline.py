@@ -381,3 +381,50 @@ def test_block_rows_write_each_compressed_block_once(tmp_path, rng):
         rows.finish()
         w.commit()
     np.testing.assert_array_equal(gdal.Open(str(tmp_path / "bands.tif")).ReadAsArray(), planes)
+
+
+@pytest.mark.parametrize("overlap", [0, None])
+def test_run_tiles_keeps_its_workers_busy_across_tile_rows_and_writes_in_order(overlap):
+    """With workers, tiles of the next rows are already computing while a row is blended and
+    written (no idle pool at row ends), never more than 2 x workers at once; results that finish
+    out of order are still blended in order, and the output equals the one-worker run."""
+    import threading
+    import time
+    from sar_despeckle_plugin.core.tiling import TileGrid
+    from sar_despeckle_plugin.runtime.pipeline import NullProgress, run_tiles
+    image = np.random.default_rng(4).normal(size=(230, 170))
+    grid = TileGrid.build(*image.shape, 48, 6, overlap=overlap)
+    assert len(grid.rows.spans) >= 5 and len(grid.cols.spans) >= 3
+
+    def run(workers):
+        lock, state = threading.Lock(), {"now": 0, "most": 0, "started_during_write": 0, "writing": False}
+        out, order = np.full(image.shape, np.nan), []
+
+        def infer(x):
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+                state["started_during_write"] += state["writing"]
+            time.sleep(0.002 * (1 + (x.size * 7919) % 3))  # uneven: results finish out of order
+            with lock:
+                state["now"] -= 1
+            return x * 2.0 + 1.0
+
+        def write_rows(row_off, y, valid):
+            state["writing"] = True
+            time.sleep(0.01)  # a slow write: the workers should not wait for it
+            order.append(row_off)
+            out[row_off:row_off + y.shape[0]] = np.where(valid, y, np.nan)
+            state["writing"] = False
+
+        run_tiles(grid, lambda w: (image[w.slices()], np.ones((w.height, w.width), bool)), infer, write_rows,
+                  NullProgress(), pad="reflect", workers=workers)
+        return out, order, state
+
+    one, order1, _ = run(1)
+    three, order3, state = run(3)
+    np.testing.assert_allclose(one, image * 2.0 + 1.0, rtol=1e-6)  # float32 blending
+    np.testing.assert_array_equal(three, one)
+    assert order3 == order1 == sorted(order1)
+    assert 1 < state["most"] <= 6
+    assert state["started_during_write"] > 0
