@@ -26,6 +26,9 @@ DEFAULTS: Dict[str, Any] = {
     # the init file is a wider U-Net whose architecture differs by these keys (e.g. {width: 32}):
     # its most useful channels are copied into the run's architecture (training/prune.py)
     "init_prune": None,
+    # the init file is a narrower U-Net (e.g. {width: 32} for a width-48 run): copied into the run's
+    # wider architecture so that it starts computing the same function (training/prune.py)
+    "init_widen": None,
     # Auto model choice (card keys auto_looks, auto_correlation, auto_priority, sensor_family;
     # see sar_despeckle_plugin/core/model_choice.py): e.g. {looks: [0.3, 1.3],
     # correlation: [0.15, 1.0], priority: 10, sensor_family: "..."}; None: never chosen by Auto
@@ -131,15 +134,19 @@ def check(cfg: Dict[str, Any]) -> Dict[str, Any]:
             raise ConfigError(f"{key} must be >= 1")
     if float(cfg["data"]["looks"]) <= 0:
         raise ConfigError("data.looks must be > 0")
-    prune = cfg.get("init_prune")
-    if prune is not None:
-        if not isinstance(prune, Mapping) or not prune:
-            raise ConfigError("init_prune must be a mapping of architecture keys (e.g. {width: 32})")
+    if cfg.get("init_prune") is not None and cfg.get("init_widen") is not None:
+        raise ConfigError("init_prune and init_widen exclude each other")
+    for key, verb in (("init_prune", "widen"), ("init_widen", "narrow")):
+        source = cfg.get(key)
+        if source is None:
+            continue
+        if not isinstance(source, Mapping) or not source:
+            raise ConfigError(f"{key} must be a mapping of architecture keys (e.g. {{width: 32}})")
         if cfg["architecture"]["type"] != "unet" or not cfg.get("init"):
-            raise ConfigError("init_prune needs a unet architecture and an init file")
-        bad = sorted(set(prune) - {"width", "max_width"})
+            raise ConfigError(f"{key} needs a unet architecture and an init file")
+        bad = sorted(set(source) - {"width", "max_width"})
         if bad:
-            raise ConfigError(f"init_prune may only widen width and max_width, not {bad}")
+            raise ConfigError(f"{key} may only {verb} width and max_width, not {bad}")
     return cfg
 
 

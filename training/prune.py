@@ -19,6 +19,14 @@ dead ReLU) scores 0 and goes first. The scores come from the source weights alon
 Configuration: ``init`` names the wider model (a float32 ONNX file or a checkpoint) and
 ``init_prune`` its architecture keys that differ (``{width: 32, max_width: 256}``); the trainer
 builds that architecture, loads the weights and prunes them into ``architecture``.
+
+The other way, :func:`widen_unet` (configuration key ``init_widen``) starts a *wider* U-Net from a
+narrower one's weights, computing exactly the same function (Net2Net's function-preserving
+widening, Chen et al., ICLR 2016, in its zero-output form): every source channel is copied to the
+same index (a decoder's skip half to the start of the wider skip half), the new channels keep
+their random incoming weights and get zero weights in every layer that reads them, and the source
+channels get zero weights from the new ones. Training then grows the new channels from the
+source's quality instead of from scratch.
 """
 from __future__ import annotations
 
@@ -111,3 +119,46 @@ def prune_unet(src: UNet, dst: UNet) -> Dict[str, List[int]]:
         prev = chain(f"dec{i}", _convs(src.dec[i]), _convs(dst.dec[i]), keep_in, last)
     _copy_conv(dst.head, src.head, torch.arange(src.channels), prev)
     return kept
+
+
+def _embed(dst: nn.Module, src: nn.Module, in_idx: torch.Tensor) -> None:
+    """``src``'s weights into ``dst``'s first output channels, its inputs at ``in_idx``; the other
+    inputs of those channels get weight 0 (the new channels' own weights stay as initialised)."""
+    n_out = src.out_channels
+    with torch.no_grad():
+        if isinstance(src, nn.ConvTranspose2d):  # weight (in, out, kh, kw)
+            dst.weight[:, :n_out] = 0
+            dst.weight[in_idx[:, None], torch.arange(n_out)[None, :]] = src.weight
+        else:
+            dst.weight[:n_out] = 0
+            dst.weight[:n_out, in_idx] = src.weight
+        if src.bias is not None:
+            dst.bias[:n_out] = src.bias
+
+
+def widen_unet(src: UNet, dst: UNet) -> None:
+    """Copy ``src`` into the wider ``dst`` (in place) so that ``dst`` computes the same function."""
+    if (src.levels, src.convs_per_block, src.channels, src.batch_norm, src.residual) != \
+            (dst.levels, dst.convs_per_block, dst.channels, dst.batch_norm, dst.residual):
+        raise ValueError(f"widening needs the same levels, convs per block, channels, batch norm and residual "
+                         f"form: {src.describe()} -> {dst.describe()}")
+    if src.batch_norm:
+        raise ValueError("widening a U-Net with batch normalisation is not supported")
+    if any(d < s for d, s in zip(dst.widths, src.widths)):
+        raise ValueError(f"the widened widths {dst.widths} must not be below the source's {src.widths}")
+
+    def block(s_block, d_block, in_idx):
+        for cs, cd in zip(_convs(s_block), _convs(d_block)):
+            _embed(cd, cs, in_idx)
+            in_idx = torch.arange(cs.out_channels)
+        return in_idx
+
+    idx = torch.arange(src.channels)
+    for i in range(src.levels):
+        idx = block(src.down[i], dst.down[i], idx)
+    idx = block(src.bottleneck, dst.bottleneck, idx)
+    for i in range(src.levels - 1, -1, -1):
+        _embed(dst.up[i], src.up[i], idx)
+        skip = dst.widths[i] + torch.arange(src.widths[i])
+        idx = block(src.dec[i], dst.dec[i], torch.cat([torch.arange(src.widths[i]), skip]))
+    _embed(dst.head, src.head, idx)

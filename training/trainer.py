@@ -245,9 +245,11 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["optimizer"]["lr"]))
     objective = build_objective(cfg)
     if cfg.get("init") and not resume:
-        prune = cfg.get("init_prune")
-        # the init file's architecture: the run's, or (init_prune) a wider U-Net pruned into it
-        source = build_model(dict(cfg, architecture=dict(cfg["architecture"], **prune))) if prune else model
+        prune, widen = cfg.get("init_prune"), cfg.get("init_widen")
+        # the init file's architecture: the run's, or a wider U-Net pruned into it (init_prune), or
+        # a narrower one widened into it (init_widen)
+        other = prune or widen
+        source = build_model(dict(cfg, architecture=dict(cfg["architecture"], **other))) if other else model
         if str(cfg["init"]).endswith(".onnx"):  # a float32 model file: its weights, by name
             init_path = Path(str(cfg["init"]))
             if not init_path.is_absolute() and not init_path.exists():  # relative to the repository
@@ -264,6 +266,10 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
             from .prune import prune_unet
             prune_unet(source, model)
             cfg = dict(cfg, init_from=f"{cfg['init_from']}, channels pruned from {source.describe()}")
+        elif widen:
+            from .prune import widen_unet
+            widen_unet(source, model)
+            cfg = dict(cfg, init_from=f"{cfg['init_from']}, widened (same function) from {source.describe()}")
     ckpt_path = out / "checkpoint.pt"
     history: List[Dict] = []
     step, minutes_before = 0, 0.0

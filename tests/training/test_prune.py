@@ -12,7 +12,7 @@ pytest.importorskip("yaml")
 from torch import nn  # noqa: E402
 
 from training.config import ConfigError, check, load_config  # noqa: E402
-from training.prune import prune_unet  # noqa: E402
+from training.prune import prune_unet, widen_unet  # noqa: E402
 from training.unet import UNet  # noqa: E402
 
 MODELS = Path(__file__).parents[2] / "sar_despeckle_plugin" / "models"
@@ -138,3 +138,62 @@ def test_pruned_start_from_the_bundled_default_keeps_part_of_its_output(tmp_path
     rand = build_model(cfg)
     corr_rand = np.corrcoef(res_wide.ravel(), (x - _run(rand, x)).ravel())[0, 1]
     assert corr > 0.8 and abs(corr_rand) < 0.6, (corr, corr_rand)  # measured 0.89 and 0.40
+
+
+@pytest.mark.parametrize("levels,convs,width,max_width", [(2, 2, 9, 256), (3, 1, 8, 20), (3, 2, 7, 24)])
+def test_widening_keeps_the_function(levels, convs, width, max_width):
+    """The widened network computes what the narrow one does (new channels read by zero weights,
+    the old ones reading the new by zero), holds the source's weights at the source's indices, and
+    its new channels are alive (random incoming weights)."""
+    src = UNet(levels=levels, width=6, convs_per_block=convs, max_width=12)
+    _randomise(src, 5)
+    dst = UNet(levels=levels, width=width, convs_per_block=convs, max_width=max_width)
+    widen_unet(src, dst)
+    x = np.random.default_rng(6).normal(size=(2, 1, 37, 30)).astype(np.float32)
+    ref = _run(src, x)
+    np.testing.assert_allclose(_run(dst, x), ref, rtol=1e-5, atol=1e-5)
+    assert np.abs(ref - x).max() > 1e-3
+    for (name, a), (_, b) in zip(_producers(dst), _producers(src)):
+        wa, wb = a.weight.detach().numpy(), b.weight.detach().numpy()
+        if isinstance(a, nn.ConvTranspose2d):
+            np.testing.assert_array_equal(wa[:wb.shape[0], :wb.shape[1]], wb, err_msg=name)
+        elif name.startswith("dec") and name.endswith(".0"):  # [upsampled | skip] inputs
+            half, src_half = a.in_channels // 2, b.in_channels // 2
+            np.testing.assert_array_equal(wa[:wb.shape[0], :src_half], wb[:, :src_half], err_msg=name)
+            np.testing.assert_array_equal(wa[:wb.shape[0], half:half + src_half], wb[:, src_half:], err_msg=name)
+        else:
+            np.testing.assert_array_equal(wa[:wb.shape[0], :wb.shape[1]], wb, err_msg=name)
+        if a.out_channels > b.out_channels and not isinstance(a, nn.ConvTranspose2d):
+            assert np.abs(wa[b.out_channels:]).max() > 0, name  # new channels compute something
+
+
+def test_widening_refuses_other_shapes():
+    src = UNet(levels=2, width=8)
+    with pytest.raises(ValueError, match="same levels"):
+        widen_unet(src, UNet(levels=3, width=12))
+    with pytest.raises(ValueError, match="must not be below"):
+        widen_unet(src, UNet(levels=2, width=6))
+
+
+def test_init_widen_starts_a_run_from_the_narrow_network(tmp_path):
+    """A width-12 run whose init is a width-8 checkpoint starts with the same outputs, and the
+    configuration refuses what it cannot do."""
+    from training.trainer import build_model, train
+    cfg = load_config("unet_l1_fast", ["architecture.width=8", "steps=1", "batch=2", "patch=16", "workers=0",
+                                       "val_every=1000", "bf16=false", "log_every=1"])
+    narrow = build_model(cfg)
+    _randomise(narrow, 7)
+    ckpt = tmp_path / "narrow.pt"
+    torch.save({"state_dict": narrow.state_dict(), "config": dict(cfg, steps_done=5), "step": 5}, ckpt)
+    wide_cfg = load_config("unet_l1_fast", ["architecture.width=12", "steps=1", "batch=2", "patch=16",
+                                            "workers=0", "val_every=1000", "bf16=false", "log_every=1",
+                                            f"init={ckpt}", "init_widen.width=8", "optimizer.lr=0"])
+    train(wide_cfg, tmp_path / "run", export=False, val_limit=1, evaluate=False)
+    wide = build_model(wide_cfg)
+    wide.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state_dict"])
+    x = np.random.default_rng(8).normal(size=(1, 1, 24, 24)).astype(np.float32)
+    np.testing.assert_allclose(_run(wide, x), _run(narrow, x), rtol=2e-3, atol=1e-3)  # |values| ~ 100
+    with pytest.raises(ConfigError, match="exclude each other"):
+        check(dict(wide_cfg, init_prune={"width": 16}))
+    with pytest.raises(ConfigError, match="only narrow width and max_width"):
+        check(dict(wide_cfg, init_widen={"levels": 2}))
