@@ -81,6 +81,7 @@ DEFAULTS: Dict[str, Any] = {
     "optimizer": {"lr": 1e-3, "warmup": 200, "min_lr_ratio": 0.01},
     "seed": 0,
     "bf16": True,
+    "checkpoint_minutes": 5,         # checkpoint.pt also this often between validations (a lost machine)
     "workers": 1,
     "log_every": 50,
     "val_every": 500,

@@ -12,13 +12,15 @@
 
 Every batch is (x, t, w): input, target and per-pixel weight in the plugin's normalised
 log domain (see :mod:`training.data`). The learning rate warms up linearly then follows a cosine
-to ``lr * min_lr_ratio``. Each validation writes ``checkpoint.pt`` (model, optimiser, step,
-history); ``--resume`` continues from it with the same schedule, the data stream re-seeded from
-(seed, step) so that no batch repeats. Logs go to stdout and ``log.jsonl`` as JSON lines. At the
+to ``lr * min_lr_ratio``. Each validation, and every ``checkpoint_minutes`` between them, writes
+``checkpoint.pt`` (model, optimiser, step, history); ``--resume`` continues from it exactly: same
+schedule, and the batch of step k is drawn from a generator seeded by (seed, k) whatever the
+number of workers, so the resumed run sees the batches the uninterrupted run would have. Logs go to stdout and ``log.jsonl`` as JSON lines. At the
 end the model is exported to ONNX with its card (:mod:`training.export`), unless ``--no-export``.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -172,19 +174,43 @@ def validate(model: nn.Module, val, cfg: Dict[str, Any], device) -> float:
     return float(np.mean(scores))
 
 
-class _Stream(torch.utils.data.IterableDataset):
-    """Endless (x, t, w) batches from a sampler built in the worker (seeded by worker and step)."""
+def reseed(sampler: Any, key: List[int]) -> None:
+    """Give every random generator ``sampler`` draws from (its own and its parts', e.g. a
+    MixedSampler's two samplers) a fresh one seeded from ``key`` plus its rank; a generator that
+    two parts share stays shared."""
+    fresh: Dict[int, np.random.Generator] = {}
 
-    def __init__(self, cfg: Dict[str, Any], seed):
-        self.cfg, self.seed = cfg, seed
+    def visit(obj: Any, depth: int) -> None:
+        for name in sorted(vars(obj)):
+            value = getattr(obj, name)
+            if isinstance(value, np.random.Generator):
+                if id(value) not in fresh:
+                    fresh[id(value)] = np.random.default_rng(list(key) + [len(fresh)])
+                setattr(obj, name, fresh[id(value)])
+            elif depth < 2 and callable(getattr(value, "sample", None)) and hasattr(value, "__dict__"):
+                visit(value, depth + 1)
+
+    visit(sampler, 0)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """Endless (x, t, w) batches from step ``start`` on. The sampler is built once per worker with
+    the run's seed alone, and the batch of step k is drawn after :func:`reseed` from (seed, k):
+    the stream is the same whatever the number of workers (each takes every n-th step, which is
+    the order the DataLoader reads them in), and a resumed run draws exactly the batches the
+    uninterrupted run would have."""
+
+    def __init__(self, cfg: Dict[str, Any], seed: int, start: int):
+        self.cfg, self.seed, self.start = cfg, int(seed), int(start)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        wid = info.id if info is not None else 0
+        wid, n = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             torch.set_num_threads(1)
-        sampler = build_sampler(self.cfg, list(self.seed) + [wid])
-        while True:
+        sampler = build_sampler(self.cfg, [self.seed])
+        for step in itertools.count(self.start + wid, n):
+            reseed(sampler, [self.seed, step])
             x, t, w = as_triple(sampler.sample())
             yield torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(np.asarray(w, np.float32))
 
@@ -289,7 +315,7 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     total = int(ckpt["config"]["steps"]) if resume else int(cfg["steps"])
     stop = min(total, stop_after) if stop_after else total
     workers = int(cfg["workers"])
-    loader = torch.utils.data.DataLoader(_Stream(cfg, [seed, step]), batch_size=None, num_workers=workers,
+    loader = torch.utils.data.DataLoader(_Stream(cfg, seed, step), batch_size=None, num_workers=workers,
                                          pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
                                          prefetch_factor=4 if workers > 0 else None)
     val = build_validation(cfg, limit=val_limit)
@@ -302,6 +328,7 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
           "parameters": int(sum(p.numel() for p in model.parameters()))})
     o = cfg["optimizer"]
     t_loop, done_at_start, t_timing, step_timing = time.time(), step, time.time(), step
+    t_saved = time.time()
     run_loss, n_loss = 0.0, 0
 
     def resolved(done: int) -> Dict[str, Any]:
@@ -352,8 +379,13 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
             if step % int(cfg["val_every"]) == 0 or step == stop:
                 rec["val_psnr"] = round(validate(model, val, cfg, dev), 3)
                 save_checkpoint(ckpt_path, model, opt, resolved(step), history + [rec], step)
+                t_saved = time.time()
             history.append(rec)
             emit(rec)
+        if time.time() - t_saved > 60 * float(cfg["checkpoint_minutes"]) and step < stop:
+            # between validations too: a lost machine costs at most this many minutes of training
+            save_checkpoint(ckpt_path, model, opt, resolved(step), history, step)
+            t_saved = time.time()
 
     model.eval()
     cfg_done = resolved(step)

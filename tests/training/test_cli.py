@@ -129,6 +129,57 @@ def _tiny_config(root: Path, **values):
     return load_config(None, values=base)
 
 
+def test_a_resumed_run_equals_the_uninterrupted_run_whatever_the_workers(tmp_path):
+    """Issue 15 item 3: a run stopped at step 3 (a lost machine) and resumed ends with the very
+    weights and optimiser state of the run that never stopped: same batches (step k's batch is
+    drawn from (seed, k)), same lr schedule, same Adam moments; the batches do not depend on the
+    number of DataLoader workers either."""
+    from training.trainer import _Stream
+    root = _tiny_data(tmp_path / "data")
+    cfg = _tiny_config(root, val_every=100)
+    straight = train(cfg, tmp_path / "straight", export=False)
+    cut = train(cfg, tmp_path / "cut", stop_after=3, export=False)
+    assert (straight["steps_done"], cut["steps_done"]) == (6, 3)
+    resumed = train(cfg, tmp_path / "cut", resume=True, export=False)
+    assert resumed["steps_done"] == 6
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    for i, st in a["optimizer"]["state"].items():
+        assert torch.equal(st["exp_avg"], b["optimizer"]["state"][i]["exp_avg"]), i
+    assert [h["loss"] for h in a["history"] if "loss" in h] == [h["loss"] for h in b["history"] if "loss" in h]
+    # the batch stream: from step 2 on, alone or split over 2 workers, equals the whole stream's tail
+    whole = list(zip(range(5), iter(_Stream(cfg, 0, 0))))
+    tail = list(zip(range(3), iter(_Stream(cfg, 0, 2))))
+    loader = torch.utils.data.DataLoader(_Stream(cfg, 0, 2), batch_size=None, num_workers=2)
+    split = list(zip(range(3), iter(loader)))
+    for (_, w), (_, t), (_, s2) in zip(whole[2:], tail, split):
+        for u, v, z in zip(w, t, s2):
+            assert torch.equal(u, v) and torch.equal(u, z)
+    assert not torch.equal(whole[0][1][0], whole[1][1][0])
+
+
+def test_checkpoints_are_written_between_validations_every_few_minutes(tmp_path):
+    root = _tiny_data(tmp_path / "data")
+    cfg = _tiny_config(root, val_every=100, checkpoint_minutes=0)  # 0: after every step
+    saved = []
+    import training.trainer as trainer
+    real = trainer.save_checkpoint
+
+    def spy(path, model, opt, c, history, step):
+        saved.append(step)
+        real(path, model, opt, c, history, step)
+    trainer.save_checkpoint = spy
+    try:
+        train(cfg, tmp_path / "run", stop_after=4, export=False)
+    finally:
+        trainer.save_checkpoint = real
+    assert saved[:3] == [1, 2, 3] and saved[-1] == 4
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 4 and [h["step"] for h in ckpt["history"] if "loss" in h] == [1, 2, 3, 4]
+
+
 def test_train_stop_resume_export(tmp_path):
     root = _tiny_data(tmp_path / "data")
     cfg = _tiny_config(root)
