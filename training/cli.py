@@ -12,6 +12,9 @@
   (e.g. the Auto-choice keys ``auto_looks``, ``auto_correlation``, ``auto_priority``,
   ``sensor_family`` of files trained before those keys existed); the card is checked before
   the file is rewritten;
+* ``keep RUN_DIR`` / ``keep --prune`` / ``keep --list``: keep an unfinished run's checkpoint in
+  ``checkpoints/`` (committed, within a size budget) so that ``train --resume`` continues it on
+  another machine; remove the copies of runs that finished (:mod:`training.keep`);
 * ``smoke [--config ...] [--out DIR]``: every configuration (or the given ones) for 3 steps on
   small batches, exported without evaluation (``make models-smoke``; the tests run it).
 """
@@ -111,6 +114,23 @@ def _smoke(args) -> int:
     return 0 if all(r["steps_done"] == 3 and r["onnx"] for r in results.values()) else 1
 
 
+def _keep(args) -> int:
+    from .keep import KeepError, keep, kept, prune
+    if args.prune or args.list or args.run is None:
+        for f in (prune() if args.prune else []):
+            print(json.dumps({"event": "pruned", "file": f}))
+        for k in kept():
+            print(json.dumps(k))
+        return 0
+    try:
+        dst = keep(args.run)
+    except KeepError as err:
+        print(f"keep: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"event": "kept", "file": str(dst)}))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["quantize"]:
@@ -131,6 +151,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     t.add_argument("--val-limit", type=int, default=None, help="validate on the first N held-out images only")
     t.add_argument("--no-export", action="store_true")
     t.add_argument("--no-eval", action="store_true", help="export without measuring the card's metrics")
+    k = sub.add_parser("keep", help="keep an unfinished run's checkpoint in checkpoints/ for another machine")
+    k.add_argument("run", type=Path, nargs="?", help="run folder (runs/NAME)")
+    k.add_argument("--prune", action="store_true", help="remove the kept copies of finished runs")
+    k.add_argument("--list", action="store_true", help="list the kept checkpoints")
     e = sub.add_parser("export", help="export a checkpoint to ONNX with its model card")
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--out", type=Path, required=True)
@@ -149,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     return {"train": _train, "export": _export, "evaluate": _evaluate, "smoke": _smoke,
-            "card": _card}[args.cmd](args)
+            "card": _card, "keep": _keep}[args.cmd](args)
 
 
 if __name__ == "__main__":

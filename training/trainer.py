@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from .config import config_path_for_command
+from .keep import CHECKPOINTS as KEPT
 from .data import DEFAULT_DATA, PatchSampler, load_references, split_holdout, stack_position
 from .dncnn import DnCNN
 from .evaluate import contract_card, despeckle_intensity, psnr_amplitude
@@ -242,8 +244,10 @@ def load_checkpoint(path: Path | str) -> Tuple[nn.Module, Dict[str, Any], Dict[s
 def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = False,
           max_minutes: Optional[float] = None, stop_after: Optional[int] = None, export: bool = True,
           overrides: Optional[List[str]] = None, val_limit: Optional[int] = None,
-          evaluate: bool = True, log: Callable[[Dict], None] = None) -> Dict[str, Any]:
-    """Train ``cfg`` into ``out``; returns a summary (and exports ``out/<name>.onnx``)."""
+          evaluate: bool = True, log: Callable[[Dict], None] = None,
+          kept_folder: Optional[Path] = KEPT) -> Dict[str, Any]:
+    """Train ``cfg`` into ``out``; returns a summary (and exports ``out/<name>.onnx``).
+    ``resume`` without ``out/checkpoint.pt`` starts from the run's copy in ``kept_folder``."""
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -300,8 +304,14 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     history: List[Dict] = []
     step, minutes_before = 0, 0.0
     if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        if not ckpt_path.exists():  # a new machine: the copy kept in the repository (training/keep.py)
+            from .keep import kept_checkpoint
+            copy = kept_checkpoint(str(cfg["name"]), kept_folder) if kept_folder is not None else None
+            if copy is None:
+                raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}, and none kept for "
+                                        f"{cfg['name']} in {kept_folder}")
+            shutil.copyfile(copy, ckpt_path)
+            emit({"event": "resume_from_kept", "file": str(copy)})
         ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])

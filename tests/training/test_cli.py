@@ -160,6 +160,48 @@ def test_a_resumed_run_equals_the_uninterrupted_run_whatever_the_workers(tmp_pat
     assert not torch.equal(whole[0][1][0], whole[1][1][0])
 
 
+def test_a_kept_checkpoint_lets_another_machine_resume_the_run(tmp_path):
+    """keep copies an unfinished run's checkpoint into the kept folder; train --resume on a
+    machine without the run folder starts from it and ends where the uninterrupted run ends;
+    finished runs and runs beyond the size budget are refused, and prune removes finished runs'
+    copies."""
+    from training.keep import KeepError, keep, kept, prune
+    root = _tiny_data(tmp_path / "data")
+    cfg = _tiny_config(root, val_every=100)
+    folder = tmp_path / "checkpoints"
+    train(cfg, tmp_path / "here", stop_after=4, export=False, kept_folder=folder)
+    dst = keep(tmp_path / "here", folder)
+    assert dst == folder / "tiny-unet.pt" and [(k["step"], k["finished"]) for k in kept(folder)] == [(4, False)]
+    with pytest.raises(KeepError, match="budget"):
+        keep(tmp_path / "here", tmp_path / "small", budget_mb=0.001)
+    assert not list((tmp_path / "small").glob("*.pt"))
+    with pytest.raises(FileNotFoundError, match="none kept"):
+        train(cfg, tmp_path / "elsewhere", resume=True, export=False, kept_folder=tmp_path / "none")
+    done = train(cfg, tmp_path / "elsewhere", resume=True, export=False, kept_folder=folder)
+    straight = train(cfg, tmp_path / "straight", export=False, kept_folder=None)
+    assert done["steps_done"] == straight["steps_done"] == 6
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "elsewhere" / "checkpoint.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    with pytest.raises(KeepError, match="has finished"):
+        keep(tmp_path / "elsewhere", folder)
+    assert prune(tmp_path, folder) == [] and len(kept(folder)) == 1  # no finished run of that name here
+    (tmp_path / "tiny-unet").mkdir()
+    (tmp_path / "tiny-unet" / "checkpoint.pt").write_bytes((tmp_path / "elsewhere" / "checkpoint.pt").read_bytes())
+    assert prune(tmp_path, folder) == [str(folder / "tiny-unet.pt")] and kept(folder) == []
+
+
+def test_kept_checkpoints_in_the_repository_are_unfinished_runs_within_the_budget():
+    from training.keep import BUDGET_MB, CHECKPOINTS, kept
+    files = kept(CHECKPOINTS)
+    assert sum(k["mb"] for k in files) <= BUDGET_MB
+    for k in files:
+        assert not k["finished"], k
+        cfg = load_config(CONFIG_DIR / f"{k['name'].replace('-', '_')}.yaml")
+        model = build_model(cfg)
+        model.load_state_dict(torch.load(k["file"], map_location="cpu", weights_only=False)["state_dict"])
+
+
 def test_checkpoints_are_written_between_validations_every_few_minutes(tmp_path):
     root = _tiny_data(tmp_path / "data")
     cfg = _tiny_config(root, val_every=100, checkpoint_minutes=0)  # 0: after every step
