@@ -9,8 +9,13 @@ GeoTIFF, tiled, speckle over a smooth scene), ``--runs`` runs each (median):
 * raw onnxruntime on the same tiles (the pipeline's default tile and halo for that model, the
   same session options), inference only (median of at most 2 passes over the tiles): MPx/s of
   output pixels, and the ratio pipeline / raw;
-* the classical Lee 5 x 5 (``sardespeckle:classicalfilter``) and OTB's ``otbcli_Despeckle`` (Lee,
-  radius 2) where it is installed: seconds and the ratio ours / OTB;
+* the classical Lee 5 x 5 (``sardespeckle:classicalfilter``, its default output: tiled GeoTIFF,
+  DEFLATE level 1 with the floating-point predictor) and OTB's ``otbcli_Despeckle`` (Lee, radius
+  2) where it is installed, both with OTB's default output (an uncompressed GeoTIFF) and with
+  ours (GDAL creation options through OTB's extended file name): seconds, the ratio ours / OTB,
+  and each tool's fixed cost (the same command on a 64 x 64 crop) so that the speeds excluding
+  start-up can be compared too (``--filters-only`` reruns just these rows into an existing
+  ``--json``);
 * MuLog (``sardespeckle:despecklepolsar``) on a 256 x 256 single-look C3 (a Wishart draw over
   the AIRSAR San Francisco sample of ../shared/data, or a synthetic field without it);
 * RSS(largest) / RSS(smallest) per model;
@@ -143,6 +148,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--render", type=Path, default=None, help="only re-render this JSON result as markdown")
+    ap.add_argument("--filters-only", action="store_true",
+                    help="only the classical-filter rows, merged into --json's earlier results")
     args = ap.parse_args(argv)
     if args.render:
         text = markdown(json.loads(args.render.read_text()))
@@ -160,6 +167,12 @@ def main(argv=None) -> int:
                               "sizes": args.sizes, "despeckle": {}, "filters": {}}
     otb = shutil.which("otbcli_Despeckle")
     t_start = time.time()
+    if args.filters_only:
+        entries, args.large = [], []
+        if args.json and args.json.exists():  # the other figures of an earlier full run stay
+            res = dict(json.loads(args.json.read_text()), filters={})
+        res["filters_date"] = datetime.date.today().isoformat()
+    args.filters_only = True  # a full run measures the filters too
     with tempfile.TemporaryDirectory(prefix="sar-scene-") as tmp:
         for size in args.sizes:
             src = make_input(os.path.join(tmp, f"in{size}.tif"), size)
@@ -179,18 +192,12 @@ def main(argv=None) -> int:
                 print(f"[{time.time() - t_start:6.0f} s] {size} {name}: {m}", flush=True)
                 if args.json:  # partial results survive an interrupted run
                     args.json.write_text(json.dumps(res, indent=1))
-            lee = median_of([run.alg("sardespeckle:classicalfilter", f"INPUT={src}", f"FILTER={LEE}", "WINDOW=5",
-                                     f"OUTPUT={os.path.join(tmp, 'lee.tif')}") for _ in range(args.runs)])
-            entry = {"ours_lee5": lee}
-            if otb:
-                o = median_of([run.timed([otb, "-in", src, "-out", os.path.join(tmp, "otb.tif"), "float",
-                                          "-filter", "lee", "-filter.lee.rad", "2"]) for _ in range(args.runs)])
-                entry["otb_lee5"] = o
-                entry["ours_over_otb"] = lee["seconds"] / o["seconds"]
-            res["filters"][str(size)] = entry
-            print(f"[{time.time() - t_start:6.0f} s] {size} filters: {entry}", flush=True)
+            if args.filters_only:
+                res["filters"][str(size)] = filter_rows(run, src, tmp, args.runs, otb)
+                print(f"[{time.time() - t_start:6.0f} s] {size} filters: {res['filters'][str(size)]}", flush=True)
             os.remove(src)
-        res["large"] = {}
+        if args.large or "large" not in res:
+            res["large"] = {}
         for spec in args.large:
             hh, ww = (int(v) for v in spec.lower().split("x"))
             src = make_input(os.path.join(tmp, "large.tif"), hh, width=ww)
@@ -200,6 +207,9 @@ def main(argv=None) -> int:
             print(f"[{time.time() - t_start:6.0f} s] {spec} Auto: {m}", flush=True)
             for f in ("large.tif", "large_out.tif"):
                 os.remove(os.path.join(tmp, f))
+        if entries == [] and "mulog_c3_256" in res:  # --filters-only
+            res["seconds"] = round(time.time() - t_start, 1)
+            return finish(res, args)
         c3 = c3_raster(os.path.join(tmp, "c3.tif"))
         mul = median_of([run.alg("sardespeckle:despecklepolsar", f"INPUT={c3}", "LOOKS=1",
                                  f"OUTPUT={os.path.join(tmp, 'c3o.tif')}") for _ in range(args.runs)])
@@ -208,6 +218,10 @@ def main(argv=None) -> int:
         startup = median_of([run.timed([run.exe, "--version"]) for _ in range(args.runs)])
         res["qgis_process_startup_seconds"] = startup["seconds"]
     res["seconds"] = round(time.time() - t_start, 1)
+    return finish(res, args)
+
+
+def finish(res: Dict[str, object], args) -> int:
     text = markdown(res)
     print(text)
     if args.markdown:
@@ -215,6 +229,39 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
     return 0
+
+
+# OTB's extended file name giving its output our default GeoTIFF options (raster_io.GTIFF_OPTIONS)
+OTB_AS_OURS = "?&gdal:co:TILED=YES&gdal:co:BLOCKXSIZE=256&gdal:co:BLOCKYSIZE=256&gdal:co:COMPRESS=DEFLATE" \
+              "&gdal:co:ZLEVEL=1&gdal:co:PREDICTOR=3"
+
+
+def filter_rows(run: "Runner", src: str, tmp: str, runs: int, otb) -> Dict[str, object]:
+    """Lee 5 x 5: ours and OTB's (both output formats) on ``src`` and on a 64 x 64 crop (the fixed
+    cost of each command: start-up, plugin loading, opening and closing files)."""
+    crop = os.path.join(tmp, "crop64.tif")
+    gdal.Translate(crop, src, srcWin=[0, 0, 64, 64])
+
+    def ours(path):
+        return median_of([run.alg("sardespeckle:classicalfilter", f"INPUT={path}", f"FILTER={LEE}", "WINDOW=5",
+                                  f"OUTPUT={os.path.join(tmp, 'lee.tif')}") for _ in range(runs)])
+
+    def theirs(path, suffix=""):
+        return median_of([run.timed([otb, "-in", path, "-out", os.path.join(tmp, "otb.tif") + suffix, "float",
+                                     "-filter", "lee", "-filter.lee.rad", "2"]) for _ in range(runs)])
+
+    entry: Dict[str, object] = {"ours_lee5": ours(src), "ours_lee5_64": ours(crop)}
+    if otb:
+        entry.update(otb_lee5=theirs(src), otb_lee5_deflate=theirs(src, OTB_AS_OURS), otb_lee5_64=theirs(crop))
+        lee, fixed = entry["ours_lee5"]["seconds"], entry["ours_lee5_64"]["seconds"]
+        for key in ("otb_lee5", "otb_lee5_deflate"):
+            o = entry[key]["seconds"]
+            entry[key.replace("otb_lee5", "ours_over_otb")] = lee / o
+            # speed ratio without start-up: OTB's seconds beyond its fixed cost over ours
+            entry[key.replace("otb_lee5", "speed_vs_otb_without_startup")] = \
+                (o - entry["otb_lee5_64"]["seconds"]) / max(lee - fixed, 1e-9)
+    os.remove(crop)
+    return entry
 
 
 def markdown(res: Dict[str, object]) -> str:
@@ -240,15 +287,27 @@ def markdown(res: Dict[str, object]) -> str:
             cells.append(f"{m['seconds']:.1f}, {m['mpx_per_s']:.2f}, {m['rss_mib']:.0f}, {raw}")
         ratio = (f"{per[hi]['rss_mib'] / per[lo]['rss_mib']:.2f}" if lo in per and hi in per and lo != hi else "-")
         out.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
-    out += ["", "| classical filter | " + " | ".join(f"{s}²: s, RSS MiB" for s in sizes) + " |",
-            "|---|" + "---|" * len(sizes)]
-    for key, label in (("ours_lee5", "ours, Lee 5 x 5 (sardespeckle:classicalfilter)"),
-                       ("otb_lee5", "OTB otbcli_Despeckle, Lee radius 2")):
-        cells = [f"{res['filters'][s][key]['seconds']:.1f}, {res['filters'][s][key]['rss_mib']:.0f}"
-                 if key in res["filters"][s] else "not installed" for s in sizes]
-        out.append(f"| {label} | " + " | ".join(cells) + " |")
-    if all("ours_over_otb" in res["filters"][s] for s in sizes):
-        out.append("| ours / OTB | " + " | ".join(f"{res['filters'][s]['ours_over_otb']:.2f}" for s in sizes) + " |")
+    fs = [s for s in sizes if s in res["filters"]]
+    when = f" ({res['filters_date']})" if res.get("filters_date") else ""
+    out += ["", f"| classical filter{when} | " + " | ".join(f"{s}²: s, RSS MiB" for s in fs)
+            + " | 64² (fixed cost): s |", "|---|" + "---|" * (len(fs) + 1)]
+    f0 = res["filters"][fs[0]] if fs else {}
+    for key, label in (("ours_lee5", "ours, Lee 5 x 5 (sardespeckle:classicalfilter), output tiled DEFLATE"),
+                       ("otb_lee5", "OTB otbcli_Despeckle, Lee radius 2, output uncompressed (its default)"),
+                       ("otb_lee5_deflate", "OTB, output tiled DEFLATE as ours (extended file name)")):
+        if not any(key in res["filters"][s] for s in fs):
+            continue
+        cells = [f"{res['filters'][s][key]['seconds']:.2f}, {res['filters'][s][key]['rss_mib']:.0f}"
+                 if key in res["filters"][s] else "not installed" for s in fs]
+        fixed = f0.get(key.replace("_deflate", "") + "_64")
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {fixed['seconds']:.2f} |" if fixed
+                   else f"| {label} | " + " | ".join(cells) + " | - |")
+    for key, label in (("ours_over_otb", "ours / OTB, wall time (start-up included)"),
+                       ("ours_over_otb_deflate", "ours / OTB with our output, wall time"),
+                       ("speed_vs_otb_without_startup", "our speed / OTB's, start-up excluded"),
+                       ("speed_vs_otb_without_startup_deflate", "our speed / OTB's with our output, start-up excluded")):
+        if all(key in res["filters"][s] for s in fs) and fs:
+            out.append(f"| {label} | " + " | ".join(f"{res['filters'][s][key]:.2f}" for s in fs) + " | |")
     if res.get("large"):
         out += ["", "| large raster, every default (Auto), one run | seconds | MPx/s | peak RSS MiB |",
                 "|---|---|---|---|"]

@@ -68,16 +68,16 @@ def filter_raster(src_path: str, dst_path: str, kind: Filter | int, window: int 
     # validate the parameters once, on a tiny array, before any file is touched
     filter_intensity(np.ones((3, 3)), kind, window, looks, damping, sigma)
 
-    def infer(x):  # one thread per tile: tiles already run WORKERS at once
-        return filter_intensity(x, kind, window, looks, damping, sigma, threads=1)
+    def infer(x):  # one thread per tile (tiles already run WORKERS at once); float32 like the output
+        return filter_intensity(x, kind, window, looks, damping, sigma, threads=1).astype(np.float32)
 
     with RasterSource(src_path, band) as src:
         domain, notes = resolve_raster_domain(src, domain, progress)
         for note in notes:
             progress.info(note)
 
-        def read_tile(window):
-            intensity = raw_to_intensity(src, src.read(window), domain)
+        def prepare(raw):  # in the worker threads: only the GDAL read stays on the writing thread
+            intensity = raw_to_intensity(src, raw, domain)
             return intensity, np.isfinite(intensity)
 
         tile = _tile_for(halo)
@@ -90,8 +90,8 @@ def filter_raster(src_path: str, dst_path: str, kind: Filter | int, window: int 
         spec = OutputSpec(src.width, src.height, src.geotransform, src.projection, output_nodata(src), metadata,
                           description=f"{FILTER_LABELS[kind]} {window}x{window}",
                           gcps=src.gcps, gcp_projection=src.gcp_projection)
-        stream_band(src, dst_path, domain, grid, read_tile, infer, lambda y: y, spec, progress, 0.0, pad="nan",
-                    workers=WORKERS)
+        stream_band(src, dst_path, domain, grid, src.read, infer, lambda y: y, spec, progress, 0.0, pad="nan",
+                    workers=WORKERS, prepare=prepare)
     return FilterReport(dst_path, len(grid), halo, metadata)
 
 

@@ -95,7 +95,8 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
               infer: Callable[[np.ndarray], np.ndarray],
               write_rows: Callable[[int, np.ndarray, np.ndarray], None],
               progress: Progress, start: float = 0.0, stop: float = 100.0, pad: str = "reflect",
-              tile_rows: Optional[Tuple[int, int]] = None, workers: int = 1) -> None:
+              tile_rows: Optional[Tuple[int, int]] = None, workers: int = 1,
+              prepare: Optional[Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]] = None) -> None:
     """Run ``infer`` over every tile and hand finished rows to ``write_rows``.
 
     ``read_tile(window)`` returns (input, valid mask) for an image window, the input shaped
@@ -109,6 +110,9 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
     numpy kernels that release the GIL: the classical filters; onnxruntime has its own threads);
     tiles are still read, and their results blended, in order, with 2 x ``workers`` in flight
     across tile rows, so that the workers go on while this thread blends and writes.
+    ``prepare``: ``read_tile`` then only reads (GDAL, on this thread) and ``prepare(raw)`` turns
+    what it read into (input, valid mask) in the worker, beside ``infer``, off the thread that
+    also blends and writes.
     """
     n_rows = len(grid.rows.spans)
     first, stop_row = tile_rows if tile_rows is not None else (0, n_rows)
@@ -119,27 +123,28 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
     def read(tile):
         if progress.is_canceled():
             raise CanceledError("canceled by the user")
-        x, ok = read_tile(tile.read)
-        return pad_tile(x, tile, pad), ok
+        return read_tile(tile.read)
+
+    def task(tile, data):
+        x, ok = prepare(data) if prepare is not None else data
+        return infer(pad_tile(x, tile, pad)), ok
 
     def results():
         """(tile, output, valid) of every tile, in order."""
         tiles = (tile for i in range(first, stop_row) for tile in grid.tile_row(i))
         if pool is None:
             for tile in tiles:
-                x, ok = read(tile)
-                yield tile, infer(x), ok
+                yield (tile,) + task(tile, read(tile))
             return
         flight: Deque = deque()
         for tile in tiles:
-            x, ok = read(tile)
-            flight.append((tile, pool.submit(infer, x), ok))
+            flight.append((tile, pool.submit(task, tile, read(tile))))
             if len(flight) >= 2 * int(workers):
-                tile0, fut, ok0 = flight.popleft()
-                yield tile0, fut.result(), ok0
+                tile0, fut = flight.popleft()
+                yield (tile0,) + fut.result()
         while flight:
-            tile0, fut, ok0 = flight.popleft()
-            yield tile0, fut.result(), ok0
+            tile0, fut = flight.popleft()
+            yield (tile0,) + fut.result()
 
     stream = results()
     try:
@@ -335,12 +340,14 @@ def stream_band(src: RasterSource, dst_path: str, domain: Domain, grid: TileGrid
                 read_tile: Callable[[Window], Tuple[np.ndarray, np.ndarray]],
                 infer: Callable[[np.ndarray], np.ndarray], inverse: Callable[[np.ndarray], np.ndarray],
                 spec: OutputSpec, progress: Progress, start: float = 0.0, pad: str = "reflect",
-                workers: int = 1, tile_rows: Optional[Tuple[int, int]] = None, first_row: int = 0) -> None:
+                workers: int = 1, tile_rows: Optional[Tuple[int, int]] = None, first_row: int = 0,
+                prepare: Optional[Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]] = None) -> None:
     """Stream one band through ``read_tile`` (window -> (network input, valid)), ``infer`` per
     tile (on ``workers`` tiles at once, :func:`run_tiles`) and ``inverse`` (blended output ->
     intensity) into a Float32 raster in ``output_domain(domain)``. ``tile_rows``: only those
     tile rows (:func:`run_tiles`), the raster ``spec`` then holding the image rows from
-    ``first_row`` on (a band of :func:`despeckle_band`; earlier rows are dropped).
+    ``first_row`` on (a band of :func:`despeckle_band`; earlier rows are dropped); ``prepare``: see
+    :func:`run_tiles` (``read_tile`` then returns what ``prepare`` takes).
 
     Memory does not grow with the raster's width beyond one strip of tiles: GDAL's cache of the
     input is dropped every ``READ_CACHE_BYTES`` read, and the output is handed to GDAL one whole
@@ -368,7 +375,8 @@ def stream_band(src: RasterSource, dst_path: str, domain: Domain, grid: TileGrid
                 values[~valid[r:r + WRITE_ROWS]] = spec.nodata
                 rows.add(row_off + r - first_row, values)
 
-        run_tiles(grid, read, infer, write_rows, progress, start, 100.0, pad, tile_rows=tile_rows, workers=workers)
+        run_tiles(grid, read, infer, write_rows, progress, start, 100.0, pad, tile_rows=tile_rows, workers=workers,
+                  prepare=prepare)
         if progress.is_canceled():  # canceled after the last tile: still no output
             raise CanceledError("canceled by the user")
         rows.finish()
