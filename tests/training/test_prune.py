@@ -175,6 +175,7 @@ def test_widening_refuses_other_shapes():
         widen_unet(src, UNet(levels=2, width=6))
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # random weights: validation PSNR -inf
 def test_init_widen_starts_a_run_from_the_narrow_network(tmp_path):
     """A width-12 run whose init is a width-8 checkpoint starts with the same outputs, and the
     configuration refuses what it cannot do."""
