@@ -305,7 +305,8 @@ def markdown(res: Dict[str, object]) -> str:
     for key, label in (("ours_over_otb", "ours / OTB, wall time (start-up included)"),
                        ("ours_over_otb_deflate", "ours / OTB with our output, wall time"),
                        ("speed_vs_otb_without_startup", "our speed / OTB's, start-up excluded"),
-                       ("speed_vs_otb_without_startup_deflate", "our speed / OTB's with our output, start-up excluded")):
+                       ("speed_vs_otb_without_startup_deflate",
+                        "our speed / OTB's with our output, start-up excluded")):
         if all(key in res["filters"][s] for s in fs) and fs:
             out.append(f"| {label} | " + " | ".join(f"{res['filters'][s][key]:.2f}" for s in fs) + " | |")
     if res.get("large"):

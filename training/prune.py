@@ -76,15 +76,20 @@ def _copy_conv(dst: nn.Module, src: nn.Module, keep_out: torch.Tensor, keep_in: 
             dst.bias.copy_(src.bias[keep_out])
 
 
+def _check_same_shape(src: UNet, dst: UNet, verb: str) -> None:
+    """Pruning and widening change widths only: everything else must match, without batch norm."""
+    if (src.levels, src.convs_per_block, src.channels, src.batch_norm, src.residual) != \
+            (dst.levels, dst.convs_per_block, dst.channels, dst.batch_norm, dst.residual):
+        raise ValueError(f"{verb} needs the same levels, convs per block, channels, batch norm and residual "
+                         f"form: {src.describe()} -> {dst.describe()}")
+    if src.batch_norm:
+        raise ValueError(f"{verb} a U-Net with batch normalisation is not supported")
+
+
 def prune_unet(src: UNet, dst: UNet) -> Dict[str, List[int]]:
     """Copy the best channels of ``src`` into ``dst`` (in place); returns the kept channel indices
     of every pruned layer output (by module name)."""
-    if (src.levels, src.convs_per_block, src.channels, src.batch_norm, src.residual) != \
-            (dst.levels, dst.convs_per_block, dst.channels, dst.batch_norm, dst.residual):
-        raise ValueError(f"pruning needs the same levels, convs per block, channels, batch norm and residual "
-                         f"form: {src.describe()} -> {dst.describe()}")
-    if src.batch_norm:
-        raise ValueError("pruning a U-Net with batch normalisation is not supported")
+    _check_same_shape(src, dst, "pruning")
     if any(d > s for d, s in zip(dst.widths, src.widths)):
         raise ValueError(f"the pruned widths {dst.widths} must not exceed the source's {src.widths}")
     L = src.levels
@@ -138,12 +143,7 @@ def _embed(dst: nn.Module, src: nn.Module, in_idx: torch.Tensor) -> None:
 
 def widen_unet(src: UNet, dst: UNet) -> None:
     """Copy ``src`` into the wider ``dst`` (in place) so that ``dst`` computes the same function."""
-    if (src.levels, src.convs_per_block, src.channels, src.batch_norm, src.residual) != \
-            (dst.levels, dst.convs_per_block, dst.channels, dst.batch_norm, dst.residual):
-        raise ValueError(f"widening needs the same levels, convs per block, channels, batch norm and residual "
-                         f"form: {src.describe()} -> {dst.describe()}")
-    if src.batch_norm:
-        raise ValueError("widening a U-Net with batch normalisation is not supported")
+    _check_same_shape(src, dst, "widening")
     if any(d < s for d, s in zip(dst.widths, src.widths)):
         raise ValueError(f"the widened widths {dst.widths} must not be below the source's {src.widths}")
 

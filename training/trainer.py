@@ -15,7 +15,8 @@ log domain (see :mod:`training.data`). The learning rate warms up linearly then 
 to ``lr * min_lr_ratio``. Each validation, and every ``checkpoint_minutes`` between them, writes
 ``checkpoint.pt`` (model, optimiser, step, history); ``--resume`` continues from it exactly: same
 schedule, and the batch of step k is drawn from a generator seeded by (seed, k) whatever the
-number of workers, so the resumed run sees the batches the uninterrupted run would have. Logs go to stdout and ``log.jsonl`` as JSON lines. At the
+number of workers, so the resumed run sees the batches the uninterrupted run would have. Logs
+go to stdout and ``log.jsonl`` as JSON lines. At the
 end the model is exported to ONNX with its card (:mod:`training.export`), unless ``--no-export``.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 
 from .config import config_path_for_command
-from .keep import CHECKPOINTS as KEPT
+from .keep import CHECKPOINTS as KEPT, kept_checkpoint
 from .data import DEFAULT_DATA, PatchSampler, load_references, split_holdout, stack_position
 from .dncnn import DnCNN
 from .evaluate import contract_card, despeckle_intensity, psnr_amplitude
@@ -305,7 +306,6 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     step, minutes_before = 0, 0.0
     if resume:
         if not ckpt_path.exists():  # a new machine: the copy kept in the repository (training/keep.py)
-            from .keep import kept_checkpoint
             copy = kept_checkpoint(str(cfg["name"]), kept_folder) if kept_folder is not None else None
             if copy is None:
                 raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}, and none kept for "
