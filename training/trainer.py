@@ -61,19 +61,37 @@ def build_model(cfg: Dict[str, Any]) -> nn.Module:
 
 
 def onnx_state_dict(path: str, model: nn.Module) -> Dict[str, "torch.Tensor"]:
-    """The weights of a float32 ONNX file exported from ``model``'s architecture, as a state dict.
+    """The weights of an ONNX file exported from ``model``'s architecture, as a state dict.
 
     torch.onnx.export keeps the parameter names as initializer names; every parameter of the
-    model must be there with its shape (an int8 file has quantised weights and is refused)."""
+    model must be there with its shape. An int8 file (``python -m training quantize``: QDQ, weights
+    ``NAME_quantized`` with per-channel scales, biases int32) gives its weights dequantised,
+    ``(q - zero_point) * scale``, within half a quantisation step of the float32 weights it was made
+    from: a bundled int8 model is a starting point for more training even where its float32 file
+    is not bundled."""
     import onnx
     from onnx import numpy_helper
-    inits = {i.name: i for i in onnx.load(path).graph.initializer}
+    graph = onnx.load(path).graph
+    inits = {i.name: i for i in graph.initializer}
+    dequant = {n.input[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
     out = {}
     for key, ref in model.state_dict().items():
-        if key not in inits:
-            raise ValueError(f"{path}: no float32 weight '{key}' (not exported from this architecture, "
-                             "or quantised)")
-        arr = numpy_helper.to_array(inits[key])
+        if key in inits:
+            arr = numpy_helper.to_array(inits[key])
+        elif key + "_quantized" in dequant and key + "_quantized" in inits:
+            node = dequant[key + "_quantized"]
+            q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float64)
+            scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+            zero = (numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2
+                    else np.zeros_like(scale))
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if scale.ndim == 1 and q.ndim > 1:  # per channel along `axis`
+                shape = [1] * q.ndim
+                shape[axis] = scale.size
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+            arr = ((q - zero) * scale).astype(np.float32)
+        else:
+            raise ValueError(f"{path}: no weight '{key}' (not exported from this architecture)")
         if tuple(arr.shape) != tuple(ref.shape) or arr.dtype != np.float32:
             raise ValueError(f"{path}: weight '{key}' is {arr.dtype} {arr.shape}, expected float32 "
                              f"{tuple(ref.shape)}")
@@ -281,12 +299,13 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
         # a narrower one widened into it (init_widen)
         other = prune or widen
         source = build_model(dict(cfg, architecture=dict(cfg["architecture"], **other))) if other else model
-        if str(cfg["init"]).endswith(".onnx"):  # a float32 model file: its weights, by name
+        if str(cfg["init"]).endswith(".onnx"):  # a model file: its weights, by name (int8: dequantised)
             init_path = Path(str(cfg["init"]))
             if not init_path.is_absolute() and not init_path.exists():  # relative to the repository
                 init_path = Path(__file__).resolve().parents[1] / init_path
             source.load_state_dict(onnx_state_dict(str(init_path), source))
-            cfg = dict(cfg, init_from=f"{Path(str(cfg['init'])).name} (float32 ONNX weights)")
+            kind = "int8 ONNX weights, dequantised" if "_int8" in init_path.name else "float32 ONNX weights"
+            cfg = dict(cfg, init_from=f"{Path(str(cfg['init'])).name} ({kind})")
         else:
             init = torch.load(str(cfg["init"]), map_location="cpu", weights_only=False)
             source.load_state_dict(init["state_dict"])  # raises when the architectures differ

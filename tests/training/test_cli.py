@@ -303,7 +303,8 @@ def test_smoke_every_configuration(tmp_path):
                     "masking": "single-image self-supervision"}[cfg["strategy"]]
         assert expected in card.training_strategy, (cfg["name"], card.training_strategy)
         if str(cfg.get("init") or "").endswith(".onnx"):  # the bundled file's weights, as in the real run
-            assert card.training_strategy.startswith(f"fine-tuned from {Path(cfg['init']).name} (float32 ONNX")
+            kind = "int8" if "_int8" in cfg["init"] else "float32"
+            assert card.training_strategy.startswith(f"fine-tuned from {Path(cfg['init']).name} ({kind} ONNX")
         elif cfg.get("init"):  # the smoke run fine-tunes the smoke checkpoint of the configuration it names
             assert card.training_strategy.startswith(f"fine-tuned from {Path(cfg['init']).parent.name} (3 steps")
 
@@ -318,8 +319,40 @@ def test_init_from_a_bundled_float32_onnx_gives_its_network():
     with torch.no_grad():
         y = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(y, onnx_runner(MODELS / "unet_l1_long.onnx")(x), atol=1e-4)
-    with pytest.raises(ValueError, match="not exported from this architecture, or quantised"):
-        onnx_state_dict(str(MODELS / "unet_l1_long_int8.onnx"), model)
+    with pytest.raises(ValueError, match="no weight 'down.0.0.weight'"):
+        onnx_state_dict(str(MODELS / "dncnn_l1_general.onnx"), model)
+
+
+def test_init_from_a_bundled_int8_onnx_dequantises_its_weights():
+    """An int8 file gives its weights dequantised: within half a quantisation step of the float32
+    weights it was quantised from, and a network that computes what the int8 file does up to the
+    quantisation of its activations (far closer than the float32 network's distance to noise)."""
+    import onnx
+    from onnx import numpy_helper
+    from training.trainer import onnx_state_dict
+    model = build_model(load_config("unet_l1_long")).eval()
+    float_w = onnx_state_dict(str(MODELS / "unet_l1_long.onnx"), model)
+    int8_w = onnx_state_dict(str(MODELS / "unet_l1_long_int8.onnx"), model)
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(MODELS / "unet_l1_long_int8.onnx")).graph.initializer}
+    quantised = [k for k in float_w if k + "_quantized" in inits]
+    assert len(quantised) >= 20 and "up.0.weight" in quantised  # convolutions and transposed ones
+    for key in quantised:
+        scale = inits[key + "_scale"] if key + "_scale" in inits else inits[key + "_quantized_scale"]
+        axis = 1 if key.startswith("up.") and key.endswith("weight") else 0  # ConvTranspose: output channels
+        shape = [1] * float_w[key].ndim
+        shape[axis] = -1
+        err = (int8_w[key] - float_w[key]).abs().numpy()
+        assert np.all(err <= np.reshape(scale, shape) * 0.5001 + 1e-7), key
+        assert err.max() > 0, key  # really the quantised values, not a float copy
+    model.load_state_dict(int8_w)
+    g = np.random.default_rng(1)
+    x = (np.log(g.exponential(size=(1, 1, 96, 96))) * 0.5).astype(np.float32)  # normalised log speckle
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).numpy()
+    y_int8 = onnx_runner(MODELS / "unet_l1_long_int8.onnx")(x)
+    y_float = onnx_runner(MODELS / "unet_l1_long.onnx")(x)
+    assert np.abs(y - y_int8).mean() < 0.05 * np.abs(y_float - x).mean()
+    np.testing.assert_allclose(y, y_float, atol=0.01 * np.abs(y_float - x).max())
 
 
 def test_card_command_sets_keys_and_refuses_bad_ones(tmp_path, capsys):
