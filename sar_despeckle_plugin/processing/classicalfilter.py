@@ -22,7 +22,7 @@ from ..runtime.filtering import PolsarFilter, filter_polsar_raster, filter_raste
 from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
 from .helppages import Branded
-from .output_format import add_output_format, apply_output_format
+from .output_format import OutputFormat, add_output_format
 
 CANCELED = "Filtering was canceled: no output was written."
 
@@ -118,18 +118,20 @@ class ClassicalFilterAlgorithm(Branded, QgsProcessingAlgorithm):
         layer = _gdal_layer(self, parameters, context, self.INPUT)
         warn_if_no_crs(layer, feedback)
         output = output_layer(self, parameters, self.OUTPUT, context, "filtered.tif")
+        fmt = OutputFormat(self, parameters, context, output)  # options checked before the work
         try:
-            report = filter_raster(
-                layer.source(), output,
-                kind=self.parameterAsEnum(parameters, self.FILTER, context),
-                window=self.parameterAsInt(parameters, self.WINDOW, context),
-                band=self.parameterAsInt(parameters, self.BAND, context) or 1,
-                domain=self.parameterAsEnum(parameters, self.INPUT_DOMAIN, context),
-                looks=self.parameterAsDouble(parameters, self.LOOKS, context),
-                damping=self.parameterAsDouble(parameters, self.DAMPING, context),
-                sigma=self.parameterAsDouble(parameters, self.SIGMA, context),
-                progress=QgisProgress(feedback),
-                extra_metadata={"SAR_DESPECKLE_INPUT": layer.source()})
+            with fmt.writing():
+                report = filter_raster(
+                    layer.source(), output,
+                    kind=self.parameterAsEnum(parameters, self.FILTER, context),
+                    window=self.parameterAsInt(parameters, self.WINDOW, context),
+                    band=self.parameterAsInt(parameters, self.BAND, context) or 1,
+                    domain=self.parameterAsEnum(parameters, self.INPUT_DOMAIN, context),
+                    looks=self.parameterAsDouble(parameters, self.LOOKS, context),
+                    damping=self.parameterAsDouble(parameters, self.DAMPING, context),
+                    sigma=self.parameterAsDouble(parameters, self.SIGMA, context),
+                    progress=QgisProgress(feedback),
+                    extra_metadata={"SAR_DESPECKLE_INPUT": layer.source()})
         except CanceledError:
             raise QgsProcessingException(CANCELED) from None
         except DespeckleError as err:
@@ -138,7 +140,7 @@ class ClassicalFilterAlgorithm(Branded, QgsProcessingAlgorithm):
         band = self.parameterAsInt(parameters, self.BAND, context) or 1
         kind = FILTER_LABELS[Filter(self.parameterAsEnum(parameters, self.FILTER, context))]
         window = self.parameterAsInt(parameters, self.WINDOW, context)
-        apply_output_format(self, parameters, context, output, feedback)
+        fmt.finish(feedback)
         name_and_style(context, output, f"{layer.name()} {kind} {window}x{window}",
                        value_range=lambda: percentile_range(layer, band))
         return {self.OUTPUT: output}
@@ -201,20 +203,22 @@ class ClassicalPolsarFilterAlgorithm(Branded, QgsProcessingAlgorithm):
         layer = _gdal_layer(self, parameters, context, self.INPUT)
         warn_if_no_crs(layer, feedback)
         output = output_layer(self, parameters, self.OUTPUT, context, "filtered.tif")
+        fmt = OutputFormat(self, parameters, context, output)  # options checked before the work
         try:
-            report = filter_polsar_raster(
-                layer.source(), output,
-                kind=self.parameterAsEnum(parameters, self.FILTER, context),
-                matrix=self.parameterAsEnum(parameters, self.MATRIX, context),
-                window=self.parameterAsInt(parameters, self.WINDOW, context),
-                looks=self.parameterAsDouble(parameters, self.LOOKS, context),
-                progress=QgisProgress(feedback),
-                extra_metadata={"SAR_DESPECKLE_INPUT": layer.source()})
+            with fmt.writing():
+                report = filter_polsar_raster(
+                    layer.source(), output,
+                    kind=self.parameterAsEnum(parameters, self.FILTER, context),
+                    matrix=self.parameterAsEnum(parameters, self.MATRIX, context),
+                    window=self.parameterAsInt(parameters, self.WINDOW, context),
+                    looks=self.parameterAsDouble(parameters, self.LOOKS, context),
+                    progress=QgisProgress(feedback),
+                    extra_metadata={"SAR_DESPECKLE_INPUT": layer.source()})
         except CanceledError:
             raise QgsProcessingException(CANCELED) from None
         except DespeckleError as err:
             raise QgsProcessingException(str(err)) from err
         feedback.pushInfo(f"{report.tiles} tile{'s' if report.tiles != 1 else ''}, halo {report.halo}, "
                           f"{report.metadata['SAR_DESPECKLE_MATRIX']}")
-        apply_output_format(self, parameters, context, output, feedback)
+        fmt.finish(feedback)
         return {self.OUTPUT: output}

@@ -23,7 +23,7 @@ from ..runtime.pipeline import QUALITY_FAST, QUALITY_LABELS, AutoModel, despeckl
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
 from .helppages import Branded
-from .output_format import add_output_format, apply_output_format
+from .output_format import OutputFormat, add_output_format
 
 
 class DespeckleAlgorithm(Branded, QgsProcessingAlgorithm):
@@ -168,23 +168,25 @@ class DespeckleAlgorithm(Branded, QgsProcessingAlgorithm):
         quality = self.parameterAsEnum(parameters, self.QUALITY, context) if parameters.get(self.QUALITY) \
             not in (None, "") else QUALITY_FAST
         output = output_layer(self, parameters, self.OUTPUT, context, "despeckled.tif")
+        fmt = OutputFormat(self, parameters, context, output)  # options checked before the work
         try:
-            if not model_file and model_index == auto_model_index():
-                denoiser = AutoModel(Device(device))
-            else:
-                model_path = resolve_model(model_index, model_file)
-                denoiser = OnnxDenoiser(model_path, Device(device))
-                feedback.pushInfo(f"Model '{denoiser.card.name}' ({denoiser.card.architecture}), "
-                                  f"sha256 {denoiser.sha256[:12]}..., on {denoiser.device_used}")
-            report = despeckle_raster(layer.source(), output, denoiser, band=band, domain=Domain(domain),
-                                      looks=looks, tile_size=tile_size, progress=QgisProgress(feedback),
-                                      extra_metadata={"SAR_DESPECKLE_INPUT": layer.source()}, whiten=whiten,
-                                      quality=quality)
+            with fmt.writing():
+                if not model_file and model_index == auto_model_index():
+                    denoiser = AutoModel(Device(device))
+                else:
+                    model_path = resolve_model(model_index, model_file)
+                    denoiser = OnnxDenoiser(model_path, Device(device))
+                    feedback.pushInfo(f"Model '{denoiser.card.name}' ({denoiser.card.architecture}), "
+                                      f"sha256 {denoiser.sha256[:12]}..., on {denoiser.device_used}")
+                report = despeckle_raster(layer.source(), output, denoiser, band=band, domain=Domain(domain),
+                                          looks=looks, tile_size=tile_size, progress=QgisProgress(feedback),
+                                          extra_metadata={"SAR_DESPECKLE_INPUT": layer.source()}, whiten=whiten,
+                                          quality=quality)
         except CanceledError:
             raise QgsProcessingException("Despeckling was canceled: no output was written.") from None
         except DespeckleError as err:
             raise QgsProcessingException(str(err)) from err
-        apply_output_format(self, parameters, context, output, feedback)
+        fmt.finish(feedback)
         name_and_style(context, output, f"{layer.name()} despeckled ({report.model})",
                        value_range=lambda: percentile_range(layer, band))
         return {self.OUTPUT: output, self.MODEL_USED: report.model,

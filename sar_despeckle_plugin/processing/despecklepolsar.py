@@ -18,7 +18,7 @@ from ..runtime.onnx_denoiser import DEVICE_LABELS, Device, OnnxGaussianDenoiser
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, advanced, output_layer, warn_if_no_crs
 from .styling import name_and_style, percentile_range
 from .helppages import Branded
-from .output_format import add_output_format, apply_output_format
+from .output_format import OutputFormat, add_output_format
 
 DEFAULT_ITERATIONS = 6  # core.mulog.DEFAULT_ITERATIONS, repeated so the dialog loads without numpy work
 
@@ -115,25 +115,27 @@ class DespecklePolsarAlgorithm(Branded, QgsProcessingAlgorithm):
         tile = None
         if parameters.get(self.TILE_SIZE) not in (None, ""):
             tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
+        fmt = OutputFormat(self, parameters, context, output)  # options checked before the work
         try:
-            path = resolve_model(self.parameterAsEnum(parameters, self.MODEL, context),
-                                 self.parameterAsFile(parameters, self.MODEL_FILE, context), GAUSSIAN)
-            denoiser = OnnxGaussianDenoiser(path, Device(self.parameterAsEnum(parameters, self.DEVICE, context)))
-            feedback.pushInfo(f"Gaussian denoiser '{denoiser.card.name}' on {denoiser.device_used}")
-            report = despeckle_polsar_raster(
-                layer.source(), output, denoiser,
-                matrix=self.parameterAsEnum(parameters, self.MATRIX, context),
-                looks=self.parameterAsDouble(parameters, self.LOOKS, context),
-                iterations=self.parameterAsInt(parameters, self.ITERATIONS, context),
-                tile_size=tile, progress=QgisProgress(feedback),
-                extra_metadata={"SAR_DESPECKLE_INPUT": layer.source()})
+            with fmt.writing():
+                path = resolve_model(self.parameterAsEnum(parameters, self.MODEL, context),
+                                     self.parameterAsFile(parameters, self.MODEL_FILE, context), GAUSSIAN)
+                denoiser = OnnxGaussianDenoiser(path, Device(self.parameterAsEnum(parameters, self.DEVICE, context)))
+                feedback.pushInfo(f"Gaussian denoiser '{denoiser.card.name}' on {denoiser.device_used}")
+                report = despeckle_polsar_raster(
+                    layer.source(), output, denoiser,
+                    matrix=self.parameterAsEnum(parameters, self.MATRIX, context),
+                    looks=self.parameterAsDouble(parameters, self.LOOKS, context),
+                    iterations=self.parameterAsInt(parameters, self.ITERATIONS, context),
+                    tile_size=tile, progress=QgisProgress(feedback),
+                    extra_metadata={"SAR_DESPECKLE_INPUT": layer.source()})
         except CanceledError:
             raise QgsProcessingException("Despeckling was canceled: no output was written.") from None
         except DespeckleError as err:
             raise QgsProcessingException(str(err)) from err
         feedback.pushInfo(f"{report.matrix}: {report.tiles} tile{'s' if report.tiles != 1 else ''}, "
                           f"halo {report.halo}")
-        apply_output_format(self, parameters, context, output, feedback)
+        fmt.finish(feedback)
         name_and_style(context, output, f"{layer.name()} MuLog ({denoiser.card.name})", 1,
                        lambda: percentile_range(layer, 1))
         return {self.OUTPUT: output}

@@ -26,7 +26,7 @@ from ..runtime.timeseries import DateInput, dates_of_raster, despeckle_timeserie
 from .compat import FILE_BEHAVIOR, NUMBER_DOUBLE, NUMBER_INTEGER, QgisProgress, SOURCE_RASTER, advanced, output_layer
 from .styling import name_and_style, percentile_range
 from .helppages import Branded
-from .output_format import add_output_format, apply_output_format
+from .output_format import OutputFormat, add_output_format
 
 
 class DespeckleTimeseriesAlgorithm(Branded, QgsProcessingAlgorithm):
@@ -186,18 +186,20 @@ class DespeckleTimeseriesAlgorithm(Branded, QgsProcessingAlgorithm):
         quegan_window = self.parameterAsInt(parameters, self.QUEGAN_WINDOW, context)
         output = output_layer(self, parameters, self.OUTPUT, context, "timeseries.tif")
         super_image = self.parameterAsOutputLayer(parameters, self.SUPER_IMAGE, context)
+        fmt = OutputFormat(self, parameters, context, output)  # options checked before the work
         try:
-            dates, sources = self._dates(parameters, context)
-            denoiser = None
-            if method == TimeseriesMethod.RATIO_DEEP:
-                if not model_file and model_index == auto_model_index():
-                    denoiser = AutoModel(Device(device))
-                else:
-                    denoiser = OnnxDenoiser(resolve_model(model_index, model_file), Device(device))
-            report = despeckle_timeseries(
-                dates, output, super_image or None, method=method, denoiser=denoiser, domain=Domain(domain),
-                looks=looks, tile_size=tile_size, quegan_filter=quegan_filter, quegan_window=quegan_window,
-                progress=QgisProgress(feedback), extra_metadata={"SAR_DESPECKLE_INPUT": sources})
+            with fmt.writing():
+                dates, sources = self._dates(parameters, context)
+                denoiser = None
+                if method == TimeseriesMethod.RATIO_DEEP:
+                    if not model_file and model_index == auto_model_index():
+                        denoiser = AutoModel(Device(device))
+                    else:
+                        denoiser = OnnxDenoiser(resolve_model(model_index, model_file), Device(device))
+                report = despeckle_timeseries(
+                    dates, output, super_image or None, method=method, denoiser=denoiser, domain=Domain(domain),
+                    looks=looks, tile_size=tile_size, quegan_filter=quegan_filter, quegan_window=quegan_window,
+                    progress=QgisProgress(feedback), extra_metadata={"SAR_DESPECKLE_INPUT": sources})
         except CanceledError:
             raise QgsProcessingException("Despeckling was canceled: no output was written.") from None
         except DespeckleError as err:
@@ -205,7 +207,7 @@ class DespeckleTimeseriesAlgorithm(Branded, QgsProcessingAlgorithm):
         what = "Quegan" if method == TimeseriesMethod.QUEGAN else report.model
         first = dates[0]
         value_range = lambda: percentile_range(QgsRasterLayer(first.path, "first date"), first.band)  # noqa: E731
-        apply_output_format(self, parameters, context, output, feedback)
+        fmt.finish(feedback)
         name_and_style(context, output, f"{report.dates} dates despeckled ({what})", 1, value_range)
         name_and_style(context, super_image, f"super-image of {report.dates} dates ({what})", 1, value_range)
         return {self.OUTPUT: output, self.SUPER_IMAGE: super_image or None, self.MODEL_USED: report.model,

@@ -10,6 +10,7 @@ import re
 import threading
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -263,7 +264,10 @@ class RasterWriter:
                 raise InvalidInputError(f"cannot create the output folder '{directory}': {err}") from None
         self.tmp_path = os.path.join(directory, f".{os.path.basename(self.path)}.{uuid.uuid4().hex[:8]}.partial.tif")
         drv = gdal.GetDriverByName("GTiff")
-        options = GTIFF_OPTIONS + WRITE_OPTIONS + (["INTERLEAVE=BAND"] if spec.bands > 1 else [])
+        direct = _direct_options(self.path) if self.driver == "GTiff" else None
+        options = (GTIFF_OPTIONS if direct is None else direct) + WRITE_OPTIONS + (
+            ["INTERLEAVE=BAND"] if spec.bands > 1 and not any(o.startswith("INTERLEAVE=") for o in direct or ())
+            else [])
         ds = drv.Create(self.tmp_path, spec.width, spec.height, spec.bands, gdal.GDT_Float32, options)
         if ds is None:
             raise InvalidInputError(_gdal_error(f"cannot create the output raster '{self.path}'"))
@@ -414,37 +418,88 @@ def _overview_factors(width: int, height: int, smallest: int = 256) -> List[int]
     return factors or [2]
 
 
-def finalize_output(path: str, creation_options: Optional[str] = None, overviews: bool = False) -> str:
-    """Rewrite a finished output with the user's GDAL creation options (and ``DRIVER=COG`` for a
-    Cloud Optimized GeoTIFF), and/or with internal overviews (average of the linear values, by
-    powers of 2 down to about 256 pixels). Without either, the file stays as written (tiled,
-    DEFLATE-compressed GeoTIFF). The result replaces ``path`` only when everything succeeded;
-    unknown options and write failures raise :class:`InvalidInputError` and remove the output."""
+def resolve_creation_options(path: str, creation_options: Optional[str]) -> Tuple[str, List[str]]:
+    """(driver, full option list) that ``creation_options`` (a user's text, see
+    :func:`parse_creation_options`) asks for an output at ``path``: the driver named by
+    ``DRIVER=`` or implied by the extension, and the defaults (tiled, DEFLATE with the
+    floating-point predictor) under the user's options. Checks them against the driver's list
+    without touching any file, so that a typo is reported before the work, not after it;
+    raises :class:`InvalidInputError`."""
     driver_name, options = parse_creation_options(creation_options)
-    if not options and not driver_name and not overviews:
-        return path
     driver_name = driver_name or driver_for_path(path)
     drv = gdal.GetDriverByName(driver_name)
-    problem = None
     if drv is None or not (drv.GetMetadataItem("DCAP_CREATECOPY") or drv.GetMetadataItem("DCAP_CREATE")):
-        problem = f"GDAL has no raster driver '{driver_name}' that can write files"
-    else:
-        allowed = {a.upper() for a in re.findall(r"<Option[^>]*name=['\"]([^'\"]+)['\"]",
-                                                 drv.GetMetadataItem("DMD_CREATIONOPTIONLIST") or "")}
-        unknown = [o for o in options if allowed and o.split("=", 1)[0] not in allowed]
-        if unknown:
-            problem = (f"the {driver_name} driver has no creation option {', '.join(unknown)} "
-                       f"(it knows: {', '.join(sorted(allowed))})")
-    if problem:
-        if os.path.exists(path):
-            gdal.Unlink(path)
-        raise InvalidInputError(problem + ": no output was kept")
-    # the defaults (tiled, DEFLATE with the floating-point predictor) unless the user set them
+        raise InvalidInputError(f"GDAL has no raster driver '{driver_name}' that can write files: "
+                                "no output was kept")
+    allowed = {a.upper() for a in re.findall(r"<Option[^>]*name=['\"]([^'\"]+)['\"]",
+                                             drv.GetMetadataItem("DMD_CREATIONOPTIONLIST") or "")}
+    unknown = [o for o in options if allowed and o.split("=", 1)[0] not in allowed]
+    if unknown:
+        raise InvalidInputError(f"the {driver_name} driver has no creation option {', '.join(unknown)} "
+                                f"(it knows: {', '.join(sorted(allowed))}): no output was kept")
     defaults = {"GTiff": GTIFF_OPTIONS, "COG": ["COMPRESS=DEFLATE", "PREDICTOR=YES", "BIGTIFF=IF_SAFER"]}
     given = {o.split("=", 1)[0] for o in options}
     if "COMPRESS" in given:  # the DEFLATE level is the default's only
         given.add("ZLEVEL")
-    options = [o for o in defaults.get(driver_name, []) if o.split("=", 1)[0] not in given] + options
+    return driver_name, [o for o in defaults.get(driver_name, []) if o.split("=", 1)[0] not in given] + options
+
+
+# GeoTIFF creation options given for an output path (absolute), used by RasterWriter when it
+# creates that file: the output is then written once with them instead of being rewritten after
+_DIRECT: Dict[str, List[str]] = {}
+_DIRECT_LOCK = threading.Lock()
+
+
+def _direct_options(path: str) -> Optional[List[str]]:
+    with _DIRECT_LOCK:
+        options = _DIRECT.get(os.path.abspath(path))
+    return None if options is None else list(options)
+
+
+@contextmanager
+def direct_creation_options(path: str, creation_options: Optional[str]):
+    """Within the block, a GeoTIFF written to ``path`` by :class:`RasterWriter` is created with the
+    user's creation options at once (the ``TILED``/``BLOCK*`` options of a GeoTIFF apply while it
+    is written, so nothing is lost), saving the second pass :func:`finalize_output` would make.
+    Validates the options first (:func:`resolve_creation_options`). Yields True when the options
+    were taken this way (a GeoTIFF output with options); False otherwise (no options, or another
+    driver such as COG, which GDAL only writes by copying)."""
+    if not str(creation_options or "").strip():
+        yield False
+        return
+    driver_name, options = resolve_creation_options(path, creation_options)
+    if driver_name != "GTiff" or driver_for_path(path) != "GTiff":
+        yield False
+        return
+    key = os.path.abspath(path)
+    with _DIRECT_LOCK:
+        _DIRECT[key] = options
+    try:
+        yield True
+    finally:
+        with _DIRECT_LOCK:
+            _DIRECT.pop(key, None)
+
+
+def finalize_output(path: str, creation_options: Optional[str] = None, overviews: bool = False,
+                    options_applied: bool = False) -> str:
+    """Rewrite a finished output with the user's GDAL creation options (and ``DRIVER=COG`` for a
+    Cloud Optimized GeoTIFF), and/or with internal overviews (average of the linear values, by
+    powers of 2 down to about 256 pixels). Without either, the file stays as written (tiled,
+    DEFLATE-compressed GeoTIFF); ``options_applied``: the options were already used when the file
+    was written (:func:`direct_creation_options`), so only overviews make a rewrite. The result
+    replaces ``path`` only when everything succeeded; unknown options and write failures raise
+    :class:`InvalidInputError` and remove the output."""
+    if options_applied and not overviews:
+        return path
+    if not str(creation_options or "").strip() and not overviews:
+        return path
+    try:
+        driver_name, options = resolve_creation_options(path, creation_options)
+    except InvalidInputError:
+        if os.path.exists(path):
+            gdal.Unlink(path)
+        raise
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.partial.tif")
     mark = _WRITE_ERRORS.open()
