@@ -22,7 +22,7 @@ DEFAULTS: Dict[str, Any] = {
     "name": None,                    # model name (the card's name; file name = name with _ for -)
     "description": "",               # one line for the card
     "strategy": "supervised",
-    "init": None,                    # fine-tuning: a checkpoint.pt (or float32 .onnx) of the same architecture to start from
+    "init": None,                    # fine-tuning: a checkpoint.pt or .onnx (int8: dequantised), same architecture
     # the init file is a wider U-Net whose architecture differs by these keys (e.g. {width: 32}):
     # its most useful channels are copied into the run's architecture (training/prune.py)
     "init_prune": None,

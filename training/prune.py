@@ -16,7 +16,7 @@ network), so it ranks the channel's contribution rather than its parametrisation
 dead ReLU) scores 0 and goes first. The scores come from the source weights alone
 (deterministic, no data), and the kept channels keep their order.
 
-Configuration: ``init`` names the wider model (a float32 ONNX file or a checkpoint) and
+Configuration: ``init`` names the wider model (an ONNX file, int8 ones dequantised, or a checkpoint) and
 ``init_prune`` its architecture keys that differ (``{width: 32, max_width: 256}``); the trainer
 builds that architecture, loads the weights and prunes them into ``architecture``.
 
