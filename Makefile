@@ -97,13 +97,14 @@ INT8_MODELS := dncnn-l1-general unet-l1-fast unet-l1-correlated unet-l4-correlat
   unet-l1-correlated-long
 # The lite U-Nets and the time series' ratio and super-image networks ship in int8 only, calibrated on
 # 60 images per reference set.
-INT8_LITE := unet-l1-lite unet-l1-correlated-lite unet-ratio unet-super
+INT8_LITE := unet-l1-lite unet-l1-correlated-lite unet-l1-correlated-lite-long unet-ratio unet-super
 # In order: unet_s1grd_pairs fine-tunes the checkpoint of unet_l4_correlated; unet_l1_correlated_long
 # fine-tunes the bundled unet_l1_long.onnx (the committed file, so that it reproduces the bundled model);
 # unet_l1_lite and unet_l1_correlated_lite prune the committed unet_l1_long / unet_l1_correlated_long;
+# unet_l1_correlated_lite_long trains the committed unet_l1_correlated_lite_int8 further (dequantised);
 # unet_ratio and unet_super start from the committed unet_l1_correlated_long.
 MODEL_CONFIGS := dncnn_l1_general dncnn_l1to8_blind unet_l1_fast unet_l1_correlated unet_l4_correlated unet_s1grd_pairs unet_l1_long \
-  unet_l1_correlated_long unet_l1_lite unet_l1_correlated_lite unet_ratio unet_super
+  unet_l1_correlated_long unet_l1_lite unet_l1_correlated_lite unet_l1_correlated_lite_long unet_ratio unet_super
 # MuLog against boxcar, polarimetric Refined Lee and the reference MuLoG+BM3D (installed apart,
 # in .venv/ref-mulog, when it installs): PSNR, coherence error, seconds per MPx.
 bench-polsar: plugin

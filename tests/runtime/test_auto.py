@@ -18,7 +18,8 @@ from sar_despeckle_plugin.runtime.pipeline import AutoModel, despeckle_raster
 
 HILL = DATA / "s1_vh_hill_20171021.tif"
 MODELS = {m.name: m.path for m in bundled_models()}
-CORRELATED_MODELS = {"unet-l1-correlated-int8", "unet-l1-correlated-long", "unet-l1-correlated-lite-int8"}
+CORRELATED_MODELS = {"unet-l1-correlated-int8", "unet-l1-correlated-long", "unet-l1-correlated-lite-int8",
+                     "unet-l1-correlated-lite-long-int8"}
 WHITE_AUTO = "unet-l1-lite-int8"  # Auto's choice for white single-look speckle on the CPU
 
 
