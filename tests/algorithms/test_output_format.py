@@ -72,7 +72,8 @@ def test_geotiff_options_are_written_once_and_checked_before_the_work(provider, 
     from qgis.core import QgsProcessingException
     from sar_despeckle_plugin.processing import classicalfilter
     from sar_despeckle_plugin.runtime import raster_io
-    plain = processing.run("sardespeckle:classicalfilter", {"INPUT": HILL, "FILTER": 1, "OUTPUT": str(tmp_path / "a.tif")})
+    plain = processing.run("sardespeckle:classicalfilter",
+                           {"INPUT": HILL, "FILTER": 1, "OUTPUT": str(tmp_path / "a.tif")})
     copies = []
     real_copy = raster_io._create_copy
     monkeypatch.setattr(raster_io, "_create_copy", lambda *a, **k: copies.append(a) or real_copy(*a, **k))

@@ -333,7 +333,8 @@ def test_init_from_a_bundled_int8_onnx_dequantises_its_weights():
     model = build_model(load_config("unet_l1_long")).eval()
     float_w = onnx_state_dict(str(MODELS / "unet_l1_long.onnx"), model)
     int8_w = onnx_state_dict(str(MODELS / "unet_l1_long_int8.onnx"), model)
-    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(MODELS / "unet_l1_long_int8.onnx")).graph.initializer}
+    graph = onnx.load(str(MODELS / "unet_l1_long_int8.onnx")).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     quantised = [k for k in float_w if k + "_quantized" in inits]
     assert len(quantised) >= 20 and "up.0.weight" in quantised  # convolutions and transposed ones
     for key in quantised:
