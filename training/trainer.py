@@ -41,6 +41,7 @@ from .dncnn import DnCNN
 from .evaluate import contract_card, despeckle_intensity, psnr_amplitude
 from .train_dncnn import lr_at, make_validation  # noqa: F401  (lr_at: the schedule of both loops)
 from .losses import Objective
+from .precision import resolve_bf16
 from .strategies import as_triple
 
 
@@ -288,6 +289,11 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    use_bf16, note = resolve_bf16(bool(cfg["bf16"]), dev)
+    if note:  # emulated bf16 is ~20 x slower: float32, recorded as such (config, reproduce, card)
+        emit({"event": "precision", "bf16": False, "note": note})
+        cfg = dict(cfg, bf16=False)
+        overrides = [o for o in overrides if not o.replace(" ", "").startswith("bf16=")] + ["bf16=false"]
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
     model = build_model(cfg).to(dev)
@@ -348,7 +354,7 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
                                          pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
                                          prefetch_factor=4 if workers > 0 else None)
     val = build_validation(cfg, limit=val_limit)
-    amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bool(cfg["bf16"]))
+    amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16)
     dev_name = torch.cuda.get_device_name(0) if dev.type == "cuda" else (platform.processor() or platform.machine())
     rf = int(model.receptive_field)
     emit({"event": "start", "name": cfg["name"], "strategy": cfg["strategy"], "device": dev_name,

@@ -382,3 +382,37 @@ def test_auto_section_becomes_card_keys():
     assert card.extra["auto_priority"] == "10" and "TerraSAR-X" in card.extra["sensor_family"]
     assert "drawn independently for rows and columns" in card.training_data
     assert "auto_looks" not in build_config_card(load_config("unet_l1_fast")).extra
+
+
+def test_bf16_falls_back_to_float32_where_the_cpu_would_emulate_it(tmp_path, monkeypatch):
+    """A CPU without native bf16 (AVX2 only) runs bf16 autocast about 20 x slower than float32:
+    a configuration that asks for bf16 trains in float32 there, says so in the log, and its
+    checkpoint, reproduce command and card record float32; the weights equal those of a run
+    asked for float32. Where bf16 is native, autocast is used (the weights differ)."""
+    from training import precision
+    root = _tiny_data(tmp_path / "data")
+    plain = train(_tiny_config(root, steps=3, val_every=100), tmp_path / "fp32", export=False)
+    monkeypatch.setattr(precision, "cpu_bf16_native", lambda: False)
+    assert precision.resolve_bf16(False, torch.device("cpu")) == (False, None)
+    use, note = precision.resolve_bf16(True, torch.device("cpu"))
+    assert not use and "float32" in note
+    events = []
+    cfg = _tiny_config(root, steps=3, val_every=100, bf16=True)
+    fallback = train(cfg, tmp_path / "fallback", export=False, log=events.append, overrides=["bf16=true"])
+    assert [e["bf16"] for e in events if e.get("event") == "precision"] == [False]
+    a = torch.load(tmp_path / "fp32" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "fallback" / "checkpoint.pt", weights_only=False)
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert b["config"]["bf16"] is False and b["config"]["reproduce"].endswith("--set bf16=false")
+    assert "--set bf16=true" not in b["config"]["reproduce"]
+    from training.export import training_run_extra
+    assert "float32" in training_run_extra(b["config"])["training_run"]
+    assert (plain["steps_done"], fallback["steps_done"]) == (3, 3)
+    # native bf16 (patched in: the kernels still run here, only slowly): autocast is on
+    monkeypatch.setattr(precision, "cpu_bf16_native", lambda: True)
+    events.clear()
+    train(cfg, tmp_path / "bf16", export=False, log=events.append)
+    c = torch.load(tmp_path / "bf16" / "checkpoint.pt", weights_only=False)
+    assert not [e for e in events if e.get("event") == "precision"] and c["config"]["bf16"] is True
+    assert any(not torch.equal(v, c["state_dict"][k]) for k, v in a["state_dict"].items())
