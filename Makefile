@@ -96,7 +96,8 @@ DEVICE ?= cpu
 INT8_MODELS := dncnn-l1-general unet-l1-fast unet-l1-correlated unet-l4-correlated unet-s1grd-pairs unet-l1-long \
   unet-l1-correlated-long
 # The lite U-Nets and the time series' ratio and super-image networks ship in int8 only, calibrated on
-# 60 images per reference set.
+# 60 images per reference set; model 14 also ships in float32 for GPUs, its int8 weights dequantised
+# (python -m training dequantize).
 INT8_LITE := unet-l1-lite unet-l1-correlated-lite unet-l1-correlated-lite-long unet-ratio unet-super
 # In order: unet_s1grd_pairs fine-tunes the checkpoint of unet_l4_correlated; unet_l1_correlated_long
 # fine-tunes the bundled unet_l1_long.onnx (the committed file, so that it reproduces the bundled model);
@@ -125,6 +126,8 @@ models: setup-training
 	  $(PY) -m training quantize runs/$$m/$$f.onnx --out runs/$$m/$${f}_int8.onnx || exit 1; done
 	for m in $(INT8_LITE); do f=$${m//-/_}; \
 	  $(PY) -m training quantize runs/$$m/$$f.onnx --out runs/$$m/$${f}_int8.onnx --images 60 || exit 1; done
+	$(PY) -m training dequantize runs/unet-l1-correlated-lite-long/unet_l1_correlated_lite_long_int8.onnx \
+	  --out runs/unet-l1-correlated-lite-long/unet_l1_correlated_lite_long_fp32.onnx
 	$(PY) -m training.gaussian train --steps 6969 --batch 64 --patch 48 --depth 8 --width 32 --sigma-power 2 \
 	  --lr 0.001 --warmup 200 --norm-scale 2 --sigma-min 0.02 --sigma-max 2 --weights 0.45,0.4,0.15 --seed 0 \
 	  --bf16 --out runs/gaussian

@@ -136,6 +136,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] == ["quantize"]:
         from .quantize import main as quantize_main
         return quantize_main(argv[1:])
+    if argv[:1] == ["dequantize"]:
+        from .dequantize import main as dequantize_main
+        return dequantize_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a configuration (and export it)")
@@ -165,6 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     v.add_argument("--data", type=Path, default=None)
     v.add_argument("--json", type=Path, default=None)
     sub.add_parser("quantize", help="int8 post-training quantisation (see python -m training quantize -h)")
+    sub.add_parser("dequantize", help="float32 copy of an int8 file, for GPUs (see python -m training dequantize -h)")
     c = sub.add_parser("card", help="print a model card, or change keys of it (--set key=value)")
     c.add_argument("model", type=Path)
     c.add_argument("--set", action="append", metavar="KEY=VALUE")

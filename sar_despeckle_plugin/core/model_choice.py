@@ -79,8 +79,10 @@ class Choice:
 
 
 def is_int8(card: ModelCard) -> bool:
-    """True for an int8 (quantised) file: its card's architecture says so (``training.quantize``)."""
-    return "int8" in card.architecture
+    """True for an int8 (quantised) file: its card's architecture has a part, after a ``;``, that
+    starts with "int8" (the note ``training.quantize`` appends). A float32 file whose weights were
+    dequantised from an int8 one (``training.dequantize``) names that file, and is not int8."""
+    return any(part.strip().startswith("int8") for part in card.architecture.split(";")[1:])
 
 
 def choose_model(cards: Sequence[Optional[ModelCard]], looks: float, correlation: float,

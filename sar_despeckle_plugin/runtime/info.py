@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..core.errors import DespeckleError
+from ..core.model_choice import is_int8
 from .models import DESPECKLERS, GAUSSIAN, RATIO, SUPER, bundled_models
 from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, nvidia_driver_present, read_card
 
@@ -72,7 +73,7 @@ def _summary(card) -> str:
     if auto:
         what += (f", Auto for {auto.replace(',', '-')} looks and lag-1 correlation "
                  f"{card.extra.get('auto_correlation', '?').replace(',', '-')}")
-    arch = card.architecture.split(";")[0] + (" int8" if "int8" in card.architecture else "")
+    arch = card.architecture.split(";")[0] + (" int8" if is_int8(card) else "")
     return (f"{arch}, {what}, receptive field {card.receptive_field}, tile {card.tile_size}, "
             f"{card.training_strategy.split(':')[0]} training")
 

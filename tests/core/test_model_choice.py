@@ -79,3 +79,14 @@ def test_bad_or_missing_keys():
 def test_looks_disagree():
     assert looks_disagree(4.4, 1.0) and looks_disagree(1.0, 2.0)
     assert not looks_disagree(4.4, 3.5) and not looks_disagree(1.0, 1.2) and not looks_disagree(0, 1)
+
+
+def test_a_float32_file_dequantised_from_an_int8_one_is_not_int8():
+    """training.dequantize names its source int8 file in the architecture: that is no int8 note."""
+    from sar_despeckle_plugin.core.model_choice import is_int8
+    q = auto_card("q", "0.3,1.3", "0,0.15", architecture="UNet(levels=3); int8 (onnxruntime static quantisation)")
+    f = auto_card("f", "0.3,1.3", "0,0.15", architecture="UNet(levels=3); float32 weights dequantised from the "
+                                                          "int8 file x_int8.onnx (sha256 ab); activations float32")
+    assert is_int8(q) and not is_int8(f) and not is_int8(auto_card("p", "0.3,1.3", "0,0.15"))
+    assert choose_model([q, f], 1.0, 0.05).name == "q"  # priorities equal: the first
+    assert choose_model([q, f], 1.0, 0.05, prefer_float=True).name == "f"

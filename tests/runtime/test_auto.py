@@ -19,7 +19,7 @@ from sar_despeckle_plugin.runtime.pipeline import AutoModel, despeckle_raster
 HILL = DATA / "s1_vh_hill_20171021.tif"
 MODELS = {m.name: m.path for m in bundled_models()}
 CORRELATED_MODELS = {"unet-l1-correlated-int8", "unet-l1-correlated-long", "unet-l1-correlated-lite-int8",
-                     "unet-l1-correlated-lite-long-int8"}
+                     "unet-l1-correlated-lite-long-int8", "unet-l1-correlated-lite-long-fp32"}
 WHITE_AUTO = "unet-l1-lite-int8"  # Auto's choice for white single-look speckle on the CPU
 CORRELATED_AUTO = "unet-l1-correlated-lite-long-int8"  # and for correlated single-look speckle (MODEL 14)
 
@@ -119,6 +119,15 @@ def test_auto_takes_a_float32_model_when_the_network_runs_on_cuda(tmp_path, clea
     assert psnr(out_gpu, clean) == pytest.approx(psnr(out_cpu, clean), abs=0.3)
     rep_grd = despeckle_raster(str(HILL), str(tmp_path / "grd.tif"), _ReportsCuda(Device.CPU), progress=Log())
     assert rep_grd.model == "unet-l4-correlated-int8"
+    # correlated single-look speckle: on a GPU the float32 copy of MODEL 14 (its int8 weights,
+    # dequantised; TSX correlated 22.66 dB), not the older float32 unet-l1-correlated-long (22.51)
+    corr = clean * correlated_speckle(clean.shape, 1, psf_sigma_for_correlation(0.4), np.random.default_rng(23))
+    src_c = write(tmp_path / "corr.tif", corr.astype(np.float32))
+    rep_c_cpu, out_c_cpu, _, _ = run(tmp_path, src_c, "c_cpu.tif")
+    rep_c = despeckle_raster(src_c, str(tmp_path / "c_gpu.tif"), _ReportsCuda(Device.CPU), progress=Log())
+    out_c_gpu, _ = read(tmp_path / "c_gpu.tif")
+    assert (rep_c_cpu.model, rep_c.model) == (CORRELATED_AUTO, "unet-l1-correlated-lite-long-fp32")
+    assert np.median(np.abs(np.log(out_c_gpu / out_c_cpu))) < 0.02  # the same weights
 
 
 def test_auto_picks_the_grd_model_on_real_sentinel1_grd(tmp_path):

@@ -61,9 +61,16 @@ def test_make_models_trains_every_bundled_model_in_order():
         # bundled as trained, or as its int8 quantisation (python -m training quantize)
         assert (listed.get(cfg["name"]) == stem_file + ".onnx"
                 or listed.get(cfg["name"] + "-int8") == stem_file + "_int8.onnx"), f"{stem} not bundled"
-    # every bundled model comes from a configuration of make models (int8: from its float model)
+    # every bundled model comes from a configuration of make models (int8: from its float model;
+    # -fp32: the int8 file's weights dequantised, python -m training dequantize)
     for name, file in listed.items():
-        assert name.removesuffix("-int8") in names, f"{file} has no configuration in make models"
+        if name.endswith("-fp32"):
+            assert listed.get(name.removesuffix("-fp32") + "-int8"), f"{file}: its int8 file is not bundled"
+        assert name.removesuffix("-fp32").removesuffix("-int8") in names, f"{file} has no configuration in make models"
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    for name, file in listed.items():
+        if name.endswith("-fp32"):
+            assert f"--out runs/{name.removesuffix('-fp32')}/{file}" in makefile, f"make models does not make {file}"
     # and every strategy has a configuration
     strategies = {load_config(f)["strategy"] for f in CONFIG_DIR.glob("*.yaml")}
     assert strategies == {"supervised", "pairs", "masking"}

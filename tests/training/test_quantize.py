@@ -106,3 +106,37 @@ def test_int8_unets_get_the_larger_measured_tile():
     card = contract_card(1.0, 2.0, 103)
     assert int8_tile(replace(card, architecture="UNet(levels=3, width=32)", tile_size=512)) == INT8_UNET_TILE == 640
     assert int8_tile(replace(card, architecture="DnCNN(depth=17)", tile_size=640)) == 640
+
+
+def test_dequantize_makes_the_float32_network_of_an_int8_file(tmp_path):
+    """training.dequantize: the float32 file of a bundled int8-only model holds exactly the int8
+    weights dequantised, its card says where they come from (priority one below the int8 file's,
+    float32 tile), and on a real Sentinel-1 raster it despeckles as the int8 file does."""
+    from training.dequantize import dequantize, main as dequantize_main
+    from training.trainer import build_model, onnx_state_dict
+    src = MODELS / "unet_l1_correlated_lite_long_int8.onnx"
+    out = tmp_path / "fp32.onnx"
+    card = dequantize(src, out)
+    c8 = read_card(src)
+    assert card.name == "unet-l1-correlated-lite-long-fp32" == read_card(out).name
+    assert "int8" not in card.architecture.split(";")[0] and "dequantised from the int8 file" in card.architecture
+    assert int(card.extra["auto_priority"]) == int(c8.extra["auto_priority"]) - 1
+    assert (card.looks, card.norm_scale, card.receptive_field, card.tile_size) == (1.0, 2.0, 103, 640)
+    assert card.reproduce.startswith(c8.reproduce) and "python -m training dequantize" in card.reproduce
+    from training.config import load_config
+    model = build_model(load_config("unet_l1_correlated_lite_long"))
+    w8, w32 = onnx_state_dict(str(src), model), onnx_state_dict(str(out), model)
+    for k, v in w8.items():
+        assert torch.equal(v, w32[k]), k
+    assert not [n for n in onnx.load(str(out)).graph.node if "Quantize" in n.op_type]
+    from osgeo import gdal
+    ds = gdal.Open(str(TEST_TIF))
+    inten = ds.GetRasterBand(1).ReadAsArray().astype(np.float64)[:160, :160]
+    ds = None
+    a = despeckle_intensity(inten, c8, onnx_runner(src))
+    b = despeckle_intensity(inten, card, onnx_runner(out))
+    rel = np.abs(np.log(b / a))
+    assert 0 < np.median(rel) < 0.02 and np.percentile(rel, 99) < 0.08
+    # a float32 file is refused with a message, not a traceback
+    assert dequantize_main([str(MODELS / "unet_l1_long.onnx"), "--out", str(tmp_path / "x.onnx"), "--no-eval"]) == 1
+    assert not (tmp_path / "x.onnx").exists()
