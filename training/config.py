@@ -29,6 +29,9 @@ DEFAULTS: Dict[str, Any] = {
     # the init file is a narrower U-Net (e.g. {width: 32} for a width-48 run): copied into the run's
     # wider architecture so that it starts computing the same function (training/prune.py)
     "init_widen": None,
+    # the init file is a U-Net with fewer residual blocks after the bottleneck (e.g.
+    # {bottleneck_blocks: 0}): its weights are copied, the new blocks start as the identity
+    "init_deepen": None,
     # Auto model choice (card keys auto_looks, auto_correlation, auto_priority, sensor_family;
     # see sar_despeckle_plugin/core/model_choice.py): e.g. {looks: [0.3, 1.3],
     # correlation: [0.15, 1.0], priority: 10, sensor_family: "..."}; None: never chosen by Auto
@@ -38,7 +41,7 @@ DEFAULTS: Dict[str, Any] = {
         # dncnn
         "depth": 17, "width": 64, "batch_norm": True, "residual": True, "dilation": 1,
         # unet
-        "levels": 3, "convs_per_block": 2, "max_width": 256,
+        "levels": 3, "convs_per_block": 2, "max_width": 256, "bottleneck_blocks": 0, "bottleneck_dilation": 1,
     },
     "loss": {"kind": "l2", "tv_weight": 0.0},
     "data": {
@@ -135,8 +138,8 @@ def check(cfg: Dict[str, Any]) -> Dict[str, Any]:
             raise ConfigError(f"{key} must be >= 1")
     if float(cfg["data"]["looks"]) <= 0:
         raise ConfigError("data.looks must be > 0")
-    if cfg.get("init_prune") is not None and cfg.get("init_widen") is not None:
-        raise ConfigError("init_prune and init_widen exclude each other")
+    if sum(cfg.get(k) is not None for k in ("init_prune", "init_widen", "init_deepen")) > 1:
+        raise ConfigError("init_prune, init_widen and init_deepen exclude each other")
     for key, verb in (("init_prune", "widen"), ("init_widen", "narrow")):
         source = cfg.get(key)
         if source is None:
@@ -148,6 +151,14 @@ def check(cfg: Dict[str, Any]) -> Dict[str, Any]:
         bad = sorted(set(source) - {"width", "max_width"})
         if bad:
             raise ConfigError(f"{key} may only {verb} width and max_width, not {bad}")
+    deepen = cfg.get("init_deepen")
+    if deepen is not None:
+        if not isinstance(deepen, Mapping) or set(deepen) != {"bottleneck_blocks"}:
+            raise ConfigError("init_deepen must be {bottleneck_blocks: N}, the init file's number of blocks")
+        if cfg["architecture"]["type"] != "unet" or not cfg.get("init"):
+            raise ConfigError("init_deepen needs a unet architecture and an init file")
+        if not 0 <= int(deepen["bottleneck_blocks"]) < int(cfg["architecture"].get("bottleneck_blocks") or 0):
+            raise ConfigError("init_deepen.bottleneck_blocks must be below the run's architecture.bottleneck_blocks")
     return cfg
 
 

@@ -162,3 +162,23 @@ def widen_unet(src: UNet, dst: UNet) -> None:
         skip = dst.widths[i] + torch.arange(src.widths[i])
         idx = block(src.dec[i], dst.dec[i], torch.cat([torch.arange(src.widths[i]), skip]))
     _embed(dst.head, src.head, idx)
+
+
+def deepen_unet(src: UNet, dst: UNet) -> None:
+    """Copy ``src`` into ``dst``, the same U-Net with more residual blocks after the bottleneck:
+    every weight of ``src`` lands on its namesake, the extra blocks keep their identity start
+    (second convolution zero), so ``dst`` computes what ``src`` does."""
+    same = dict(levels=src.levels, width=src.width, max_width=src.max_width, channels=src.channels,
+                convs_per_block=src.convs_per_block, batch_norm=src.batch_norm, residual=src.residual)
+    if any(getattr(dst, k) != v for k, v in same.items()) or dst.bottleneck_blocks <= src.bottleneck_blocks \
+            or (src.bottleneck_blocks and dst.bottleneck_dilation != src.bottleneck_dilation):
+        raise ValueError(f"cannot deepen {src.describe()} into {dst.describe()}: only residual blocks "
+                         "after the bottleneck may be added")
+    with torch.no_grad():
+        for blk in dst.deep[src.bottleneck_blocks:]:
+            if blk.conv2.weight.abs().max() > 0 or blk.conv2.bias.abs().max() > 0:
+                raise ValueError("the added residual blocks must start as the identity (second convolution zero)")
+    missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
+    new = {f"deep.{i}." for i in range(src.bottleneck_blocks, dst.bottleneck_blocks)}
+    if unexpected or any(not any(k.startswith(p) for p in new) for k in missing):
+        raise ValueError(f"cannot deepen: unexpected {unexpected}, missing {missing}")

@@ -58,7 +58,8 @@ def build_model(cfg: Dict[str, Any]) -> nn.Module:
     from .unet import UNet
     return UNet(levels=int(a["levels"]), width=int(a["width"]), batch_norm=bool(a["batch_norm"]),
                 residual=bool(a["residual"]), convs_per_block=int(a["convs_per_block"]),
-                max_width=int(a["max_width"]))
+                max_width=int(a["max_width"]), bottleneck_blocks=int(a.get("bottleneck_blocks") or 0),
+                bottleneck_dilation=int(a.get("bottleneck_dilation") or 1))
 
 
 def onnx_state_dict(path: str, model: nn.Module) -> Dict[str, "torch.Tensor"]:
@@ -300,10 +301,11 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["optimizer"]["lr"]))
     objective = build_objective(cfg)
     if cfg.get("init") and not resume:
-        prune, widen = cfg.get("init_prune"), cfg.get("init_widen")
+        prune, widen, deepen = cfg.get("init_prune"), cfg.get("init_widen"), cfg.get("init_deepen")
         # the init file's architecture: the run's, or a wider U-Net pruned into it (init_prune), or
-        # a narrower one widened into it (init_widen)
-        other = prune or widen
+        # a narrower one widened into it (init_widen), or one with fewer bottleneck residual blocks
+        # (init_deepen)
+        other = prune or widen or deepen
         source = build_model(dict(cfg, architecture=dict(cfg["architecture"], **other))) if other else model
         if str(cfg["init"]).endswith(".onnx"):  # a model file: its weights, by name (int8: dequantised)
             init_path = Path(str(cfg["init"]))
@@ -326,6 +328,10 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
             from .prune import widen_unet
             widen_unet(source, model)
             cfg = dict(cfg, init_from=f"{cfg['init_from']}, widened (same function) from {source.describe()}")
+        elif deepen:
+            from .prune import deepen_unet
+            deepen_unet(source, model)
+            cfg = dict(cfg, init_from=f"{cfg['init_from']}, deepened (same function) from {source.describe()}")
     ckpt_path = out / "checkpoint.pt"
     history: List[Dict] = []
     step, minutes_before = 0, 0.0

@@ -198,3 +198,33 @@ def test_init_widen_starts_a_run_from_the_narrow_network(tmp_path):
         check(dict(wide_cfg, init_prune={"width": 16}))
     with pytest.raises(ConfigError, match="only narrow width and max_width"):
         check(dict(wide_cfg, init_widen={"levels": 2}))
+
+
+def test_init_deepen_starts_a_run_from_the_network_without_the_blocks(tmp_path):
+    """A run with 2 residual blocks after the bottleneck whose init is the same U-Net without them
+    starts computing what that network computes (lr 0: the checkpoint after one step is the start);
+    the configuration and deepen_unet refuse what they cannot do."""
+    from training.prune import deepen_unet
+    from training.trainer import build_model, train
+    base = ["steps=1", "batch=2", "patch=16", "workers=0", "val_every=1000", "bf16=false", "log_every=1"]
+    cfg = load_config("unet_l1_fast", ["architecture.width=8"] + base)
+    plain = build_model(cfg)
+    _randomise(plain, 9)
+    ckpt = tmp_path / "plain.pt"
+    torch.save({"state_dict": plain.state_dict(), "config": dict(cfg, steps_done=5), "step": 5}, ckpt)
+    deep_cfg = load_config("unet_l1_fast", ["architecture.width=8", "architecture.bottleneck_blocks=2"] + base +
+                           [f"init={ckpt}", "init_deepen.bottleneck_blocks=0", "optimizer.lr=0"])
+    train(deep_cfg, tmp_path / "run", export=False, val_limit=1, evaluate=False)
+    deep = build_model(deep_cfg)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    deep.load_state_dict(saved["state_dict"])
+    assert "deepened (same function)" in saved["config"]["init_from"]
+    x = np.random.default_rng(8).normal(size=(1, 1, 24, 24)).astype(np.float32)
+    np.testing.assert_allclose(_run(deep, x), _run(plain, x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        check(dict(deep_cfg, init_widen={"width": 4}))
+    with pytest.raises(ConfigError, match="below the run's"):
+        check(dict(deep_cfg, init_deepen={"bottleneck_blocks": 2}))
+    with pytest.raises(ValueError, match="only residual blocks"):
+        deepen_unet(plain, build_model(load_config("unet_l1_fast", ["architecture.width=12",
+                                                                     "architecture.bottleneck_blocks=1"])))

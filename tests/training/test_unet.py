@@ -235,3 +235,44 @@ def test_dncnn_rejects_bad_dilation():
     with pytest.raises(ValueError):
         DnCNN(4, 8, dilation=0)
     assert DnCNN(3, 4, dilation=np.int64(2)).dilations == (2, 2, 2)
+
+
+def _conv_macs(model, size=64):
+    macs = []
+
+    def hook(mod, inp, out):
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        macs.append(out[0].numel() * mod.in_channels * (1 if isinstance(mod, torch.nn.ConvTranspose2d) else k))
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 1, size, size))
+    for h in hooks:
+        h.remove()
+    return sum(macs) / size ** 2
+
+
+@pytest.mark.parametrize("blocks,dilation", [(1, 1), (2, 2)])
+def test_unet_bottleneck_residual_blocks_receptive_field_and_cost(blocks, dilation):
+    """Residual blocks after the bottleneck widen the support by 2 x blocks x dilation bottleneck
+    pixels per side (checked on the gradient of every grid position, all ReLUs active), cost
+    2 x 9 x width^2 / 4^levels MACs per pixel each, and start as the identity."""
+    torch.manual_seed(blocks)
+    plain = UNet(levels=2, width=8)
+    deep = UNet(levels=2, width=8, bottleneck_blocks=blocks, bottleneck_dilation=dilation)
+    assert deep.bottleneck_reach == 2 * blocks * dilation
+    assert deep.receptive_field == unet_receptive_field(2, bottleneck_reach=2 * blocks * dilation) \
+        == plain.receptive_field + 2 * 4 * 2 * blocks * dilation  # 4 input pixels per bottleneck pixel, both sides
+    assert deep.macs_per_pixel == _conv_macs(deep) == plain.macs_per_pixel + blocks * 2 * 9 * 32 * 32 / 16
+    deep.load_state_dict(plain.state_dict(), strict=False)  # new blocks: identity
+    x = torch.randn(1, 1, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(deep.eval()(x), plain.eval()(x))
+    _positive(deep)
+    positions = [76 + r for r in range(deep.size_multiple)]
+    for p, (up, down, left, right) in zip(positions, _reach(deep, positions, size=200, positive=True)):
+        assert (up, down) == (left, right) == unet_extent(2, 2, 3, p, deep.bottleneck_reach)
+    assert "residual blocks of dilation" in deep.describe() and "residual blocks" not in plain.describe()
+    with pytest.raises(ValueError):
+        UNet(bottleneck_blocks=-1)
