@@ -12,6 +12,8 @@ from sar_despeckle_plugin.runtime.onnx_denoiser import file_sha256
 def check(res):
     assert res["ONNXRUNTIME_VERSION"] == onnxruntime.__version__
     assert res["NUMPY_VERSION"] == np.__version__ and res["GDAL_VERSION"] == gdal.__version__
+    from sar_despeckle_plugin.runtime.info import cpu_description
+    assert res["CPU"] == cpu_description() and f"CPU: {res['CPU']}" in res["REPORT"]
     models = json.loads(res["MODELS"]) if isinstance(res["MODELS"], str) else res["MODELS"]
     files = [m for k in (DESPECKLERS, GAUSSIAN, RATIO, SUPER) for m in bundled_models(k)]
     assert res["MODEL_COUNT"] == len(files) == len(models)

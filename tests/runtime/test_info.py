@@ -19,7 +19,7 @@ def test_versions_and_providers_are_those_of_this_python():
     assert info.available_providers == onnxruntime.get_available_providers()
     assert info.cuda_works is False and info.cuda_detail == "not checked"
     json.dumps(info.as_dict(), default=str)  # serialisable, for qgis_process --json
-    assert info.lines()[1].startswith(f"onnxruntime {onnxruntime.__version__}, providers: ")
+    assert info.lines()[2].startswith(f"onnxruntime {onnxruntime.__version__}, providers: ")
 
 
 def test_every_bundled_file_is_listed_with_its_sha256_and_card():
@@ -64,3 +64,20 @@ def test_a_broken_model_file_is_reported_not_raised(tmp_path, monkeypatch):
     assert len(infos) == 1 and infos[0].name == "gone" and "missing.onnx" in infos[0].error
     with pytest.raises(FileNotFoundError):
         os.path.getsize(bad / "missing.onnx")
+
+
+def test_cpu_line_names_the_vector_extensions_that_set_the_speed():
+    from sar_despeckle_plugin.runtime.info import cpu_description, simd_level
+    assert simd_level({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI"
+    assert simd_level({"avx2", "avx_vnni"}) == "AVX-VNNI (AVX2)"
+    assert simd_level({"avx2", "avx512f"}) == "AVX-512 (no VNNI)"
+    assert simd_level({"sse4_2", "avx", "avx2"}) == "AVX2 (no VNNI)"
+    assert simd_level(set()) == ""
+    info = runtime_info(check_cuda=False)
+    assert info.cpu == cpu_description() and info.lines()[1] == f"CPU: {info.cpu}"
+    assert f"{os.cpu_count()} logical CPUs" in info.cpu
+    if os.path.exists("/proc/cpuinfo"):
+        flags = next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+        level = simd_level(flags)
+        assert level in info.cpu
+        assert ("gain less over float32" in info.cpu) == (level != "" and "VNNI" not in level.replace("no VNNI", ""))
