@@ -21,7 +21,6 @@ quantised.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from dataclasses import replace
@@ -30,6 +29,7 @@ from typing import Dict, Optional
 
 from .data import DEFAULT_DATA
 from sar_despeckle_plugin.core.model_card import ModelCard
+from sar_despeckle_plugin.core.model_choice import is_int8
 
 DEQUANT_NOTE = "float32 weights dequantised from the int8 file {file} (sha256 {sha}); activations float32"
 
@@ -46,9 +46,13 @@ def config_of(card: ModelCard, config: Optional[str] = None) -> Dict[str, object
     return load_config(config)
 
 
+def base_name(card: ModelCard) -> str:
+    """The card's name without its ``-int8`` suffix."""
+    return card.name.removesuffix("-int8")
+
+
 def float_name(card: ModelCard) -> str:
-    base = card.name[:-len("-int8")] if card.name.endswith("-int8") else card.name
-    return f"{base}-fp32"
+    return f"{base_name(card)}-fp32"
 
 
 def dequantize(src: Path | str, out: Path | str, config: Optional[str] = None, name: Optional[str] = None,
@@ -56,12 +60,11 @@ def dequantize(src: Path | str, out: Path | str, config: Optional[str] = None, n
     """Write the float32 network of the int8 file ``src`` to ``out`` with its card (no metrics);
     returns the card. Raises ValueError when ``src`` is not an int8 file of a known configuration."""
     from .export import DEFAULT_TILE, export_onnx, sha256
-    from .quantize import QUANT_NOTE, read_card
+    from .quantize import read_card
     from .trainer import build_model, onnx_state_dict
     card = read_card(src)
-    note = "; " + QUANT_NOTE.split(" (")[0]  # "; int8"
-    if note not in card.architecture:
-        raise ValueError(f"{src}: not an int8 file (its card's architecture has no '{note[2:]}' note)")
+    if not is_int8(card):
+        raise ValueError(f"{src}: not an int8 file (its card's architecture has no int8 note)")
     model = build_model(config_of(card, config))
     described = model.describe()
     if not card.architecture.startswith(described):
@@ -74,12 +77,11 @@ def dequantize(src: Path | str, out: Path | str, config: Optional[str] = None, n
         extra["auto_priority"] = str(int(priority))
     elif "auto_priority" in extra:
         extra["auto_priority"] = str(int(extra["auto_priority"]) - 1)
-    base = card.name[:-len("-int8")] if card.name.endswith("-int8") else card.name
     new = replace(card, name=name or float_name(card),
                   architecture=f"{described}; {DEQUANT_NOTE.format(file=Path(src).name, sha=sha256(src))}",
                   reproduce=f"{card.reproduce} && python -m training dequantize {src} --out {out}",
                   description=(f"{card.description.split(' int8 version of ')[0]} float32 copy of the int8 "
-                               f"weights of {base}, for GPUs (onnxruntime's CUDA provider has no int8 "
+                               f"weights of {base_name(card)}, for GPUs (onnxruntime's CUDA provider has no int8 "
                                "convolutions)."),
                   metrics={}, extra=extra, tile_size=DEFAULT_TILE)
     export_onnx(model, out, new, parity_shapes=((1, 1, 37, 53), (2, 1, 61, 45)))
@@ -101,14 +103,8 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"dequantize: {err}", file=sys.stderr)
         return 1
-    metrics: Dict[str, object] = {}
-    from .export import sha256, write_card
-    if not args.no_eval:
-        from .evaluate import evaluate_onnx
-        metrics = evaluate_onnx(args.out, args.data)
-        write_card(args.out, replace(new, metrics=metrics))
-    print(json.dumps({"onnx": str(args.out), "name": new.name, "sha256": sha256(args.out),
-                      "psnr_tsx_mean": metrics.get("psnr_tsx_mean")}, indent=1))
+    from .quantize import measure_and_report
+    measure_and_report(args.out, new, args.data, evaluate=not args.no_eval)
     return 0
 
 

@@ -145,19 +145,25 @@ def main(argv=None) -> int:
     else:
         inputs = calibration_inputs(card, args.data, args.images)
     new = quantize(args.model, args.out, inputs, args.name, images=args.images)
+    measure_and_report(args.out, new, args.data, evaluate=not args.no_eval)
+    return 0
+
+
+def measure_and_report(path: Path | str, card: ModelCard, data: Path | str, evaluate: bool = True) -> Dict[str, object]:
+    """Measure the card's metrics on the written file ``path`` (unless ``evaluate`` is False), write
+    them into its card, and print the file, name, sha256 and TerraSAR-X PSNR as JSON; the metrics."""
+    from .export import sha256, write_card
     metrics: Dict[str, object] = {}
-    if not args.no_eval:
-        from .export import write_card
+    if evaluate:
         if card.is_gaussian:
             from .gaussian import evaluate_onnx
         else:
             from .evaluate import evaluate_onnx
-        metrics = evaluate_onnx(args.out, args.data)
-        write_card(args.out, replace(new, metrics=metrics))
-    from .export import sha256
-    print(json.dumps({"onnx": str(args.out), "name": new.name, "sha256": sha256(args.out),
+        metrics = evaluate_onnx(path, data)
+        write_card(path, replace(card, metrics=metrics))
+    print(json.dumps({"onnx": str(path), "name": card.name, "sha256": sha256(path),
                       "psnr_tsx_mean": metrics.get("psnr_tsx_mean")}, indent=1))
-    return 0
+    return metrics
 
 
 if __name__ == "__main__":

@@ -20,6 +20,17 @@ MODELS = Path(__file__).parents[2] / "sar_despeckle_plugin" / "models"
 TEST_TIF = Path(__file__).parents[1] / "data" / "s1_vh_hill_20171021.tif"
 
 
+def _log_ratio_on_s1_crop(first, second):
+    """|log(second / first)| of two (ONNX file, card) despecklers' outputs on a 160² crop of the
+    Sentinel-1 test raster."""
+    from osgeo import gdal
+    ds = gdal.Open(str(TEST_TIF))
+    inten = ds.GetRasterBand(1).ReadAsArray().astype(np.float64)[:160, :160]
+    ds = None
+    a, b = (despeckle_intensity(inten, card, onnx_runner(path)) for path, card in (first, second))
+    return np.abs(np.log(b / a))
+
+
 def _smooth_inputs(n, size, seed):
     rng = np.random.default_rng(seed)
     out = []
@@ -89,13 +100,7 @@ def test_bundled_int8_models_match_their_float_models(float_name, int8_name, psn
     c32, c8 = read_card(f32), read_card(i8)
     assert (c8.looks, c8.norm_scale, c8.receptive_field) == (c32.looks, c32.norm_scale, c32.receptive_field)
     assert 0 <= c32.metrics["psnr_tsx_mean"] - c8.metrics["psnr_tsx_mean"] < psnr_tol
-    from osgeo import gdal
-    ds = gdal.Open(str(TEST_TIF))
-    inten = ds.GetRasterBand(1).ReadAsArray().astype(np.float64)[:160, :160]
-    ds = None
-    a = despeckle_intensity(inten, c32, onnx_runner(f32))
-    b = despeckle_intensity(inten, c8, onnx_runner(i8))
-    rel = np.abs(np.log(b / a))
+    rel = _log_ratio_on_s1_crop((f32, c32), (i8, c8))
     assert np.median(rel) < median_tol and np.percentile(rel, 99) < p99_tol
 
 
@@ -129,13 +134,7 @@ def test_dequantize_makes_the_float32_network_of_an_int8_file(tmp_path):
     for k, v in w8.items():
         assert torch.equal(v, w32[k]), k
     assert not [n for n in onnx.load(str(out)).graph.node if "Quantize" in n.op_type]
-    from osgeo import gdal
-    ds = gdal.Open(str(TEST_TIF))
-    inten = ds.GetRasterBand(1).ReadAsArray().astype(np.float64)[:160, :160]
-    ds = None
-    a = despeckle_intensity(inten, c8, onnx_runner(src))
-    b = despeckle_intensity(inten, card, onnx_runner(out))
-    rel = np.abs(np.log(b / a))
+    rel = _log_ratio_on_s1_crop((src, c8), (out, card))
     assert 0 < np.median(rel) < 0.02 and np.percentile(rel, 99) < 0.08
     # a float32 file is refused with a message, not a traceback
     assert dequantize_main([str(MODELS / "unet_l1_long.onnx"), "--out", str(tmp_path / "x.onnx"), "--no-eval"]) == 1

@@ -79,21 +79,7 @@ def test_unet_defaults_size_and_cost():
     assert model.receptive_field == 103
     assert model.describe().startswith("UNet(levels=3, width=32, max_width=256, convs_per_block=2")
     # the analytic MAC count matches a count of the convolutions actually run on 64 x 64
-    macs = []
-
-    def hook(mod, inp, out):
-        k = mod.kernel_size[0] * mod.kernel_size[1]
-        if isinstance(mod, torch.nn.ConvTranspose2d):  # each output pixel gets one tap per input channel
-            macs.append(out[0].numel() * mod.in_channels)
-        else:
-            macs.append(out[0].numel() * mod.in_channels * k)
-
-    for m in model.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-            m.register_forward_hook(hook)
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 1, 64, 64))
-    assert model.macs_per_pixel == sum(macs) / 64 ** 2 == 140_096
+    assert model.macs_per_pixel == _conv_macs(model) == 140_096
     capped = UNet(levels=4, width=32, max_width=64)
     assert capped.widths == [32, 64, 64, 64, 64]
 
@@ -238,9 +224,10 @@ def test_dncnn_rejects_bad_dilation():
 
 
 def _conv_macs(model, size=64):
+    """Multiply-accumulates per pixel of the convolutions run on a size x size input (hooks)."""
     macs = []
 
-    def hook(mod, inp, out):
+    def hook(mod, inp, out):  # a transposed conv: each output pixel gets one tap per input channel
         k = mod.kernel_size[0] * mod.kernel_size[1]
         macs.append(out[0].numel() * mod.in_channels * (1 if isinstance(mod, torch.nn.ConvTranspose2d) else k))
 
