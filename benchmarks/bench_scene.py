@@ -141,7 +141,7 @@ def machine() -> str:
     """The CPU as it bears on the speeds (name, logical CPUs, SIMD level): figures from machines
     with other SIMD levels do not compare (int8 convolutions gain 2 x with VNNI, 1.4 x without)."""
     from sar_despeckle_plugin.runtime.info import cpu_description
-    return cpu_description().split(":")[0]
+    return cpu_description(advice=False)
 
 
 def main(argv=None) -> int:

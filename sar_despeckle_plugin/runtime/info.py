@@ -38,10 +38,10 @@ def simd_level(flags) -> str:
     return ""
 
 
-def cpu_description() -> str:
+def cpu_description(advice: bool = True) -> str:
     """The CPU as it bears on the networks' speed: model name, logical CPUs, SIMD level and, without
-    VNNI, that the int8 models gain less over float32 (measured on an AVX2-only AMD EPYC: 1.4 x, against
-    about 2 x with AVX-512 VNNI)."""
+    VNNI and with ``advice``, that the int8 models gain less over float32 (measured on an AVX2-only
+    AMD EPYC: 1.4 x, against about 2 x with AVX-512 VNNI)."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
@@ -58,7 +58,7 @@ def cpu_description() -> str:
     text = f"{name}, {os.cpu_count() or '?'} logical CPUs"
     if simd:
         text += f", {simd}"
-        if "VNNI" not in simd.replace("no VNNI", ""):
+        if advice and "VNNI" not in simd.replace("no VNNI", ""):
             text += ": the int8 models gain less over float32 than on a CPU with VNNI"
     return text
 

@@ -81,3 +81,5 @@ def test_cpu_line_names_the_vector_extensions_that_set_the_speed():
         level = simd_level(flags)
         assert level in info.cpu
         assert ("gain less over float32" in info.cpu) == (level != "" and "VNNI" not in level.replace("no VNNI", ""))
+    # without the advice (benchmark headers): the same description up to the SIMD level
+    assert info.cpu.startswith(cpu_description(advice=False)) and "gain less" not in cpu_description(advice=False)
