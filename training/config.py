@@ -32,6 +32,11 @@ DEFAULTS: Dict[str, Any] = {
     # the init file is a U-Net with fewer residual blocks after the bottleneck (e.g.
     # {bottleneck_blocks: 0}): its weights are copied, the new blocks start as the identity
     "init_deepen": None,
+    # knowledge distillation (supervised, loss l1/l2): {teacher: a .onnx (int8: dequantised) or
+    # checkpoint.pt, architecture: the teacher's keys that differ from the run's (e.g. {width: 24}),
+    # weight: w in (0, 1]}: the loss is (1 - w) x loss(prediction, clean) + w x loss(prediction,
+    # teacher's prediction on the same noisy patch); the frozen teacher runs beside the network
+    "distill": None,
     # Auto model choice (card keys auto_looks, auto_correlation, auto_priority, sensor_family;
     # see sar_despeckle_plugin/core/model_choice.py): e.g. {looks: [0.3, 1.3],
     # correlation: [0.15, 1.0], priority: 10, sensor_family: "..."}; None: never chosen by Auto
@@ -101,6 +106,9 @@ def _merge(base: Dict[str, Any], new: Mapping[str, Any], path: str = "") -> None
         if key not in base:
             raise ConfigError(f"unknown configuration key {where!r}")
         if isinstance(base[key], dict):
+            if value is None and not path and DEFAULTS.get(key, {}) is None:
+                base[key] = None  # an optional block switched off (e.g. --set distill=null)
+                continue
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where!r} must be a mapping")
             _merge(base[key], value, where + ".")
@@ -159,6 +167,20 @@ def check(cfg: Dict[str, Any]) -> Dict[str, Any]:
             raise ConfigError("init_deepen needs a unet architecture and an init file")
         if not 0 <= int(deepen["bottleneck_blocks"]) < int(cfg["architecture"].get("bottleneck_blocks") or 0):
             raise ConfigError("init_deepen.bottleneck_blocks must be below the run's architecture.bottleneck_blocks")
+    distill = cfg.get("distill")
+    if distill is not None:
+        if not isinstance(distill, Mapping) or not distill.get("teacher") or "weight" not in distill:
+            raise ConfigError("distill must be {teacher: FILE, weight: W} (and optionally architecture: {...})")
+        bad = sorted(set(distill) - {"teacher", "weight", "architecture"})
+        if bad:
+            raise ConfigError(f"distill takes teacher, weight and architecture, not {bad}")
+        if not 0.0 < float(distill["weight"]) <= 1.0:
+            raise ConfigError(f"distill.weight must be in (0, 1], got {distill['weight']}")
+        if cfg["strategy"] != "supervised" or cfg["loss"]["kind"] not in ("l1", "l2"):
+            raise ConfigError("distill needs the supervised strategy and an l1 or l2 loss (the teacher's "
+                              "prediction is a clean-image estimate)")
+        if not isinstance(distill.get("architecture") or {}, Mapping):
+            raise ConfigError("distill.architecture must be a mapping of architecture keys")
     return cfg
 
 

@@ -293,6 +293,10 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
                           f"left {1 - float(d['real_holdout']):.0%} of each image's columns (the rest held out)")
     o = config["optimizer"]
     lmax = d.get("looks_max")
+    if config.get("distilled_from"):
+        w = float(config["distill"]["weight"])
+        text += (f"; distilled: {w:.0%} of the loss against the prediction of the frozen teacher "
+                 f"{config['distilled_from']} on the same noisy patch, {1 - w:.0%} against the clean image")
     if config.get("init_from"):
         text = f"fine-tuned from {config['init_from']}, then {text}"
     return ModelCard(

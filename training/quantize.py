@@ -30,7 +30,10 @@ from sar_despeckle_plugin.core.transforms import debiased_log
 
 DEFAULT_IMAGES = 20  # calibration images per reference set
 QUANT_NOTE = ("int8 (onnxruntime static quantisation, QDQ: per-channel int8 weights, uint8 activations, "
-              "percentile calibration on {n} training images; first and last convolutions float32)")
+              "percentile calibration on {n} training images; first and last convolutions float32{reduce})")
+# --reduce-range: 7-bit weights, so that the uint8 x int8 products of CPUs without VNNI (AVX2's
+# VPMADDUBSW adds pairs into int16) cannot saturate; costs VNNI CPUs one bit of weight precision
+REDUCE_NOTE = "; 7-bit weights, so no int16 saturation on CPUs without VNNI"
 
 
 def read_card(path: Path | str) -> ModelCard:
@@ -93,9 +96,10 @@ def int8_extra(extra: Dict[str, str]) -> Dict[str, str]:
 
 
 def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: Optional[str] = None,
-             images: int = DEFAULT_IMAGES) -> ModelCard:
+             images: int = DEFAULT_IMAGES, reduce_range: bool = False) -> ModelCard:
     """Quantise ``src`` into ``out`` (calibrated on ``inputs``, drawn with ``--images images``, which
-    the reproduce command records when it is not the default); returns the new card (written)."""
+    the reproduce command records when it is not the default); returns the new card (written).
+    ``reduce_range``: 7-bit weights (:data:`REDUCE_NOTE`)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -118,11 +122,14 @@ def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: O
             raise ValueError(f"{src}: {len(convs)} convolutions, nothing to quantise between the first and last")
         quantize_static(str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=[convs[0], convs[-1]])
+                        calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=[convs[0], convs[-1]],
+                        reduce_range=bool(reduce_range))
     new = replace(card, name=name or f"{card.name}-int8",
-                  architecture=f"{card.architecture}; {QUANT_NOTE.format(n=len(inputs))}",
+                  architecture=(f"{card.architecture}; "
+                                f"{QUANT_NOTE.format(n=len(inputs), reduce=REDUCE_NOTE if reduce_range else '')}"),
                   reproduce=(f"{card.reproduce} && python -m training quantize {src} --out {out}"
-                             + (f" --images {images}" if images != DEFAULT_IMAGES else "")),
+                             + (f" --images {images}" if images != DEFAULT_IMAGES else "")
+                             + (" --reduce-range" if reduce_range else "")),
                   description=f"{card.description} int8 version of {card.name}: several times faster on CPU.",
                   metrics={}, extra=int8_extra(card.extra), tile_size=int8_tile(card))
     write_card(out, new)
@@ -137,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--images", type=int, default=DEFAULT_IMAGES,
                     help="calibration images per reference set (Gaussian denoisers: images / 2 batches of 8 patches)")
+    ap.add_argument("--reduce-range", action="store_true",
+                    help="7-bit weights: no int16 saturation on CPUs without VNNI (AVX2), one bit less elsewhere")
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
     card = read_card(args.model)
@@ -144,7 +153,7 @@ def main(argv=None) -> int:
         inputs = gaussian_calibration_inputs(card, args.data, batches=max(1, args.images // 2))
     else:
         inputs = calibration_inputs(card, args.data, args.images)
-    new = quantize(args.model, args.out, inputs, args.name, images=args.images)
+    new = quantize(args.model, args.out, inputs, args.name, images=args.images, reduce_range=args.reduce_range)
     measure_and_report(args.out, new, args.data, evaluate=not args.no_eval)
     return 0
 

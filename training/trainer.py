@@ -101,6 +101,37 @@ def onnx_state_dict(path: str, model: nn.Module) -> Dict[str, "torch.Tensor"]:
     return out
 
 
+def load_weights(model: nn.Module, path: str | Path) -> str:
+    """Load the weights of ``path`` into ``model`` (same architecture): an ONNX file, by name (int8:
+    dequantised, :func:`onnx_state_dict`; a relative path not found here is taken from the
+    repository), or a ``checkpoint.pt``. Returns what was loaded, in words (the card's init_from)."""
+    if str(path).endswith(".onnx"):
+        found = Path(str(path))
+        if not found.is_absolute() and not found.exists():  # relative to the repository
+            found = Path(__file__).resolve().parents[1] / found
+        model.load_state_dict(onnx_state_dict(str(found), model))
+        kind = "int8 ONNX weights, dequantised" if "_int8" in found.name else "float32 ONNX weights"
+        return f"{Path(str(path)).name} ({kind})"
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["state_dict"])  # raises when the architectures differ
+    done = int(ckpt.get("step", ckpt["config"].get("steps_done", 0)))
+    return f"{ckpt['config'].get('name')} ({done} steps, {ckpt['config'].get('strategy')})"
+
+
+def build_teacher(cfg: Dict[str, Any], device) -> Optional[Tuple[nn.Module, float, str]]:
+    """The frozen teacher of ``cfg['distill']`` (the run's architecture with the distill block's
+    architecture keys), its loss weight and a description; None without distillation."""
+    distill = cfg.get("distill")
+    if not distill:
+        return None
+    teacher = build_model(dict(cfg, architecture=dict(cfg["architecture"], **(distill.get("architecture") or {}))))
+    what = load_weights(teacher, distill["teacher"])
+    teacher.eval().to(device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, float(distill["weight"]), what
+
+
 def build_objective(cfg: Dict[str, Any]) -> Objective:
     return Objective(cfg["loss"]["kind"], looks=float(cfg["data"]["looks"]),
                      norm_scale=float(cfg["data"]["norm_scale"]), tv_weight=float(cfg["loss"]["tv_weight"]))
@@ -307,19 +338,7 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
         # (init_deepen)
         other = prune or widen or deepen
         source = build_model(dict(cfg, architecture=dict(cfg["architecture"], **other))) if other else model
-        if str(cfg["init"]).endswith(".onnx"):  # a model file: its weights, by name (int8: dequantised)
-            init_path = Path(str(cfg["init"]))
-            if not init_path.is_absolute() and not init_path.exists():  # relative to the repository
-                init_path = Path(__file__).resolve().parents[1] / init_path
-            source.load_state_dict(onnx_state_dict(str(init_path), source))
-            kind = "int8 ONNX weights, dequantised" if "_int8" in init_path.name else "float32 ONNX weights"
-            cfg = dict(cfg, init_from=f"{Path(str(cfg['init'])).name} ({kind})")
-        else:
-            init = torch.load(str(cfg["init"]), map_location="cpu", weights_only=False)
-            source.load_state_dict(init["state_dict"])  # raises when the architectures differ
-            done = int(init.get("step", init["config"].get("steps_done", 0)))
-            cfg = dict(cfg, init_from=(f"{init['config'].get('name')} ({done} steps, "
-                                       f"{init['config'].get('strategy')})"))
+        cfg = dict(cfg, init_from=load_weights(source, cfg["init"]))
         if prune:
             from .prune import prune_unet
             prune_unet(source, model)
@@ -332,6 +351,11 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
             from .prune import deepen_unet
             deepen_unet(source, model)
             cfg = dict(cfg, init_from=f"{cfg['init_from']}, deepened (same function) from {source.describe()}")
+    teacher, distill_weight = None, 0.0
+    taught = build_teacher(cfg, dev)
+    if taught is not None:
+        teacher, distill_weight, what = taught
+        cfg = dict(cfg, distilled_from=what)
     ckpt_path = out / "checkpoint.pt"
     history: List[Dict] = []
     step, minutes_before = 0, 0.0
@@ -388,7 +412,12 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
             g["lr"] = lr_at(step, total, float(o["lr"]), int(o["warmup"]), float(o["min_lr_ratio"]))
         with amp:
             pred = model(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    taught = teacher(x).float()
         loss = objective(pred.float(), t, w)
+        if teacher is not None:
+            loss = (1.0 - distill_weight) * loss + distill_weight * objective(pred.float(), taught, w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

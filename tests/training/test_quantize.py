@@ -139,3 +139,32 @@ def test_dequantize_makes_the_float32_network_of_an_int8_file(tmp_path):
     # a float32 file is refused with a message, not a traceback
     assert dequantize_main([str(MODELS / "unet_l1_long.onnx"), "--out", str(tmp_path / "x.onnx"), "--no-eval"]) == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_reduce_range_keeps_the_weights_to_7_bits(tmp_path):
+    """--reduce-range: every int8 weight within +-64 (the full range without), recorded in the card and
+    its reproduce command, the output as close to the float32 network's."""
+    from onnx import numpy_helper
+    torch.manual_seed(0)
+    model = DnCNN(depth=5, width=16).eval()
+    with torch.no_grad():
+        model.body[-1].weight.mul_(200.0)
+    src = tmp_path / "f32.onnx"
+    export_onnx(model, src, contract_card(1.0, 2.0, model.receptive_field))
+    peaks = {}
+    for reduce in (False, True):
+        out = tmp_path / f"int8_{reduce}.onnx"
+        card = quantize(src, out, _smooth_inputs(8, 48, 1), reduce_range=reduce)
+        assert ("7-bit weights" in card.architecture) == reduce and "int8" in card.architecture
+        assert card.reproduce.endswith(" --reduce-range") == reduce
+        g = onnx.load(str(out)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        weights = [inits[n.input[0]] for n in g.node if n.op_type == "DequantizeLinear"
+                   and n.input[0] in inits and inits[n.input[0]].dtype == np.int8]
+        assert len(weights) == 3                                            # the three middle convolutions
+        peaks[reduce] = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+        x = _smooth_inputs(1, 64, 9)[0]
+        a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        b = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        assert np.sqrt(np.mean((a - b) ** 2)) < 0.1 * np.sqrt(np.mean((x - a) ** 2))
+    assert peaks[False] == 127 and 60 <= peaks[True] <= 64, peaks
