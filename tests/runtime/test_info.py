@@ -80,6 +80,8 @@ def test_cpu_line_names_the_vector_extensions_that_set_the_speed():
         flags = next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
         level = simd_level(flags)
         assert level in info.cpu
-        assert ("gain less over float32" in info.cpu) == (level != "" and "VNNI" not in level.replace("no VNNI", ""))
+        slow_int8 = level != "" and "VNNI" not in level.replace("no VNNI", "")
+        assert ("gain less over float32" in info.cpu) == slow_int8
+        assert ("MODEL 16 (unet-l1-lite16-long, float32) is faster here" in info.cpu) == slow_int8
     # without the advice (benchmark headers): the same description up to the SIMD level
     assert info.cpu.startswith(cpu_description(advice=False)) and "gain less" not in cpu_description(advice=False)
