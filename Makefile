@@ -83,6 +83,7 @@ bench: plugin
 	mkdir -p benchmarks/results
 	$(QGIS_ENV) $(PY) benchmarks/bench_explain.py --markdown benchmarks/results/bench_explain.md
 	$(QGIS_ENV) $(PY) benchmarks/bench_tiles.py --markdown benchmarks/results/bench_tiles.md
+	$(QGIS_ENV) $(PY) benchmarks/bench_halo.py --markdown benchmarks/results/bench_halo.md
 	$(QGIS_ENV) $(PY) benchmarks/bench_batch.py --markdown benchmarks/results/bench_batch.md
 	$(QGIS_ENV) $(PY) benchmarks/bench_scene.py --runs $(SCENE_RUNS) --markdown benchmarks/results/bench_scene.md \
 	  --json benchmarks/results/bench_scene.json
