@@ -106,7 +106,8 @@ INT8_LITE := unet-l1-lite unet-l1-correlated-lite unet-l1-correlated-lite-long u
 # unet_l1_correlated_lite_long trains the committed unet_l1_correlated_lite_int8 further (dequantised);
 # unet_ratio and unet_super start from the committed unet_l1_correlated_long.
 MODEL_CONFIGS := dncnn_l1_general dncnn_l1to8_blind unet_l1_fast unet_l1_correlated unet_l4_correlated unet_s1grd_pairs unet_l1_long \
-  unet_l1_correlated_long unet_l1_lite unet_l1_correlated_lite unet_l1_correlated_lite_long unet_ratio unet_super
+  unet_l1_correlated_long unet_l1_lite unet_l1_correlated_lite unet_l1_correlated_lite_long unet_ratio unet_super \
+  unet_l1_lite16_long
 # MuLog against boxcar, polarimetric Refined Lee and the reference MuLoG+BM3D (installed apart,
 # in .venv/ref-mulog, when it installs): PSNR, coherence error, seconds per MPx.
 bench-polsar: plugin
