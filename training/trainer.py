@@ -352,9 +352,9 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
             deepen_unet(source, model)
             cfg = dict(cfg, init_from=f"{cfg['init_from']}, deepened (same function) from {source.describe()}")
     teacher, distill_weight = None, 0.0
-    taught = build_teacher(cfg, dev)
-    if taught is not None:
-        teacher, distill_weight, what = taught
+    built = build_teacher(cfg, dev)
+    if built is not None:
+        teacher, distill_weight, what = built
         cfg = dict(cfg, distilled_from=what)
     ckpt_path = out / "checkpoint.pt"
     history: List[Dict] = []
