@@ -80,18 +80,22 @@ class WithHalo:
         return self.net(x)
 
 
-def computed_per_output(halo: int, size: int = 4096, tile: int = 640) -> float:
-    grid = TileGrid.build(size, size, tile, halo, multiple=8, align=TILE_ALIGN)
+def round_up(x: int, unit: int) -> int:
+    return -(-x // unit) * unit
+
+
+def computed_per_output(halo: int, multiple: int, size: int = 4096, tile: int = 640) -> float:
+    grid = TileGrid.build(size, size, tile, halo, multiple=multiple, align=TILE_ALIGN)
     return sum(t.shape[0] * t.shape[1] for t in grid) / float(size * size)
 
 
 def measure(net: OnnxDenoiser, halo: int, images) -> Dict[str, float]:
     den = WithHalo(net, halo)
     unit = den.card.size_multiple
-    small = -(-(2 * halo + 16 + KEPT) // unit) * unit
+    small = round_up(2 * halo + 16 + KEPT, unit)
     rms, peak = 0.0, 0.0
     for _, inten in images:
-        whole = despeckle_array(inten, den, looks=1.0, tile_size=-(-(max(inten.shape) + 2 * halo) // unit) * unit)
+        whole = despeckle_array(inten, den, looks=1.0, tile_size=round_up(max(inten.shape) + 2 * halo, unit))
         tiled = despeckle_array(inten, den, looks=1.0, tile_size=small)
         d = np.log(tiled) - np.log(whole)
         d = d[np.isfinite(d)]
@@ -115,26 +119,25 @@ def main() -> None:
         full = halo_for(net.card.receptive_field)
         halos = sorted({h for h in args.halos if h < full} | {full})
         res = {h: measure(net, h, images) for h in halos}
-        rows.append((name, full, res))
+        rows.append((name, full, res, net.card.size_multiple))
         print(name, {h: (round(r["rms"], 5), round(r["max"], 4)) for h, r in res.items()}, flush=True)
-    full = rows[0][1]
-    base = computed_per_output(full)
+    full, hs, multiple = rows[0][1], sorted(rows[0][2]), rows[0][3]
+    factor = {h: computed_per_output(h, multiple) for h in hs}
     lines = [f"# Halo against seams (`benchmarks/bench_halo.py`, {time.strftime('%Y-%m-%d')}, "
              f"{time.time() - t0:.0f} s)", "",
              "Each network despeckles the real rasters in small tiles with halo h and as one tile with the same "
              "halo; the table gives the RMS / largest |difference of log intensity| (0.01 = 1 %), worst raster of: "
              + ", ".join(n for n, _ in images) + ". Last rows: pixels computed per output pixel at 4096² in "
              "640-pixel tiles, and the compute against the full halo.", "",
-             "| network (full halo) | " + " | ".join(f"h = {h}" for h in sorted(rows[0][2])) + " |",
-             "|---|" + "---|" * len(rows[0][2])]
-    for name, fh, res in rows:
+             "| network (full halo) | " + " | ".join(f"h = {h}" for h in hs) + " |",
+             "|---|" + "---|" * len(hs)]
+    for name, fh, res, _ in rows:
         lines.append(f"| {name} ({fh}) | " + " | ".join(
             f"{r['rms']:.2g} / {r['max']:.2g}"
             for h, r in sorted(res.items())) + " |")
-    hs = sorted(rows[0][2])
-    lines.append("| computed / output pixels at 4096² | " + " | ".join(f"{computed_per_output(h):.3f}" for h in hs) + " |")
-    lines.append("| compute against the full halo | " + " | ".join(f"{computed_per_output(h) / base:.3f}" for h in hs)
-                 + " |")
+    lines.append("| computed / output pixels at 4096² | " + " | ".join(f"{factor[h]:.3f}" for h in hs) + " |")
+    lines.append("| compute against the full halo | "
+                 + " | ".join(f"{factor[h] / factor[full]:.3f}" for h in hs) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:

@@ -44,13 +44,20 @@ def _smooth_inputs(n, size, seed):
     return out
 
 
-def test_quantised_model_is_close_and_keeps_first_and_last_float(tmp_path):
+def _float_dncnn(tmp_path):
+    """A float32 DnCNN (depth 5, width 16) exported to ONNX, with a residual large enough that its
+    output depends on every layer."""
     torch.manual_seed(0)
     model = DnCNN(depth=5, width=16).eval()
-    with torch.no_grad():  # a non-trivial residual so that the output depends on every layer
+    with torch.no_grad():
         model.body[-1].weight.mul_(200.0)
     src = tmp_path / "f32.onnx"
     export_onnx(model, src, contract_card(1.0, 2.0, model.receptive_field))
+    return model, src
+
+
+def test_quantised_model_is_close_and_keeps_first_and_last_float(tmp_path):
+    model, src = _float_dncnn(tmp_path)
     out = tmp_path / "int8.onnx"
     card = quantize(src, out, _smooth_inputs(8, 48, 1))
     assert card.name == "in-training-int8" and "int8" in card.architecture
@@ -145,12 +152,7 @@ def test_reduce_range_keeps_the_weights_to_7_bits(tmp_path):
     """--reduce-range: every int8 weight within +-64 (the full range without), recorded in the card and
     its reproduce command, the output as close to the float32 network's."""
     from onnx import numpy_helper
-    torch.manual_seed(0)
-    model = DnCNN(depth=5, width=16).eval()
-    with torch.no_grad():
-        model.body[-1].weight.mul_(200.0)
-    src = tmp_path / "f32.onnx"
-    export_onnx(model, src, contract_card(1.0, 2.0, model.receptive_field))
+    _, src = _float_dncnn(tmp_path)
     peaks = {}
     for reduce in (False, True):
         out = tmp_path / f"int8_{reduce}.onnx"
