@@ -37,9 +37,10 @@ DEFAULTS: Dict[str, Any] = {
     # weight: w in (0, 1]}: the loss is (1 - w) x loss(prediction, clean) + w x loss(prediction,
     # teacher's prediction on the same noisy patch); the frozen teacher runs beside the network
     "distill": None,
-    # Auto model choice (card keys auto_looks, auto_correlation, auto_priority, sensor_family;
-    # see sar_despeckle_plugin/core/model_choice.py): e.g. {looks: [0.3, 1.3],
-    # correlation: [0.15, 1.0], priority: 10, sensor_family: "..."}; None: never chosen by Auto
+    # Auto model choice (card keys auto_looks, auto_correlation, auto_priority, sensor_family and,
+    # optional, auto_priority_no_vnni; see sar_despeckle_plugin/core/model_choice.py): e.g.
+    # {looks: [0.3, 1.3], correlation: [0.15, 1.0], priority: 10, sensor_family: "..."} (and
+    # priority_no_vnni: 16 for the priority on CPUs without VNNI); None: never chosen by Auto
     "auto": None,
     "architecture": {
         "type": "dncnn",

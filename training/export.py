@@ -249,6 +249,8 @@ def auto_card_keys(auto: Optional[Dict[str, object]]) -> Dict[str, str]:
     out = {"auto_looks": ",".join(f"{float(v):g}" for v in auto["looks"]),
            "auto_correlation": ",".join(f"{float(v):g}" for v in auto["correlation"]),
            "auto_priority": str(int(auto.get("priority", 0)))}
+    if auto.get("priority_no_vnni") is not None:
+        out["auto_priority_no_vnni"] = str(int(auto["priority_no_vnni"]))
     if auto.get("sensor_family"):
         out["sensor_family"] = str(auto["sensor_family"])
     return out

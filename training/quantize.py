@@ -88,8 +88,10 @@ def int8_tile(card: ModelCard) -> int:
 def int8_extra(extra: Dict[str, str]) -> Dict[str, str]:
     """The int8 copy's extra card keys: the float32 file's, its Auto priority lowered by
     ``INT8_PRIORITY_DROP`` (Auto takes the float32 file when both fit; the int8 copy is there
-    for speed, chosen by hand)."""
+    for speed, chosen by hand) and without the float32 file's priority on CPUs without VNNI
+    (``auto_priority_no_vnni``: where int8 is slow)."""
     out = dict(extra)
+    out.pop("auto_priority_no_vnni", None)
     if "auto_priority" in out:
         out["auto_priority"] = str(int(out["auto_priority"]) - INT8_PRIORITY_DROP)
     return out

@@ -7,7 +7,11 @@ Pure logic over model cards. A card takes part in the Auto choice when it has th
   larger of the range and azimuth ones) it is meant for;
 * ``auto_priority``: an integer; among models that fit equally well the highest wins (e.g. a
   float32 file before its int8 copy, which is there for speed);
-* ``sensor_family`` (optional, shown to the user): what data it is for, e.g. "Sentinel-1 GRD".
+* ``sensor_family`` (optional, shown to the user): what data it is for, e.g. "Sentinel-1 GRD";
+* ``auto_priority_no_vnni`` (optional, an integer): the priority on a CPU whose int8 convolutions
+  have no VNNI instructions (AVX2-only x86: AMD before Zen 4, Intel before Ice Lake). There the
+  int8 files gain about 1.4 x over float32 instead of 2 x, so a smaller float32 network can be
+  the faster one (a card without the key keeps ``auto_priority``).
 
 The regions of the bundled cards tile the (looks, correlation) plane; a raster outside all of
 them gets the model whose region is nearest (distance in log-looks plus correlation, with the
@@ -40,6 +44,16 @@ def _range(card: ModelCard, key: str) -> Optional[Tuple[float, float]]:
     return low, high
 
 
+def _integer(card: ModelCard, key: str, default: Optional[str]) -> Optional[int]:
+    raw = card.extra.get(key, default)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ModelCardError(key, f"expected an integer, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class AutoFit:
     """How a card wants to be chosen (None when it does not take part)."""
@@ -47,6 +61,7 @@ class AutoFit:
     correlation: Tuple[float, float]
     priority: int
     sensor_family: str
+    priority_no_vnni: Optional[int] = None
 
     @classmethod
     def of(cls, card: ModelCard) -> Optional["AutoFit"]:
@@ -56,11 +71,13 @@ class AutoFit:
             return None
         if looks[0] <= 0:
             raise ModelCardError("auto_looks", "the lower bound must be > 0")
-        try:
-            priority = int(card.extra.get("auto_priority", "0"))
-        except ValueError:
-            raise ModelCardError("auto_priority", f"expected an integer, got {card.extra.get('auto_priority')!r}") from None
-        return cls(looks, corr, priority, str(card.extra.get("sensor_family", "")))
+        priority = _integer(card, "auto_priority", "0")
+        no_vnni = _integer(card, "auto_priority_no_vnni", None)
+        return cls(looks, corr, priority, str(card.extra.get("sensor_family", "")), no_vnni)
+
+    def priority_on(self, no_vnni: bool) -> int:
+        """The priority on a CPU without VNNI (``no_vnni``) or elsewhere."""
+        return self.priority_no_vnni if no_vnni and self.priority_no_vnni is not None else self.priority
 
     def distance(self, looks: float, correlation: float) -> float:
         """0 inside the region, else how far outside (log-looks + weighted correlation)."""
@@ -86,19 +103,21 @@ def is_int8(card: ModelCard) -> bool:
 
 
 def choose_model(cards: Sequence[Optional[ModelCard]], looks: float, correlation: float,
-                 prefer_float: bool = False) -> Choice:
+                 prefer_float: bool = False, no_vnni: bool = False) -> Choice:
     """The card that fits speckle of ``looks`` ENL and lag-1 intensity correlation ``correlation``.
 
     ``cards`` is the MODEL enum's list (None for a file that could not be read). With
     ``prefer_float`` (the network runs on a GPU, where int8 files bring no speed) a float32 card
-    wins over an int8 one that fits as well, whatever their priorities. Raises
-    :class:`ModelCardError` when no card takes part in the Auto choice."""
+    wins over an int8 one that fits as well, whatever their priorities. ``no_vnni``: the network
+    runs on a CPU without VNNI, where the cards' ``auto_priority_no_vnni`` replace their
+    priorities. Raises :class:`ModelCardError` when no card takes part in the Auto choice."""
     best = None
     for i, card in enumerate(cards):
         fit = AutoFit.of(card) if card is not None else None
         if fit is None:
             continue
-        key = (round(fit.distance(looks, correlation), 9), bool(prefer_float and is_int8(card)), -fit.priority, i)
+        key = (round(fit.distance(looks, correlation), 9), bool(prefer_float and is_int8(card)),
+               -fit.priority_on(no_vnni and not prefer_float), i)
         if best is None or key < best[0]:
             best = (key, i, card, fit)
     if best is None:

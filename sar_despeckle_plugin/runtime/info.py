@@ -6,11 +6,12 @@ a session that was created and has run tells whether CUDA works (:func:`cuda_che
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -21,7 +22,8 @@ from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, nvidia_driver_p
 
 
 # the float32 network that outruns the int8 default where onnxruntime has no VNNI kernels (1.06
-# against 0.78 MPx/s end to end on an AVX2-only EPYC, 0.05 dB below it): named in the CPU advice
+# against 0.78 MPx/s end to end on an AVX2-only EPYC, 0.05 dB below it): Auto's choice for white
+# single-look speckle there (its card's auto_priority_no_vnni), named in the CPU line
 NO_VNNI_MODEL = "unet-l1-lite16-long"
 
 
@@ -43,11 +45,10 @@ def simd_level(flags) -> str:
     return ""
 
 
-def cpu_description(advice: bool = True) -> str:
-    """The CPU as it bears on the networks' speed: model name, logical CPUs, SIMD level and, without
-    VNNI and with ``advice``, that the int8 models gain less over float32 (measured on an AVX2-only
-    AMD EPYC: 1.4 x, against about 2 x with AVX-512 VNNI)."""
-    name, flags = platform.processor() or platform.machine(), set()
+@functools.lru_cache(maxsize=1)
+def _cpu() -> Tuple[str, frozenset]:
+    """(model name, /proc/cpuinfo flags); no flags where there is no /proc/cpuinfo (not Linux)."""
+    name, flags = platform.processor() or platform.machine(), frozenset()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
@@ -55,20 +56,51 @@ def cpu_description(advice: bool = True) -> str:
                 if key.strip() == "model name" and value.strip():
                     name = value.strip()
                 elif key.strip() == "flags":
-                    flags = set(value.split())
+                    flags = frozenset(value.split())
                     break
-    except OSError:  # not Linux: no flags
+    except OSError:
         pass
+    return name, flags
+
+
+def lacks_vnni(level: str) -> bool:
+    """True for a known x86 SIMD level (:func:`simd_level`) without VNNI; False for one with VNNI
+    and where the level is unknown (other systems and architectures keep Auto's usual choice)."""
+    return bool(level) and "VNNI" not in level.replace("no VNNI", "")
+
+
+# "1": treat the CPU as one with VNNI, "0": as one without; unset or anything else: detect. Pins
+# Auto's CPU choice, e.g. on a cluster of mixed CPUs, or where the CPU cannot be read (not Linux)
+VNNI_ENV = "SAR_DESPECKLE_VNNI"
+
+
+def cpu_lacks_vnni() -> bool:
+    """This CPU's int8 convolutions run without VNNI (read from /proc/cpuinfo, so Linux only;
+    :data:`VNNI_ENV` overrides): Auto then uses the cards' ``auto_priority_no_vnni``
+    (:mod:`core.model_choice`)."""
+    forced = os.environ.get(VNNI_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "0"
+    return lacks_vnni(simd_level(_cpu()[1]))
+
+
+def cpu_description(advice: bool = True) -> str:
+    """The CPU as it bears on the networks' speed: model name, logical CPUs, SIMD level and, without
+    VNNI and with ``advice``, that the int8 models gain less over float32 (measured on an AVX2-only
+    AMD EPYC: 1.4 x, against about 2 x with AVX-512 VNNI) and which model Auto takes there."""
+    name, flags = _cpu()
     simd = simd_level(flags)
     text = f"{name}, {os.cpu_count() or '?'} logical CPUs"
     if simd:
         text += f", {simd}"
-        if advice and "VNNI" not in simd.replace("no VNNI", ""):
+        if advice and lacks_vnni(simd):
             text += ": the int8 models gain less over float32 than on a CPU with VNNI"
             fast = next((m for m in bundled_models() if m.name == NO_VNNI_MODEL), None)
-            if fast is not None:
-                text += (f"; for white single-look speckle MODEL {fast.index} ({fast.name}, float32) is faster "
-                         "here than Auto's int8 choice")
+            if fast is not None and cpu_lacks_vnni():
+                text += (f"; for white single-look speckle Auto takes MODEL {fast.index} ({fast.name}, float32) "
+                         "here, faster than the int8 model it takes on CPUs with VNNI")
+            elif fast is not None:
+                text += f" ({VNNI_ENV}=1: Auto takes the models it takes on CPUs with VNNI)"
     return text
 
 

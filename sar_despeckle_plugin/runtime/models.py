@@ -131,9 +131,9 @@ def bundled_cards(kind: str = DESPECKLERS) -> List[Optional[ModelCard]]:
 
 
 def auto_choice(looks: float, correlation: float, prefer_float: bool = False,
-                kind: str = DESPECKLERS) -> Tuple[BundledModel, Choice]:
+                kind: str = DESPECKLERS, no_vnni: bool = False) -> Tuple[BundledModel, Choice]:
     """The bundled model of ``kind`` that fits speckle of ``looks`` ENL and lag-1 correlation
     ``correlation`` (:func:`core.model_choice.choose_model` over the bundled cards;
-    ``prefer_float`` on a GPU), and why."""
-    choice = choose_model(bundled_cards(kind), looks, correlation, prefer_float)
+    ``prefer_float`` on a GPU, ``no_vnni`` on a CPU without VNNI), and why."""
+    choice = choose_model(bundled_cards(kind), looks, correlation, prefer_float, no_vnni)
     return bundled_models(kind)[choice.index], choice

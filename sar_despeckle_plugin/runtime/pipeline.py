@@ -484,6 +484,7 @@ def _read_intensity(src: RasterSource, window: Window, domain: Domain, white=Non
 
 def _select_model(denoiser, measurement: Measurement, looks: float, progress: Progress):
     """(denoiser, how it was chosen). ``denoiser`` is a loaded network, or :class:`AutoModel`."""
+    from .info import cpu_lacks_vnni
     from .models import auto_choice, bundled_models, default_model_index
     est = measurement.estimate
     if isinstance(denoiser, AutoModel):
@@ -496,10 +497,16 @@ def _select_model(denoiser, measurement: Measurement, looks: float, progress: Pr
         corr = est.correlation if est is not None else 0.0
         model, choice = auto_choice(use_looks, corr)
         net = denoiser.load(model.path)
-        if net.device_used == "CUDA" and is_int8(net.card):  # int8 is for CPUs: take a float32 file on a GPU
-            model_f, choice_f = auto_choice(use_looks, corr, prefer_float=True)
-            if model_f.name != model.name:
-                return denoiser.load(model_f.path), f"Auto (float32 on CUDA): {choice_f.reason}"
+        if net.device_used == "CUDA":
+            if is_int8(net.card):  # int8 is for CPUs: take a float32 file on a GPU
+                model_f, choice_f = auto_choice(use_looks, corr, prefer_float=True)
+                if model_f.name != model.name:
+                    return denoiser.load(model_f.path), f"Auto (float32 on CUDA): {choice_f.reason}"
+        elif cpu_lacks_vnni():  # int8 gains less there: a card may rank itself higher (auto_priority_no_vnni)
+            model_v, choice_v = auto_choice(use_looks, corr, no_vnni=True)
+            if model_v.name != model.name:
+                return denoiser.load(model_v.path), (f"Auto (this CPU has no VNNI, where it is faster than "
+                                                     f"'{model.name}'): {choice_v.reason}")
         return net, "Auto: " + choice.reason
     # an explicit model: say when the measured speckle fits another one better
     if est is not None and est.reliable:
@@ -709,8 +716,10 @@ def plan_despeckle(src: RasterSource, denoiser, domain: Domain | int = Domain.AU
     if looks and est is not None and est.reliable and looks_disagree(float(looks), est.looks):
         # said only when it matters: the measured looks would take another model
         try:
+            from .info import cpu_lacks_vnni
             from .models import auto_choice
-            fits = auto_choice(est.looks, est.correlation)[0].name
+            no_vnni = getattr(denoiser, "device_used", "CPU") == "CPU" and cpu_lacks_vnni()
+            fits = auto_choice(est.looks, est.correlation, no_vnni=no_vnni)[0].name
         except ModelCardError:
             fits = None
         if fits is not None and fits != card.name:

@@ -90,3 +90,27 @@ def test_a_float32_file_dequantised_from_an_int8_one_is_not_int8():
     assert is_int8(q) and not is_int8(f) and not is_int8(auto_card("p", "0.3,1.3", "0,0.15"))
     assert choose_model([q, f], 1.0, 0.05).name == "q"  # priorities equal: the first
     assert choose_model([q, f], 1.0, 0.05, prefer_float=True).name == "f"
+
+
+def test_cpus_without_vnni_use_the_cards_no_vnni_priority():
+    """Without VNNI the int8 files gain 1.4 x instead of 2 x: a float32 card that ranks itself higher
+    there (``auto_priority_no_vnni``) wins; cards without the key keep their priority, a GPU
+    (``prefer_float``) ignores the key, and the distance still comes first."""
+    q = "UNet; int8 (onnxruntime static quantisation, QDQ)"
+    small = ModelCard.from_metadata(card("white-small", extra={
+        "auto_looks": "0.3,1.3", "auto_correlation": "0,0.15", "auto_priority": "5",
+        "auto_priority_no_vnni": "16"}).to_metadata())
+    cards = [auto_card("white-1", "0.3,1.3", "0,0.15", 10), auto_card("white-lite-int8", "0.3,1.3", "0,0.15", 15,
+                                                                      architecture=q),
+             small, auto_card("corr-int8", "0.3,1.3", "0.15,1", 20, architecture=q)]
+    assert AutoFit.of(small).priority_on(True) == 16 and AutoFit.of(small).priority_on(False) == 5
+    assert AutoFit.of(cards[0]).priority_on(True) == 10
+    assert choose_model(cards, 1.0, 0.05).name == "white-lite-int8"
+    assert choose_model(cards, 1.0, 0.05, no_vnni=True).name == "white-small"
+    assert choose_model(cards, 0.9, 0.45, no_vnni=True).name == "corr-int8"      # no key: as before
+    assert choose_model(cards, 1.0, 0.05, prefer_float=True, no_vnni=True).name == "white-1"
+    assert choose_model(cards[:2], 1.0, 0.05, no_vnni=True).name == "white-lite-int8"
+    bad = ModelCard.from_metadata(card("bad", extra={"auto_looks": "0.3,1.3", "auto_correlation": "0,0.15",
+                                                     "auto_priority_no_vnni": "fast"}).to_metadata())
+    with pytest.raises(ModelCardError, match="auto_priority_no_vnni"):
+        AutoFit.of(bad)

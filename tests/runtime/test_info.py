@@ -82,6 +82,28 @@ def test_cpu_line_names_the_vector_extensions_that_set_the_speed():
         assert level in info.cpu
         slow_int8 = level != "" and "VNNI" not in level.replace("no VNNI", "")
         assert ("gain less over float32" in info.cpu) == slow_int8
-        assert ("MODEL 16 (unet-l1-lite16-long, float32) is faster here" in info.cpu) == slow_int8
+        # conftest pins Auto's choice to the one made with VNNI, and the line says so
+        assert ("SAR_DESPECKLE_VNNI=1: Auto takes the models it takes on CPUs with VNNI" in info.cpu) == slow_int8
+        assert "Auto takes MODEL 16" not in info.cpu
     # without the advice (benchmark headers): the same description up to the SIMD level
     assert info.cpu.startswith(cpu_description(advice=False)) and "gain less" not in cpu_description(advice=False)
+
+
+def test_vnni_detection_and_its_override(monkeypatch):
+    """Auto's CPU choice depends on VNNI: read from /proc/cpuinfo's flags, SAR_DESPECKLE_VNNI=0/1
+    overrides it, an unknown level (not x86, not Linux) counts as VNNI (Auto's usual choice)."""
+    from sar_despeckle_plugin.runtime import info as info_mod
+    assert info_mod.lacks_vnni("AVX2 (no VNNI)") and info_mod.lacks_vnni("AVX-512 (no VNNI)")
+    assert not info_mod.lacks_vnni("AVX-512 VNNI") and not info_mod.lacks_vnni("AVX-VNNI (AVX2)")
+    assert not info_mod.lacks_vnni("")
+    monkeypatch.setattr(info_mod, "_cpu", lambda: ("test CPU", frozenset({"avx", "avx2", "fma"})))
+    for forced, lacks in (("0", True), ("1", False), ("", True), ("yes", True)):
+        monkeypatch.setenv("SAR_DESPECKLE_VNNI", forced)
+        assert info_mod.cpu_lacks_vnni() == lacks
+    monkeypatch.setenv("SAR_DESPECKLE_VNNI", "0")
+    line = info_mod.cpu_description()
+    assert line.startswith("test CPU") and "AVX2 (no VNNI)" in line
+    assert "Auto takes MODEL 16 (unet-l1-lite16-long, float32) here" in line
+    monkeypatch.setattr(info_mod, "_cpu", lambda: ("test CPU", frozenset({"avx2", "avx512f", "avx512_vnni"})))
+    monkeypatch.delenv("SAR_DESPECKLE_VNNI")
+    assert not info_mod.cpu_lacks_vnni() and "gain less" not in info_mod.cpu_description()

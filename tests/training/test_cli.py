@@ -383,6 +383,8 @@ def test_card_command_sets_keys_and_refuses_bad_ones(tmp_path, capsys):
     assert path.read_bytes() == before
     assert int8_extra({"auto_priority": "10", "x": "y"}) == {"auto_priority": "5", "x": "y"}
     assert int8_extra({"x": "y"}) == {"x": "y"}
+    # the float32 file's rank on CPUs without VNNI is not the int8 copy's (int8 is slow there)
+    assert int8_extra({"auto_priority": "5", "auto_priority_no_vnni": "16"}) == {"auto_priority": "0"}
 
 
 def test_auto_section_becomes_card_keys():
@@ -392,6 +394,9 @@ def test_auto_section_becomes_card_keys():
     assert card.extra["auto_priority"] == "10" and "TerraSAR-X" in card.extra["sensor_family"]
     assert "drawn independently for rows and columns" in card.training_data
     assert "auto_looks" not in build_config_card(load_config("unet_l1_fast")).extra
+    assert "auto_priority_no_vnni" not in card.extra
+    lite16 = build_config_card(load_config("unet_l1_lite16_long")).extra
+    assert (lite16["auto_priority"], lite16["auto_priority_no_vnni"]) == ("5", "16")
 
 
 def test_bf16_falls_back_to_float32_where_the_cpu_would_emulate_it(tmp_path, monkeypatch):
