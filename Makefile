@@ -104,10 +104,12 @@ INT8_LITE := unet-l1-lite unet-l1-correlated-lite unet-l1-correlated-lite-long u
 # fine-tunes the bundled unet_l1_long.onnx (the committed file, so that it reproduces the bundled model);
 # unet_l1_lite and unet_l1_correlated_lite prune the committed unet_l1_long / unet_l1_correlated_long;
 # unet_l1_correlated_lite_long trains the committed unet_l1_correlated_lite_int8 further (dequantised);
-# unet_ratio and unet_super start from the committed unet_l1_correlated_long.
+# unet_ratio and unet_super start from the committed unet_l1_correlated_long; unet_l1_lite16_long and
+# unet_l1_correlated_lite16_long (MODELs 16, 17: float32) train the committed exports of their pruning
+# runs further (checkpoints/unet_l1_lite16.onnx, checkpoints/unet_l1_correlated_lite16.onnx).
 MODEL_CONFIGS := dncnn_l1_general dncnn_l1to8_blind unet_l1_fast unet_l1_correlated unet_l4_correlated unet_s1grd_pairs unet_l1_long \
   unet_l1_correlated_long unet_l1_lite unet_l1_correlated_lite unet_l1_correlated_lite_long unet_ratio unet_super \
-  unet_l1_lite16_long
+  unet_l1_lite16_long unet_l1_correlated_lite16_long
 # MuLog against boxcar, polarimetric Refined Lee and the reference MuLoG+BM3D (installed apart,
 # in .venv/ref-mulog, when it installs): PSNR, coherence error, seconds per MPx.
 bench-polsar: plugin

@@ -17,14 +17,8 @@ import numpy as np
 
 from ..core.errors import DespeckleError
 from ..core.model_choice import is_int8
-from .models import DESPECKLERS, GAUSSIAN, RATIO, SUPER, bundled_models
+from .models import DESPECKLERS, GAUSSIAN, RATIO, SUPER, bundled_cards, bundled_models
 from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, nvidia_driver_present, read_card
-
-
-# the float32 network that outruns the int8 default where onnxruntime has no VNNI kernels (1.06
-# against 0.78 MPx/s end to end on an AVX2-only EPYC, 0.05 dB below it): Auto's choice for white
-# single-look speckle there (its card's auto_priority_no_vnni), named in the CPU line
-NO_VNNI_MODEL = "unet-l1-lite16-long"
 
 
 def simd_level(flags) -> str:
@@ -84,6 +78,13 @@ def cpu_lacks_vnni() -> bool:
     return lacks_vnni(simd_level(_cpu()[1]))
 
 
+def no_vnni_models() -> list:
+    """The bundled despecklers that rank themselves higher on a CPU without VNNI (card key
+    ``auto_priority_no_vnni``: float32 networks faster there than the int8 ones Auto takes elsewhere)."""
+    return [m for m, card in zip(bundled_models(), bundled_cards())
+            if card is not None and "auto_priority_no_vnni" in card.extra]
+
+
 def cpu_description(advice: bool = True) -> str:
     """The CPU as it bears on the networks' speed: model name, logical CPUs, SIMD level and, without
     VNNI and with ``advice``, that the int8 models gain less over float32 (measured on an AVX2-only
@@ -95,11 +96,12 @@ def cpu_description(advice: bool = True) -> str:
         text += f", {simd}"
         if advice and lacks_vnni(simd):
             text += ": the int8 models gain less over float32 than on a CPU with VNNI"
-            fast = next((m for m in bundled_models() if m.name == NO_VNNI_MODEL), None)
-            if fast is not None and cpu_lacks_vnni():
-                text += (f"; for white single-look speckle Auto takes MODEL {fast.index} ({fast.name}, float32) "
-                         "here, faster than the int8 model it takes on CPUs with VNNI")
-            elif fast is not None:
+            fast = no_vnni_models()
+            if fast and cpu_lacks_vnni():
+                text += ("; for single-look speckle Auto takes the float32 "
+                         + " and ".join(f"MODEL {m.index} ({m.name})" for m in fast)
+                         + " here, faster than the int8 models it takes on CPUs with VNNI")
+            elif fast:
                 text += f" ({VNNI_ENV}=1: Auto takes the models it takes on CPUs with VNNI)"
     return text
 

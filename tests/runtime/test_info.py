@@ -84,7 +84,7 @@ def test_cpu_line_names_the_vector_extensions_that_set_the_speed():
         assert ("gain less over float32" in info.cpu) == slow_int8
         # conftest pins Auto's choice to the one made with VNNI, and the line says so
         assert ("SAR_DESPECKLE_VNNI=1: Auto takes the models it takes on CPUs with VNNI" in info.cpu) == slow_int8
-        assert "Auto takes MODEL 16" not in info.cpu
+        assert "Auto takes the float32" not in info.cpu
     # without the advice (benchmark headers): the same description up to the SIMD level
     assert info.cpu.startswith(cpu_description(advice=False)) and "gain less" not in cpu_description(advice=False)
 
@@ -103,7 +103,9 @@ def test_vnni_detection_and_its_override(monkeypatch):
     monkeypatch.setenv("SAR_DESPECKLE_VNNI", "0")
     line = info_mod.cpu_description()
     assert line.startswith("test CPU") and "AVX2 (no VNNI)" in line
-    assert "Auto takes MODEL 16 (unet-l1-lite16-long, float32) here" in line
+    assert ("Auto takes the float32 MODEL 16 (unet-l1-lite16-long) and MODEL 17 (unet-l1-correlated-lite16-long) "
+            "here") in line
+    assert [m.name for m in info_mod.no_vnni_models()] == ["unet-l1-lite16-long", "unet-l1-correlated-lite16-long"]
     monkeypatch.setattr(info_mod, "_cpu", lambda: ("test CPU", frozenset({"avx2", "avx512f", "avx512_vnni"})))
     monkeypatch.delenv("SAR_DESPECKLE_VNNI")
     assert not info_mod.cpu_lacks_vnni() and "gain less" not in info_mod.cpu_description()
