@@ -29,15 +29,16 @@ class QgisProcess:
         enable = self.run("plugins", "enable", "sar_despeckle_plugin", timeout=300)
         assert enable.returncode == 0 or "already enabled" in enable.stdout + enable.stderr, enable.stderr
 
-    def run(self, *args, timeout=600):
+    def run(self, *args, timeout=600, env=None):
+        """``env``: variables set for this run only, on top of :attr:`env`."""
         import subprocess
-        return subprocess.run([self.exe, *map(str, args)], env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run([self.exe, *map(str, args)], env=dict(self.env, **(env or {})), capture_output=True,
+                              text=True, timeout=timeout)
 
-    def results(self, alg, *params, timeout=600):
+    def results(self, alg, *params, timeout=600, env=None):
         """``--json run alg -- params``: the results, after asserting a zero exit."""
         import json
-        proc = self.run("--json", "run", alg, "--", *params, timeout=timeout)
+        proc = self.run("--json", "run", alg, "--", *params, timeout=timeout, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(proc.stdout[proc.stdout.index("{"):])["results"]
 

@@ -174,3 +174,26 @@ def test_output_equal_to_the_input_is_refused_and_the_input_kept(provider, tmp_p
         with pytest.raises(QgsProcessingException, match="is an input of this run"):
             processing.run(alg, dict(extra, INPUT=str(src), OUTPUT=str(src)))
         assert src.read_bytes() == before
+
+
+def test_qgis_process_auto_on_a_cpu_without_vnni_and_the_pin(tmp_path, qgis_process):
+    """SAR_DESPECKLE_VNNI reaches a headless run: 0 (a CPU without VNNI) makes Auto take the float32
+    MODEL 16 for white single-look speckle, and the output says why; 1 keeps model 12. The two
+    outputs are the same image within the networks' difference."""
+    from sar_despeckle_plugin.core.speckle import simulate_intensity
+    clean = gdal.Open(str(DATA / "s1_vv_temporal_mean_834.tif")).ReadAsArray().astype(np.float64)
+    noisy = simulate_intensity(clean, 1, np.random.default_rng(31)).astype(np.float32)
+    src = tmp_path / "white.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(src), noisy.shape[1], noisy.shape[0], 1, gdal.GDT_Float32)
+    ds.GetRasterBand(1).WriteArray(noisy)
+    ds = None
+    outs = {}
+    for vnni, model in (("0", "unet-l1-lite16-long"), ("1", "unet-l1-lite-int8")):
+        res = qgis_process.results("sardespeckle:despeckle", f"INPUT={src}", f"OUTPUT={tmp_path / f'{vnni}.tif'}",
+                                   env={"SAR_DESPECKLE_VNNI": vnni})
+        assert res["MODEL_USED"] == model
+        outs[vnni], ds = read(tmp_path / f"{vnni}.tif")
+        assert ds.GetMetadataItem("SAR_DESPECKLE_MODEL") == model
+        assert ("this CPU has no VNNI" in ds.GetMetadataItem("SAR_DESPECKLE_MODEL_CHOICE")) == (vnni == "0")
+    assert np.median(np.abs(np.log(outs["0"] / outs["1"]))) < 0.05
+    assert np.mean(outs["0"]) / np.mean(outs["1"]) == pytest.approx(1.0, abs=0.02)
