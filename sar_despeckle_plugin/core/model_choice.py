@@ -9,9 +9,9 @@ Pure logic over model cards. A card takes part in the Auto choice when it has th
   float32 file before its int8 copy, which is there for speed);
 * ``sensor_family`` (optional, shown to the user): what data it is for, e.g. "Sentinel-1 GRD";
 * ``auto_priority_no_vnni`` (optional, an integer): the priority on a CPU whose int8 convolutions
-  have no VNNI instructions (AVX2-only x86: AMD before Zen 4, Intel before Ice Lake). There the
-  int8 files gain about 1.4 x over float32 instead of 2 x, so a smaller float32 network can be
-  the faster one (a card without the key keeps ``auto_priority``).
+  have no VNNI instructions (AVX2-only x86: AMD before Zen 4, Intel without AVX-512 VNNI or
+  AVX-VNNI). There the int8 files gain about 1.4 x over float32 instead of 2 x, so a smaller
+  float32 network can be the faster one (a card without the key keeps ``auto_priority``).
 
 The regions of the bundled cards tile the (looks, correlation) plane; a raster outside all of
 them gets the model whose region is nearest (distance in log-looks plus correlation, with the
