@@ -20,7 +20,7 @@ import numpy as np
 from ..core import whitening
 from ..core.errors import CanceledError, InvalidInputError, ModelCardError
 from ..core.estimation import BLOCK, SpeckleEstimate, homogeneous_mask
-from ..core.model_choice import is_int8, looks_disagree
+from ..core.model_choice import looks_disagree
 from ..core.normalisation import (
     LogNormaliser, log_offset_from_sample, looks_mismatch, model_log_bias, sample_step,
 )
@@ -482,9 +482,21 @@ def _read_intensity(src: RasterSource, window: Window, domain: Domain, white=Non
     return intensity
 
 
+def _device_preferences(device_used: str) -> Tuple[Dict[str, bool], str]:
+    """How the device a network runs on bends the Auto choice (:func:`runtime.models.auto_choice`
+    keywords) and the reason's words for it ("{model}": the model it replaces). On CUDA int8 files
+    bring no speed: float32 first; on a CPU without VNNI int8 gains less, and the cards'
+    ``auto_priority_no_vnni`` rank; elsewhere nothing."""
+    from .info import cpu_lacks_vnni
+    if device_used == "CUDA":
+        return {"prefer_float": True}, "float32 on CUDA"
+    if cpu_lacks_vnni():
+        return {"no_vnni": True}, "this CPU has no VNNI, where it is faster than '{model}'"
+    return {}, ""
+
+
 def _select_model(denoiser, measurement: Measurement, looks: float, progress: Progress):
     """(denoiser, how it was chosen). ``denoiser`` is a loaded network, or :class:`AutoModel`."""
-    from .info import cpu_lacks_vnni
     from .models import auto_choice, bundled_models, default_model_index
     est = measurement.estimate
     if isinstance(denoiser, AutoModel):
@@ -497,16 +509,11 @@ def _select_model(denoiser, measurement: Measurement, looks: float, progress: Pr
         corr = est.correlation if est is not None else 0.0
         model, choice = auto_choice(use_looks, corr)
         net = denoiser.load(model.path)
-        if net.device_used == "CUDA":
-            if is_int8(net.card):  # int8 is for CPUs: take a float32 file on a GPU
-                model_f, choice_f = auto_choice(use_looks, corr, prefer_float=True)
-                if model_f.name != model.name:
-                    return denoiser.load(model_f.path), f"Auto (float32 on CUDA): {choice_f.reason}"
-        elif cpu_lacks_vnni():  # int8 gains less there: a card may rank itself higher (auto_priority_no_vnni)
-            model_v, choice_v = auto_choice(use_looks, corr, no_vnni=True)
-            if model_v.name != model.name:
-                return denoiser.load(model_v.path), (f"Auto (this CPU has no VNNI, where it is faster than "
-                                                     f"'{model.name}'): {choice_v.reason}")
+        prefs, why = _device_preferences(net.device_used)
+        if prefs:
+            model_d, choice_d = auto_choice(use_looks, corr, **prefs)
+            if model_d.name != model.name:
+                return denoiser.load(model_d.path), f"Auto ({why.format(model=model.name)}): {choice_d.reason}"
         return net, "Auto: " + choice.reason
     # an explicit model: say when the measured speckle fits another one better
     if est is not None and est.reliable:
