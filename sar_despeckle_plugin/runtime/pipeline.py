@@ -723,10 +723,9 @@ def plan_despeckle(src: RasterSource, denoiser, domain: Domain | int = Domain.AU
     if looks and est is not None and est.reliable and looks_disagree(float(looks), est.looks):
         # said only when it matters: the measured looks would take another model
         try:
-            from .info import cpu_lacks_vnni
             from .models import auto_choice
-            no_vnni = getattr(denoiser, "device_used", "CPU") == "CPU" and cpu_lacks_vnni()
-            fits = auto_choice(est.looks, est.correlation, no_vnni=no_vnni)[0].name
+            prefs, _ = _device_preferences(getattr(denoiser, "device_used", "CPU"))
+            fits = auto_choice(est.looks, est.correlation, **prefs)[0].name
         except ModelCardError:
             fits = None
         if fits is not None and fits != card.name:

@@ -117,6 +117,10 @@ def test_auto_takes_a_float32_model_when_the_network_runs_on_cuda(tmp_path, clea
     assert rep_cpu.model == "unet-l1-lite-int8" and rep.model == "unet-l1-long"
     assert ds.GetMetadataItem("SAR_DESPECKLE_MODEL_CHOICE").startswith("Auto (float32 on CUDA): 'unet-l1-long'")
     assert psnr(out_gpu, clean) == pytest.approx(psnr(out_cpu, clean), abs=0.3)
+    # a LOOKS far from the measured ENL: the warning names the model Auto would take on this device
+    log = Log()
+    despeckle_raster(src, str(tmp_path / "gpu44.tif"), _ReportsCuda(Device.CPU), looks=4.4, progress=log)
+    assert any("the bundled model that fits the measured speckle is 'unet-l1-long'" in w for w in log.warnings)
     rep_grd = despeckle_raster(str(HILL), str(tmp_path / "grd.tif"), _ReportsCuda(Device.CPU), progress=Log())
     assert rep_grd.model == "unet-l4-correlated-int8"
     # correlated single-look speckle: on a GPU the float32 copy of MODEL 14 (its int8 weights,
