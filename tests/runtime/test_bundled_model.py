@@ -53,6 +53,23 @@ def test_manifest_names_match_the_cards():
     assert [m.index for m in models] == [i for i, e in enumerate(entries) if not e.get("auto")]
 
 
+
+# A QComboBox is as wide as its longest item, and Processing's dialog is at least as wide as its
+# widest parameter: the 189-character label model 17 had made the dialog about 1 450 pixels wide
+# (wider than a 1366-pixel laptop screen) with a horizontal scrollbar. 90 characters fit the
+# dialog at 1100 pixels without one (grabbed offscreen); the models README says the rest.
+LABEL_MAX = 90
+
+
+def test_model_list_labels_are_short_enough_for_the_dialog():
+    from sar_despeckle_plugin.runtime.models import model_options
+    labels = model_options()
+    assert len(labels) == len(json.loads(Path(MANIFEST).read_text())["models"])
+    too_long = [(len(s), s) for s in labels if len(s) > LABEL_MAX]
+    assert not too_long, too_long
+    # and each still says what the model is for, not only its name
+    assert all(": " in s and len(s.split(": ", 1)[1]) >= 20 for s in labels), labels
+
 @pytest.mark.parametrize("index,looks_range", [(0, (1.0, 1.0)), (1, (1.0, 8.0))])
 def test_cards_are_complete(index, looks_range):
     m = bundled_models()[index]
