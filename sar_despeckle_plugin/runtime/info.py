@@ -24,7 +24,7 @@ from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, nvidia_driver_p
 def simd_level(flags) -> str:
     """The x86 vector extensions that set onnxruntime's CPU speed, from /proc/cpuinfo ``flags``:
     int8 convolutions are fastest with VNNI (AVX-512 VNNI or AVX-VNNI), and without AVX-512 the
-    float32 ones are slower too; "" when the flags say nothing (not x86, or not Linux)."""
+    float32 ones are slower too; "" when the flags say nothing (not x86, or an unknown CPU elsewhere)."""
     flags = set(flags)
     if "avx512_vnni" in flags:
         return "AVX-512 VNNI"
@@ -39,12 +39,55 @@ def simd_level(flags) -> str:
     return ""
 
 
+# numpy's runtime CPU features -> the /proc/cpuinfo flags simd_level reads
+NUMPY_FLAGS = {"AVX512VNNI": "avx512_vnni", "AVX512F": "avx512f", "AVX2": "avx2", "AVX": "avx", "SSE42": "sse4_2"}
+# Intel family 6 models with AVX2 and no VNNI of either kind (Haswell to Comet Lake, Skylake-SP and
+# Cannon Lake; Cascade Lake shares Skylake-SP's 85 and has AVX-512 VNNI, which numpy sees) ...
+INTEL_PRE_VNNI = frozenset({60, 63, 69, 70, 61, 71, 79, 86, 78, 94, 85, 142, 158, 165, 166, 102})
+# ... and those with AVX-VNNI (Alder Lake and later hybrids, Alder Lake-N), which numpy does not
+# detect: seen as AVX2 alone they would take the float32 models, slower there than int8
+INTEL_AVX_VNNI = frozenset({151, 154, 183, 186, 191, 170, 172, 189, 190, 197, 198})
+
+
+def _numpy_cpu_features() -> Dict[str, bool]:
+    for mod in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
+        try:
+            return dict(__import__(mod, fromlist=["__cpu_features__"]).__cpu_features__)
+        except (ImportError, AttributeError):
+            continue
+    return {}
+
+
+def flags_without_procfs(features: Dict[str, bool], system: str, machine: str, processor: str) -> frozenset:
+    """/proc/cpuinfo-style flags where there is no /proc/cpuinfo (Windows, macOS), from numpy's
+    runtime CPU ``features``, only where they settle VNNI: AVX-512 VNNI is seen directly; its absence
+    means no VNNI on AMD (every AMD CPU with VNNI has AVX-512 VNNI), on Intel Macs, and on the Intel
+    models listed (``processor`` as Windows gives it: "Intel64 Family 6 Model 158 Stepping 10,
+    GenuineIntel"). Elsewhere (an unlisted Intel model, which may have AVX-VNNI; ARM) nothing, so
+    that Auto keeps its usual choice."""
+    flags = frozenset(NUMPY_FLAGS[k] for k, on in features.items() if on and k in NUMPY_FLAGS)
+    if "avx512_vnni" in flags or not flags:
+        return flags
+    words = processor.replace(",", " ").split()
+    model = words[words.index("Model") + 1] if "Model" in words[:-1] else ""
+    family = words[words.index("Family") + 1] if "Family" in words[:-1] else ""
+    if "AuthenticAMD" in words or (system == "Darwin" and machine == "x86_64"):
+        return flags
+    if "GenuineIntel" in words and family == "6" and model.isdigit():
+        if int(model) in INTEL_AVX_VNNI:
+            return flags | {"avx_vnni"}
+        if int(model) in INTEL_PRE_VNNI:
+            return flags
+    return frozenset()
+
+
 @functools.lru_cache(maxsize=1)
 def _cpu() -> Tuple[str, frozenset]:
-    """(model name, /proc/cpuinfo flags); no flags where there is no /proc/cpuinfo (not Linux)."""
-    name, flags = platform.processor() or platform.machine(), frozenset()
+    """(model name, flags): /proc/cpuinfo's on Linux, elsewhere :func:`flags_without_procfs`."""
+    name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = frozenset()
             for line in f:
                 key, _, value = line.partition(":")
                 if key.strip() == "model name" and value.strip():
@@ -52,9 +95,10 @@ def _cpu() -> Tuple[str, frozenset]:
                 elif key.strip() == "flags":
                     flags = frozenset(value.split())
                     break
+        return name, flags
     except OSError:
-        pass
-    return name, flags
+        return name, flags_without_procfs(_numpy_cpu_features(), platform.system(), platform.machine(),
+                                          platform.processor())
 
 
 def lacks_vnni(level: str) -> bool:
@@ -64,13 +108,13 @@ def lacks_vnni(level: str) -> bool:
 
 
 # "1": treat the CPU as one with VNNI, "0": as one without; unset or anything else: detect. Pins
-# Auto's CPU choice, e.g. on a cluster of mixed CPUs, or where the CPU cannot be read (not Linux)
+# Auto's CPU choice, e.g. on a cluster of mixed CPUs, or where the CPU cannot be read
 VNNI_ENV = "SAR_DESPECKLE_VNNI"
 
 
 def cpu_lacks_vnni() -> bool:
-    """This CPU's int8 convolutions run without VNNI (read from /proc/cpuinfo, so Linux only;
-    :data:`VNNI_ENV` overrides): Auto then uses the cards' ``auto_priority_no_vnni``
+    """This CPU's int8 convolutions run without VNNI (from /proc/cpuinfo on Linux, numpy's CPU
+    features elsewhere, :func:`_cpu`; :data:`VNNI_ENV` overrides): Auto then uses the cards' ``auto_priority_no_vnni``
     (:mod:`core.model_choice`)."""
     forced = os.environ.get(VNNI_ENV, "").strip()
     if forced in ("0", "1"):

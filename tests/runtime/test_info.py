@@ -1,6 +1,7 @@
 """runtime.info: versions, providers, the CUDA check and the bundled models' fingerprints."""
 import json
 import os
+import platform
 
 import numpy as np
 import onnxruntime
@@ -109,3 +110,66 @@ def test_vnni_detection_and_its_override(monkeypatch):
     monkeypatch.setattr(info_mod, "_cpu", lambda: ("test CPU", frozenset({"avx2", "avx512f", "avx512_vnni"})))
     monkeypatch.delenv("SAR_DESPECKLE_VNNI")
     assert not info_mod.cpu_lacks_vnni() and "gain less" not in info_mod.cpu_description()
+
+
+def test_vnni_without_proc_cpuinfo_from_numpy_features():
+    """Windows and macOS have no /proc/cpuinfo: numpy's runtime CPU features, where they settle
+    VNNI (AVX-512 VNNI seen; its absence on AMD, Intel Macs and the listed Intel models); an
+    Intel model that may have AVX-VNNI (invisible to numpy) or an ARM CPU keeps Auto's usual choice."""
+    from sar_despeckle_plugin.runtime.info import _numpy_cpu_features, flags_without_procfs, lacks_vnni, simd_level
+    avx2 = {"SSE42": True, "AVX": True, "AVX2": True, "AVX512F": False, "AVX512VNNI": False, "NEON": False}
+    avx512 = dict(avx2, AVX512F=True)
+    vnni = dict(avx512, AVX512VNNI=True)
+
+    def level(features, system, machine, processor):
+        return simd_level(flags_without_procfs(features, system, machine, processor))
+
+    win_zen3 = "AMD64 Family 25 Model 33 Stepping 0, AuthenticAMD"
+    win_zen4 = "AMD64 Family 25 Model 97 Stepping 2, AuthenticAMD"
+    win_comet = "Intel64 Family 6 Model 165 Stepping 5, GenuineIntel"
+    win_alder = "Intel64 Family 6 Model 154 Stepping 3, GenuineIntel"
+    win_future = "Intel64 Family 6 Model 250 Stepping 1, GenuineIntel"
+    cases = [
+        (avx2, "Windows", "AMD64", win_zen3, "AVX2 (no VNNI)"),          # Ryzen 5000: float32 lite16
+        (vnni, "Windows", "AMD64", win_zen4, "AVX-512 VNNI"),             # Ryzen 7000
+        (avx2, "Windows", "AMD64", win_comet, "AVX2 (no VNNI)"),          # Comet Lake laptop
+        (avx2, "Windows", "AMD64", win_alder, "AVX-VNNI (AVX2)"),         # Alder Lake: int8 stays
+        (avx2, "Windows", "AMD64", win_future, ""),                       # unknown: the usual choice
+        (vnni, "Windows", "AMD64", win_future, "AVX-512 VNNI"),
+        (avx512, "Windows", "AMD64", "Intel64 Family 6 Model 85 Stepping 4, GenuineIntel", "AVX-512 (no VNNI)"),
+        (avx2, "Darwin", "x86_64", "i386", "AVX2 (no VNNI)"),             # Intel Mac
+        ({"NEON": True, "ASIMD": True, "ASIMDDP": True}, "Darwin", "arm64", "arm", ""),  # Apple silicon
+        ({}, "Windows", "AMD64", win_zen3, ""),                           # numpy told nothing
+    ]
+    for features, system, machine, processor, expected in cases:
+        assert level(features, system, machine, processor) == expected, (processor, expected)
+    assert lacks_vnni(level(avx2, "Windows", "AMD64", win_zen3))
+    assert not lacks_vnni(level(avx2, "Windows", "AMD64", win_alder))
+    assert not lacks_vnni(level(avx2, "Windows", "AMD64", win_future))
+    # this numpy exposes its features, and on this x86 machine they agree with /proc/cpuinfo on AVX2
+    features = _numpy_cpu_features()
+    assert features and "AVX2" in features
+    if os.path.exists("/proc/cpuinfo") and platform.machine() == "x86_64":
+        flags = next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+        assert features["AVX2"] == ("avx2" in flags)
+        assert features["AVX512VNNI"] == ("avx512_vnni" in flags)
+
+
+def test_cpu_reading_falls_back_to_numpy_without_proc_cpuinfo(monkeypatch):
+    from sar_despeckle_plugin.runtime import info as info_mod
+
+    def no_procfs(path, *args, **kwargs):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(info_mod, "open", no_procfs, raising=False)
+    monkeypatch.setattr(info_mod.platform, "processor", lambda: "AMD64 Family 23 Model 49 Stepping 0, AuthenticAMD")
+    monkeypatch.setattr(info_mod.platform, "system", lambda: "Windows")
+    monkeypatch.setattr(info_mod, "_numpy_cpu_features", lambda: {"AVX": True, "AVX2": True, "AVX512VNNI": False})
+    monkeypatch.delenv("SAR_DESPECKLE_VNNI", raising=False)
+    info_mod._cpu.cache_clear()
+    try:
+        name, flags = info_mod._cpu()
+        assert name == "AMD64 Family 23 Model 49 Stepping 0, AuthenticAMD" and flags == {"avx", "avx2"}
+        assert info_mod.cpu_lacks_vnni() and "AVX2 (no VNNI)" in info_mod.cpu_description()
+    finally:
+        info_mod._cpu.cache_clear()
