@@ -38,6 +38,9 @@ BLOCK = 32                  # side of a sample block (pixels)
 MIN_VALID_SHARE = 0.9       # a block is used when at least this share of its pixels is valid
 HOMOGENEOUS_BAND = 0.25     # |log L_b - log L_mode| below this: homogeneous block
 MIN_BLOCKS = 6              # fewer homogeneous blocks: the estimate is flagged unreliable
+# Fully developed speckle has an ENL of at least 1 in intensity (exactly 1 single-look, whatever its
+# spatial correlation); an estimate below 1 is texture's
+PHYSICAL_MIN_LOOKS = 1.0
 LOOKS_RANGE = (0.3, 1000.0)  # estimates are clipped to this range
 
 
@@ -185,18 +188,21 @@ def estimate_speckle(blocks: Iterable[np.ndarray]) -> SpeckleEstimate:
     return estimate_from_stats([block_stats(b) for b in blocks])
 
 
-def homogeneous_mask(intensity: np.ndarray, estimate: SpeckleEstimate, block: int = BLOCK) -> np.ndarray:
+def homogeneous_mask(intensity: np.ndarray, estimate: SpeckleEstimate, block: int = BLOCK,
+                     band: float = HOMOGENEOUS_BAND, min_looks: float = 0.0) -> np.ndarray:
     """True on the pixels of the ``block`` x ``block`` blocks of ``intensity`` (a grid from its
     top-left corner; an incomplete last row/column of blocks is left out) that are homogeneous
-    for ``estimate``: their own ENL is within ``HOMOGENEOUS_BAND`` (in log) of the raster's."""
+    for ``estimate``: their own ENL is within ``band`` (in log) of the raster's, or of
+    ``min_looks`` where the estimate is below it (:data:`PHYSICAL_MIN_LOOKS`: speckle alone never
+    measures under one look, so a lower estimate is texture's, and blocks near it are textured)."""
     i = np.asarray(intensity, dtype=np.float64)
     mask = np.zeros(i.shape, dtype=bool)
-    ref = math.log(estimate.looks)
+    ref = math.log(max(estimate.looks, min_looks))
     for r in range(0, i.shape[0] - block + 1, block):
         for c in range(0, i.shape[1] - block + 1, block):
             st = block_stats(i[r:r + block, c:c + block])
             if st is not None and abs(math.log(min(max(st.looks, LOOKS_RANGE[0]), LOOKS_RANGE[1])) - ref) \
-                    < HOMOGENEOUS_BAND:
+                    < band:
                 mask[r:r + block, c:c + block] = True
     return mask
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core import whitening
 from ..core.errors import CanceledError, InvalidInputError, ModelCardError
-from ..core.estimation import BLOCK, SpeckleEstimate, homogeneous_mask
+from ..core.estimation import BLOCK, PHYSICAL_MIN_LOOKS, SpeckleEstimate, homogeneous_mask
 from ..core.model_choice import looks_disagree
 from ..core.normalisation import (
     LogNormaliser, log_offset_from_sample, looks_mismatch, model_log_bias, sample_step,
@@ -35,6 +35,12 @@ READ_CACHE_BYTES = 8 << 20  # input read between two drops of GDAL's cache of it
 GAIN_WINDOWS = 4   # windows on which the mean-keeping gain is measured ...
 GAIN_WINDOW = 256  # ... of this size
 GAIN_MIN_BLOCKS = 8  # fewer homogeneous blocks in the gain windows: every block counts
+# The gain's homogeneous blocks: own ENL within this (log) of the raster's, or of 1 look where the
+# estimate is below (PHYSICAL_MIN_LOOKS). A 32 x 32 block of pure speckle measures 0.95-1.06 looks
+# (10th-90th percentile, white or correlated single-look), so 0.1 keeps nine in ten of them and leaves
+# out the textured blocks that the estimator's wider band (0.25) lets in: on the real single-look
+# labrador rasters those set the gain 2-3 % high, so that fields came out brighter than the input.
+GAIN_BAND = 0.1
 # Every tile starts at the same position modulo TILE_ALIGN, so that networks with 2x2 poolings
 # (the bundled U-Nets pool three times) see one pooling grid and the tiling does not change
 # their result; convolution-only networks do not care.
@@ -215,7 +221,9 @@ def mean_gain(height: int, width: int, read_tile, infer, inverse, intensity_of, 
               scale_of: Optional[Callable[[Window], np.ndarray]] = None) -> Tuple[float, int]:
     """The gain g that keeps the mean radiometry of homogeneous areas: the median, over the
     homogeneous 32 x 32 blocks of :func:`gain_windows` (:func:`core.estimation.homogeneous_mask`
-    judged against ``estimate``), of each block's noisy / despeckled mean intensity. Each window
+    judged against ``estimate``, within ``GAIN_BAND`` of its looks or of one look where it measures
+    fewer: textured blocks, whose despeckled mean falls below the noisy one, stay out), of each
+    block's noisy / despeckled mean intensity. Each window
     runs with its halo of context, mirrored at the raster's border as tiles are (about 0.26 MPx
     whatever the raster's size).
 
@@ -254,7 +262,8 @@ def mean_gain(height: int, width: int, read_tile, infer, inverse, intensity_of, 
         good = ok[keep] & np.isfinite(est) & (est > 0) & np.isfinite(noisy)
         tot[0] += float(np.sum(noisy[good]))
         tot[1] += float(np.sum(est[good]))
-        mask = homogeneous_mask(noisy, estimate) if estimate is not None else np.zeros(noisy.shape, bool)
+        mask = (homogeneous_mask(noisy, estimate, band=GAIN_BAND, min_looks=PHYSICAL_MIN_LOOKS)
+                if estimate is not None else np.zeros(noisy.shape, bool))
         for r in range(0, w.height - b + 1, b):
             for c in range(0, w.width - b + 1, b):
                 g = good[r:r + b, c:c + b]

@@ -6,7 +6,7 @@ from osgeo import gdal
 from conftest import DATA, DEMO_SAMPLE, shared
 from sar_despeckle_plugin.core.errors import InvalidInputError
 from sar_despeckle_plugin.core.estimation import (
-    block_origins, estimate_speckle, grid_blocks, inverse_trigamma,
+    PHYSICAL_MIN_LOOKS, block_origins, estimate_speckle, grid_blocks, homogeneous_mask, inverse_trigamma,
 )
 from sar_despeckle_plugin.core.speckle import gamma_speckle
 from sar_despeckle_plugin.core.transforms import trigamma
@@ -88,6 +88,28 @@ def test_texture_alone_does_not_drag_the_mode():
     r[:, 256:] = np.exp(field / field.std())
     est = estimate_speckle(grid_blocks(r * gamma_speckle(SHAPE, 4, rng)))
     assert est.looks == pytest.approx(4, rel=0.1)
+
+
+def test_homogeneous_blocks_of_a_mostly_textured_single_look_scene():
+    """Three quarters gamma-textured single-look speckle: the measured looks fall under 1 and the
+    band around them takes the textured blocks; anchored at one look (speckle alone never measures
+    fewer) and narrowed to 0.1, the mask keeps the untextured quarter and little else."""
+    rng = np.random.default_rng(3)
+    n, c0 = 256, 64
+    r = np.ones((n, n))
+    r[:, c0:] = rng.gamma(2.0, 0.5, size=(n // 4, n // 4)).repeat(4, 0).repeat(4, 1)[:, c0:]
+    noisy = r * rng.exponential(size=(n, n))
+    est = estimate_speckle(grid_blocks(noisy))
+    assert est.looks < 0.9
+    wide = homogeneous_mask(noisy, est)
+    anchored = homogeneous_mask(noisy, est, band=0.1, min_looks=PHYSICAL_MIN_LOOKS)
+    assert wide[:, c0:].mean() > 0.9           # nearly every textured block passes the wide band
+    assert anchored[:, :c0].mean() > 0.8 and anchored[:, c0:].mean() < 0.1
+    # above one look the anchor changes nothing
+    multi = r[:, :c0].repeat(4, 1) * gamma_speckle((n, n), 4, rng)
+    est4 = estimate_speckle(grid_blocks(multi))
+    assert np.array_equal(homogeneous_mask(multi, est4, band=0.1, min_looks=PHYSICAL_MIN_LOOKS),
+                          homogeneous_mask(multi, est4, band=0.1))
 
 
 def test_nodata_blocks_and_small_images():
