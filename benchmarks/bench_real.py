@@ -37,6 +37,10 @@ Sets (read from ``--data``, nothing is trained or tuned on them here):
   ``make bench-quality`` TSX set): gain-fitted PSNR, to check that Auto keeps the white-speckle
   quality.
 
+On the single-look sets (labrador, UAVSAR, TerraSAR-X) the ratio mean, ratio ENL and kept mean
+are also given on the input's untextured 32 x 32 blocks only (``_h``, :func:`homogeneous`), as
+the literature measures a ratio image on homogeneous areas.
+
 Every row also gives ``mean_kept`` (output mean / input mean); see :func:`ratio_stats` for why
 the ratio mean and the kept mean cannot both be 1 where the estimate is uncertain. On the
 single-look sets (labrador, UAVSAR, TerraSAR-X) a row "MuLog (intensity, 1 look)" runs
@@ -66,7 +70,7 @@ if str(ROOT) not in sys.path:
 
 from osgeo import gdal  # noqa: E402
 
-from sar_despeckle_plugin.core.estimation import estimate_speckle, grid_blocks  # noqa: E402
+from sar_despeckle_plugin.core.estimation import estimate_speckle, grid_blocks, untextured_mask  # noqa: E402
 from sar_despeckle_plugin.core.filters import FILTER_LABELS, Filter, filter_intensity  # noqa: E402
 from sar_despeckle_plugin.core.speckle import enl, ratio_image  # noqa: E402
 from sar_despeckle_plugin.runtime.models import GAUSSIAN, bundled_models, default_model_index, model_at  # noqa: E402
@@ -85,6 +89,9 @@ AUTO = "Auto"
 # MuLog on the intensity alone (D = 1) with the default Gaussian denoiser, single-look: a
 # likelihood-based method, for the ratio-mean / mean-kept trade-off (see ratio_stats)
 MULOG = "MuLog (intensity, 1 look)"
+# a block is homogeneous (no texture) when its own ENL is at least this share of the nominal looks
+# (1 on the single-look sets); a 32 x 32 block of pure single-look speckle measures 1 +- about 0.1
+HOMOG_FLOOR = 0.95
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -100,7 +107,7 @@ def gain_fitted_psnr(estimate: np.ndarray, reference: np.ndarray) -> float:
     return float(10 * np.log10(peak ** 2 / np.mean((g * a - b) ** 2)))
 
 
-def ratio_stats(noisy: np.ndarray, estimate: np.ndarray) -> Dict[str, float]:
+def ratio_stats(noisy: np.ndarray, estimate: np.ndarray, homog: Optional[np.ndarray] = None) -> Dict[str, float]:
     """Ratio image noisy / estimate: mean, ENL, lag-1 correlations; and ``mean_kept``, the mean
     of the estimate over the mean of the input (same pixels).
 
@@ -111,6 +118,12 @@ def ratio_stats(noisy: np.ndarray, estimate: np.ndarray) -> Dict[str, float]:
     ratio mean < 1 by as much as it is uncertain (on textured single-look scenes, 5-25 %); one
     with ratio mean 1 is darker than the input by as much. ratio_mean x mean_kept is near 1 only
     for an estimate that is both sharp and right.
+
+    ``homog`` (:func:`homogeneous`): also ``ratio_mean_h``, ``ratio_enl_h`` and ``mean_kept_h``, on
+    those pixels only, where the posterior is narrow and the two means can both be 1 (the
+    first-order ratio-image measures as the despeckling literature takes them: on homogeneous
+    areas, e.g. Gomez, Ospina and Frery 2017), and ``homog_share``, the share of the valid pixels
+    they cover (NaN figures where there is none).
     """
     r = ratio_image(noisy, estimate)
     ok = np.isfinite(r)
@@ -119,12 +132,33 @@ def ratio_stats(noisy: np.ndarray, estimate: np.ndarray) -> Dict[str, float]:
     kept = float(np.mean(np.asarray(estimate, dtype=np.float64)[ok]) / np.mean(np.asarray(noisy, dtype=np.float64)[ok]))
     rr = np.where(ok, r - c, 0.0)
     var = float(np.mean(rr ** 2))
+    extra = {}
+    if homog is not None:
+        h = r[ok & homog]
+        sel = ok & homog
+        if not h.size:
+            mean_h = enl_h = kept_h = float("nan")
+        else:
+            mean_h, enl_h = float(h.mean()), (enl(h) if np.var(h) > 0 else float("inf"))
+            kept_h = float(np.mean(np.asarray(estimate, dtype=np.float64)[sel])
+                           / np.mean(np.asarray(noisy, dtype=np.float64)[sel]))
+        extra = {"ratio_mean_h": mean_h, "ratio_enl_h": enl_h, "mean_kept_h": kept_h,
+                 "homog_share": float(h.size / max(1, v.size))}
     if var == 0:  # the noisy input against itself
         return {"ratio_mean": float(c), "ratio_enl": float("inf"), "ratio_lag1_x": 0.0, "ratio_lag1_y": 0.0,
-                "mean_kept": kept}
+                "mean_kept": kept, **extra}
     return {"ratio_mean": float(c), "ratio_enl": enl(v),
             "ratio_lag1_x": float(np.mean(rr[:, 1:] * rr[:, :-1]) / var),
-            "ratio_lag1_y": float(np.mean(rr[1:] * rr[:-1]) / var), "mean_kept": kept}
+            "ratio_lag1_y": float(np.mean(rr[1:] * rr[:-1]) / var), "mean_kept": kept, **extra}
+
+
+def homogeneous(noisy: np.ndarray, looks: float = 1.0) -> np.ndarray:
+    """The pixels of the noisy image's untextured 32 x 32 blocks, whose own ENL is at least
+    ``HOMOG_FLOOR`` x the sensor's nominal ``looks`` (:func:`core.estimation.untextured_mask`),
+    judged on the input alone, so that every method is measured on the same pixels. (The plugin's
+    relative test, :func:`core.estimation.homogeneous_mask`, keeps 80-100 % of the pixels of these
+    textured scenes and would say nothing the whole-image figures do not.)"""
+    return untextured_mask(noisy, looks, HOMOG_FLOOR)
 
 
 # ------------------------------------------------------------------------------- methods
@@ -219,12 +253,14 @@ def bench_stack(data: Path, run: Runner, methods: List[str], dates: Optional[int
     return {"images": len(rows["noisy input"]), "methods": per}
 
 
-def bench_ratio(images, run: Runner, methods: List[str]) -> Dict[str, object]:
-    """Ratio statistics of every method on (name, intensity) images."""
+def bench_ratio(images, run: Runner, methods: List[str], looks: Optional[float] = None) -> Dict[str, object]:
+    """Ratio statistics of every method on (name, intensity) images; also on their homogeneous
+    blocks (:func:`homogeneous`) when the nominal ``looks`` are known."""
     out = {}
     for name, noisy in images:
         src = run.write(noisy)
-        out[name] = {m: ratio_stats(noisy, run.run(src, m, tag=name)) for m in methods}
+        homog = homogeneous(noisy, looks) if looks else None
+        out[name] = {m: ratio_stats(noisy, run.run(src, m, tag=name), homog) for m in methods}
     return out
 
 
@@ -251,15 +287,16 @@ def bench_uavsar(data: Path, run: Runner, methods: List[str]) -> Dict[str, objec
         z = np.load(f).astype(np.complex64)
         intensity = np.abs(z.astype(np.complex128)) ** 2
         src = run.write(z)
+        homog = homogeneous(intensity)
         res = {}
         for m in methods:
             if m == MULOG:  # an intensity raster (the MuLog algorithm takes real bands)
-                res[m] = ratio_stats(intensity, run.run(run.write(intensity), m))
+                res[m] = ratio_stats(intensity, run.run(run.write(intensity), m), homog)
                 src = run.write(z)
                 continue
             for whiten in (False, True):
                 res[f"{m}{' + whitening' if whiten else ''}"] = ratio_stats(
-                    intensity, run.run(src, m, whiten=whiten, tag=f"{f.stem} whiten={whiten}"))
+                    intensity, run.run(src, m, whiten=whiten, tag=f"{f.stem} whiten={whiten}"), homog)
         out[f.stem] = res
     return out
 
@@ -275,8 +312,9 @@ def bench_tsx(data: Path, run: Runner, methods: List[str], correlated: bool) -> 
         src = run.write(noisy)
         outs = {m: run.run(src, m, tag=f"tsx {'correlated' if correlated else 'white'} {name}") for m in methods}
         outs.update(classical(noisy))
+        homog = homogeneous(noisy)
         for m, est in outs.items():
-            rows.setdefault(m, []).append({"psnr": gain_fitted_psnr(est, ref), **ratio_stats(noisy, est)})
+            rows.setdefault(m, []).append({"psnr": gain_fitted_psnr(est, ref), **ratio_stats(noisy, est, homog)})
     return {"images": len(next(iter(rows.values()))), "methods": {m: _mean(r) for m, r in rows.items()}}
 
 
@@ -287,7 +325,9 @@ def _table(per: Dict[str, Dict[str, float]], cols, best: Dict[str, Dict[str, obj
     lines = [head, "|" + "---|" * (len(cols) + 1)]
     for m, v in list((k, v) for k, v in per.items() if not _is_classical(k)) + list(best.items()):
         label = f"{m} ({v['setting']})" if "setting" in v else m
-        lines.append(f"| {label} | " + " | ".join(fmt.format(v[c]) for c, fmt in cols) + " |")
+        lines.append(f"| {label} | " + " | ".join(
+            fmt.format(v[c]) if c in v and np.isfinite(v[c]) or v.get(c) == float("inf") else "-"
+            for c, fmt in cols) + " |")
     return lines
 
 
@@ -299,6 +339,7 @@ def markdown(res: Dict[str, object]) -> str:
     out = [f"# Real-data benchmark ({res['date']}, {res['machine']})", "",
            "`benchmarks/bench_real.py` (run by `make bench-quality`); see its docstring for the sets.", ""]
     psnr_cols = [("psnr", "{:.2f}"), ("ratio_mean", "{:.3f}"), ("ratio_enl", "{:.2f}"), ("mean_kept", "{:.3f}")]
+    homog_cols = [("ratio_mean_h", "{:.3f}"), ("ratio_enl_h", "{:.2f}"), ("mean_kept_h", "{:.3f}")]
     for key, title in (("s1_stack", "Sentinel-1 GRD VV stack: each date against the mean of the other dates"),
                        ("tsx_correlated", "TerraSAR-X references, simulated single-look speckle with lag-1 "
                                           "correlation 0.45 (range) / 0.30 (azimuth)"),
@@ -306,24 +347,32 @@ def markdown(res: Dict[str, object]) -> str:
         if key not in res:
             continue
         s = res[key]
+        homog = key != "s1_stack"   # the single-look sets: homogeneous blocks against 1 look
         out += [f"## {title} ({s['images']} images; gain-fitted amplitude PSNR dB, ratio mean, ratio ENL, "
-                "output mean / input mean)", ""]
-        out += _table(s["methods"], psnr_cols, _best_classical(s["methods"]))
+                "output mean / input mean" + ("; `_h`: the same on the input's homogeneous blocks" if homog else "")
+                + ")", ""]
+        out += _table(s["methods"], psnr_cols + (homog_cols if homog else []), _best_classical(s["methods"]))
         out.append("")
     for key, title, cols in (
             ("s1_vh", "Sentinel-1 GRD VH crops: ratio image", [("ratio_mean", "{:.3f}"), ("ratio_enl", "{:.2f}"),
                                                                 ("mean_kept", "{:.3f}")]),
             ("labrador", "Sentinel-1 single-look dual-pol (labrador, diagonal intensities): ratio image",
              [("ratio_mean", "{:.3f}"), ("ratio_enl", "{:.2f}"), ("ratio_lag1_x", "{:.3f}"),
-              ("ratio_lag1_y", "{:.3f}"), ("mean_kept", "{:.3f}")]),
+              ("ratio_lag1_y", "{:.3f}"), ("mean_kept", "{:.3f}")] + homog_cols),
             ("uavsar", "UAVSAR single-look complex crops: ratio image |z|^2 / despeckled",
              [("ratio_mean", "{:.3f}"), ("ratio_enl", "{:.2f}"), ("ratio_lag1_x", "{:.3f}"),
-              ("ratio_lag1_y", "{:.3f}"), ("mean_kept", "{:.3f}")])):
+              ("ratio_lag1_y", "{:.3f}"), ("mean_kept", "{:.3f}")] + homog_cols)):
         if key not in res:
             continue
         out += [f"## {title}", ""]
+        if key != "s1_vh":
+            out += [f"`_h`: on the input's homogeneous 32 x 32 blocks only, those whose own ENL is at least "
+                    f"{HOMOG_FLOOR:g} look (`bench_real.homogeneous`); the share of the pixels they cover is given "
+                    "per image, and `-` where there is none.", ""]
         for img, per in res[key].items():
-            out += [f"### {img}", ""] + _table(per, cols, {}) + [""]
+            share = next(iter(per.values())).get("homog_share")
+            out += [f"### {img}" + (f" (homogeneous blocks: {share:.0%} of the pixels)" if share is not None else ""),
+                    ""] + _table(per, cols, {}) + [""]
     out += ["## What Auto chose", "", "| image | model | looks | corr x | corr y | gain |", "|---|---|---|---|---|---|"]
     for c in res["auto_choices"]:
         out.append(f"| {c['image']} | {c['model']} | {c['looks']} | {c['corr_x']} | {c['corr_y']} | {c['gain']} |")
@@ -361,7 +410,7 @@ def main(argv=None) -> int:
             elif s == "s1_vh":
                 res[s] = bench_ratio(vh_images(args.data), run, grd_methods)
             elif s == "labrador":
-                res[s] = bench_ratio(labrador_images(args.data), run, methods)
+                res[s] = bench_ratio(labrador_images(args.data), run, methods, looks=1.0)
             elif s == "uavsar":
                 res[s] = bench_uavsar(args.data, run, methods)
             elif s in ("tsx_correlated", "tsx_white"):

@@ -188,23 +188,38 @@ def estimate_speckle(blocks: Iterable[np.ndarray]) -> SpeckleEstimate:
     return estimate_from_stats([block_stats(b) for b in blocks])
 
 
-def homogeneous_mask(intensity: np.ndarray, estimate: SpeckleEstimate, block: int = BLOCK,
-                     band: float = HOMOGENEOUS_BAND, min_looks: float = 0.0) -> np.ndarray:
+def _block_mask(intensity: np.ndarray, block: int, keep) -> np.ndarray:
     """True on the pixels of the ``block`` x ``block`` blocks of ``intensity`` (a grid from its
-    top-left corner; an incomplete last row/column of blocks is left out) that are homogeneous
-    for ``estimate``: their own ENL is within ``band`` (in log) of the raster's, or of
-    ``min_looks`` where the estimate is below it (:data:`PHYSICAL_MIN_LOOKS`: speckle alone never
-    measures under one look, so a lower estimate is texture's, and blocks near it are textured)."""
+    top-left corner; an incomplete last row/column of blocks is left out) whose ENL (clipped to
+    ``LOOKS_RANGE``) ``keep`` accepts."""
     i = np.asarray(intensity, dtype=np.float64)
     mask = np.zeros(i.shape, dtype=bool)
-    ref = math.log(max(estimate.looks, min_looks))
     for r in range(0, i.shape[0] - block + 1, block):
         for c in range(0, i.shape[1] - block + 1, block):
             st = block_stats(i[r:r + block, c:c + block])
-            if st is not None and abs(math.log(min(max(st.looks, LOOKS_RANGE[0]), LOOKS_RANGE[1])) - ref) \
-                    < band:
+            if st is not None and keep(min(max(st.looks, LOOKS_RANGE[0]), LOOKS_RANGE[1])):
                 mask[r:r + block, c:c + block] = True
     return mask
+
+
+def homogeneous_mask(intensity: np.ndarray, estimate: SpeckleEstimate, block: int = BLOCK,
+                     band: float = HOMOGENEOUS_BAND, min_looks: float = 0.0) -> np.ndarray:
+    """True on the pixels of the ``block`` x ``block`` blocks of ``intensity`` that are homogeneous
+    for ``estimate``: their own ENL is within ``band`` (in log) of the raster's, or of
+    ``min_looks`` where the estimate is below it (:data:`PHYSICAL_MIN_LOOKS`: speckle alone never
+    measures under one look, so a lower estimate is texture's, and blocks near it are textured)."""
+    ref = math.log(max(estimate.looks, min_looks))
+    return _block_mask(intensity, block, lambda looks: abs(math.log(looks) - ref) < band)
+
+
+def untextured_mask(intensity: np.ndarray, looks: float = 1.0, floor: float = 0.95,
+                    block: int = BLOCK) -> np.ndarray:
+    """True on the blocks whose own ENL is at least ``floor`` x ``looks``, the sensor's nominal
+    looks: speckle without texture (texture only lowers a block's ENL; a 32 x 32 block of pure
+    single-look speckle measures 0.95-1.06). An absolute test, for assessing outputs on the same
+    pixels whatever the method (``benchmarks/bench_real.py``): :func:`homogeneous_mask` is relative
+    to the raster's measured looks, which texture lowers too."""
+    return _block_mask(intensity, block, lambda block_looks: block_looks >= floor * looks)
 
 
 def grid_blocks(intensity: np.ndarray, block: int = BLOCK, max_blocks: int = 400):

@@ -177,3 +177,16 @@ def test_simulated_white_speckle_on_real_terrasar_references():
         est = estimate_speckle(grid_blocks(np.load(f).astype(np.float64) ** 2))
         assert est.looks == pytest.approx(1.0, rel=0.1)
         assert est.correlation < 0.13
+
+
+def test_untextured_mask_is_absolute():
+    """Pure single-look speckle passes (most blocks measure 0.95-1.06 looks) and a textured half
+    does not, whatever the raster's measured looks; against 4 nominal looks, 4-look speckle passes."""
+    from sar_despeckle_plugin.core.estimation import untextured_mask
+    rng = np.random.default_rng(4)
+    r = np.ones((256, 256))
+    r[:, 128:] = rng.gamma(2.0, 0.5, size=(64, 64)).repeat(4, 0).repeat(4, 1)[:, 128:]
+    m = untextured_mask(r * rng.exponential(size=r.shape))
+    assert m[:, :128].mean() > 0.6 and m[:, 128:].mean() < 0.05
+    assert untextured_mask(gamma_speckle((256, 256), 4, rng), looks=4.0).mean() > 0.6
+    assert untextured_mask(gamma_speckle((256, 256), 4, rng), looks=8.0).mean() == 0.0

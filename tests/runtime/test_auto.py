@@ -8,7 +8,7 @@ from osgeo import gdal
 
 from conftest import DATA, DEMO_SAMPLE, shared
 from sar_despeckle_plugin.core.errors import InvalidInputError
-from sar_despeckle_plugin.core.estimation import estimate_speckle, grid_blocks, homogeneous_mask
+from sar_despeckle_plugin.core.estimation import estimate_speckle, grid_blocks, homogeneous_mask, untextured_mask
 from sar_despeckle_plugin.core.speckle import (
     correlated_slc, correlated_speckle, psf_sigma_for_correlation, ratio_image, simulate_intensity,
 )
@@ -295,18 +295,6 @@ def test_mean_radiometry_on_simulated_correlated_speckle(tmp_path, clean):
     assert np.nanmean(ratio_image(noisy, out)) == pytest.approx(1.0, abs=0.05)
 
 
-def _untextured(noisy, floor=0.95):
-    """Pixels of the 32 x 32 blocks whose own ENL is at least ``floor`` look: single-look speckle
-    without texture (texture only lowers a block's ENL; pure speckle measures 0.95-1.06)."""
-    from sar_despeckle_plugin.core.estimation import block_stats
-    mask = np.zeros(noisy.shape, bool)
-    for r in range(0, noisy.shape[0] - 31, 32):
-        for c in range(0, noisy.shape[1] - 31, 32):
-            st = block_stats(noisy[r:r + 32, c:c + 32])
-            mask[r:r + 32, c:c + 32] = st is not None and st.looks >= floor
-    return mask
-
-
 def test_fields_beside_texture_keep_their_mean(tmp_path):
     """A single-look scene that is three quarters textured (gamma texture) measures under one look;
     the mean-keeping gain must still come from the untextured blocks, which the network does not
@@ -327,6 +315,6 @@ def test_fields_beside_texture_keep_their_mean(tmp_path):
     for k in (0, 1):
         noisy = np.where(c[..., k, k].real > 0, c[..., k, k].real, np.nan)
         rep, out, _, _ = run(tmp_path, write(tmp_path / f"lab{k}.tif", noisy.astype(np.float32)), f"lab{k}_out.tif")
-        flat = _untextured(noisy) & np.isfinite(out)
+        flat = untextured_mask(noisy) & np.isfinite(out)
         assert 0.05 < flat.mean() < 0.5, flat.mean()
         assert np.nanmean(out[flat]) / np.nanmean(noisy[flat]) == pytest.approx(1.0, abs=0.02), (k, rep.model)
