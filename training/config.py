@@ -42,6 +42,10 @@ DEFAULTS: Dict[str, Any] = {
     # {looks: [0.3, 1.3], correlation: [0.15, 1.0], priority: 10, sensor_family: "..."} (and
     # priority_no_vnni: 16 for the priority on CPUs without VNNI); None: never chosen by Auto
     "auto": None,
+    # the card key looks_scaling=true: with LOOKS given, speckle of other looks is scaled in the log
+    # domain to the training level (sar_despeckle_plugin/core/normalisation.py looks_scale); for
+    # fixed-looks multi-look networks, where it was measured to help
+    "looks_scaling": False,
     "architecture": {
         "type": "dncnn",
         # dncnn

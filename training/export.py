@@ -104,7 +104,7 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
                      "speckle, so spatially correlated speckle, e.g. Sentinel-1 GRD, may keep some "
                      "structure). Works on debiased log-intensity."),
         license=LICENSE,
-        extra={**training_run_extra(config), **auto_card_keys(config.get("auto"))},
+        extra={**training_run_extra(config), **auto_card_keys(config.get("auto")), **looks_card_keys(config)},
     )
 
 
@@ -242,6 +242,13 @@ def _content_text(d: Dict[str, object]) -> str:
     return ("; SAR-like content: of the patches " + ", ".join(parts)) if parts else ""
 
 
+def looks_card_keys(config: Dict[str, object]) -> Dict[str, str]:
+    """``looks_scaling=true`` where the configuration sets ``looks_scaling`` (a network trained at
+    one number of looks that takes others by log-domain scaling when LOOKS is given;
+    :func:`sar_despeckle_plugin.core.normalisation.looks_scale`)."""
+    return {"looks_scaling": "true"} if config.get("looks_scaling") else {}
+
+
 def auto_card_keys(auto: Optional[Dict[str, object]]) -> Dict[str, str]:
     """The card's Auto-choice keys from a configuration's ``auto`` section (empty without one)."""
     if not auto:
@@ -323,7 +330,7 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
         looks_max=float(lmax) if lmax and float(lmax) > looks else None,
         description=str(config.get("description") or f"{config['name']}: despeckler for {looks:g}-look intensity"),
         license=LICENSE,
-        extra={**training_run_extra(config), **auto_card_keys(config.get("auto"))},
+        extra={**training_run_extra(config), **auto_card_keys(config.get("auto")), **looks_card_keys(config)},
     )
 
 

@@ -40,6 +40,10 @@ size_multiple       no       tile sizes must be multiples of it (int, default 1;
 description         no       one paragraph for the help
 license             no       licence of the weights
 =================== ======== ==============================================================
+
+Any other key is kept in ``extra``: the Auto-choice keys (``core.model_choice``), and
+``looks_scaling`` (``true``: a network trained at ``looks`` only, which takes speckle of a
+*given* LOOKS by scaling its log input, ``core.normalisation.looks_scale``).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .model_card import ModelCard
-from .transforms import log_bias
+from .transforms import log_bias, trigamma
 
 # At most about this many pixels enter the median that sets the offset.
 MEDIAN_SAMPLES = 1_000_000
@@ -80,6 +80,30 @@ class LogNormaliser:
         """Network output (normalised log reflectivity) -> reflectivity intensity (float64)."""
         with np.errstate(over="ignore"):
             return np.exp(np.asarray(y, dtype=np.float64) * self.scale + self.offset)
+
+
+# the card key of the networks that take a noise level other than their training one by scaling
+LOOKS_SCALING_KEY = "looks_scaling"
+# below this |log a| the input's looks are the model's: no scaling (LOOKS=4.4 on a 4.4-look model)
+LOOKS_SCALE_TOLERANCE = 0.01
+
+
+def scales_looks(card: ModelCard) -> bool:
+    """The card says the network was trained at one number of looks and may take another by
+    :func:`looks_scale` (card key ``looks_scaling=true``, set where it was measured to help)."""
+    return str(card.extra.get(LOOKS_SCALING_KEY, "")).strip().lower() == "true"
+
+
+def looks_scale(model_looks: float, input_looks: float) -> float:
+    """The factor a by which the normalised log input is multiplied (and the output divided) so
+    that speckle of ``input_looks`` looks reaches the network at the log-domain spread of the
+    ``model_looks`` it was trained on: the log of L-look speckle has variance trigamma(L), so
+    a = sqrt(trigamma(L_m) / trigamma(L)) (< 1: more speckle than trained, the deviations from the
+    raster's median are compressed; > 1: less, expanded). A network trained at one noise level
+    then denoises another as it denoises its own, as Gaussian denoisers are run at other sigmas."""
+    if not (model_looks > 0 and input_looks > 0):
+        raise InvalidInputError(f"looks must be positive, got {model_looks} and {input_looks}")
+    return math.sqrt(trigamma(model_looks) / trigamma(input_looks))
 
 
 def looks_mismatch(card: ModelCard, looks: float) -> str | None:

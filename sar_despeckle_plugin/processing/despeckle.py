@@ -83,9 +83,13 @@ class DespeckleAlgorithm(Branded, QgsProcessingAlgorithm):
             "domain would turn valid pixels into nodata (e.g. dB read as intensity), the algorithm stops and "
             "names the likely domain. The output is in the input's domain (Complex SLC gives Intensity).</li>"
             "<li><b>Number of looks</b>: 0 (default) measures the equivalent number of looks on homogeneous "
-            "areas; give it (1 for single-look, about 4.4 for Sentinel-1 GRD) to override the measurement "
-            "in the model choice. A value far from the measured one gives a warning naming the model that "
-            "fits the measurement.</li>"
+            "areas; give the product's nominal looks (1 for single-look, about 4.4 for Sentinel-1 IW GRD, "
+            "the looks of your own multilooking) to override the measurement in the model choice. The "
+            "multi-look network (unet-l4-correlated-int8, trained on 4.4 looks) then also takes other looks: "
+            "its input is scaled in the log domain to its training speckle level (2-look speckle: +5.7 dB "
+            "on simulated data; 12 or 24 looks: +2 dB). Give the nominal value, not one measured on a "
+            "textured area: texture lowers a measurement, and scaling by it smooths real detail away. A "
+            "value far from the measured one gives a warning naming the model that fits the measurement.</li>"
             "<li><b>Model</b>: Auto (default) or a bundled network; a chosen network that does not fit the "
             "measured speckle gives a warning. Where two networks fit, Auto takes the faster one on this "
             "machine (int8 on the CPU, float32 on CUDA, the 16-channel float32 one for white single-look "
@@ -120,8 +124,9 @@ class DespeckleAlgorithm(Branded, QgsProcessingAlgorithm):
             self.INPUT_DOMAIN, "Input domain", options=[DOMAIN_LABELS[d] for d in Domain], defaultValue=0))
         looks = QgsProcessingParameterNumber(self.LOOKS, "Number of looks (ENL) of the input; 0 = measure it",
                                              NUMBER_DOUBLE, 0.0, minValue=0.0, maxValue=10000)
-        looks.setHelp("0 (Auto) measures the equivalent number of looks; 1 for single-look data, about 4.4 "
-                      "for Sentinel-1 GRD.")
+        looks.setHelp("0 (Auto) measures the equivalent number of looks; else the product's nominal looks: 1 "
+                      "for single-look data, about 4.4 for Sentinel-1 GRD, the looks of your multilooking (the "
+                      "multi-look network is then scaled to them).")
         looks.setMetadata({"widget_wrapper": {"decimals": 2}})
         self.addParameter(looks)
         self.addParameter(QgsProcessingParameterEnum(

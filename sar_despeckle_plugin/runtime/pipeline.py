@@ -22,7 +22,8 @@ from ..core.errors import CanceledError, InvalidInputError, ModelCardError
 from ..core.estimation import BLOCK, PHYSICAL_MIN_LOOKS, SpeckleEstimate, homogeneous_mask
 from ..core.model_choice import looks_disagree
 from ..core.normalisation import (
-    LogNormaliser, log_offset_from_sample, looks_mismatch, model_log_bias, sample_step,
+    LOOKS_SCALE_TOLERANCE, LogNormaliser, log_offset_from_sample, looks_mismatch, looks_scale, model_log_bias,
+    sample_step, scales_looks,
 )
 from ..core.tiling import TileGrid, Window, halo_for, pad_tile
 from ..core.transforms import Domain, from_intensity, output_domain, to_intensity
@@ -578,6 +579,39 @@ def undo_dihedral(y: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(y, -(k % 4), axes=(-2, -1))
 
 
+class LooksScaled:
+    """A network trained at one number of looks run on speckle of another: its (normalised log)
+    input multiplied by ``scale`` (:func:`core.normalisation.looks_scale`), its output divided
+    by it. Every other attribute is the network's."""
+
+    def __init__(self, net, scale: float):
+        self.net = net
+        self.scale = float(scale)
+
+    def __getattr__(self, name):
+        return getattr(self.net, name)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = self.net(np.asarray(x, dtype=np.float32) * np.float32(self.scale))
+        return (y / np.float32(self.scale)).astype(np.float32)
+
+
+def _looks_adapted(net, card, looks: float, progress: Progress) -> Tuple[object, float]:
+    """(``net``, possibly :class:`LooksScaled`, and the scale) for LOOKS given by the user: a card
+    with ``looks_scaling`` takes them by scaling; Auto's measured looks never do (texture lowers
+    them: on real Sentinel-1 GRD VH crops measuring 1.5-2 looks for a nominal 4.4, scaling by them
+    smoothed roads and relief away)."""
+    if not looks or not scales_looks(card):
+        return net, 1.0
+    a = looks_scale(card.looks, float(looks))
+    if abs(math.log(a)) < LOOKS_SCALE_TOLERANCE:
+        return net, 1.0
+    progress.info(f"LOOKS={float(looks):g}: '{card.name}' was trained on {card.looks:g}-look speckle; its input is "
+                  f"scaled by {a:.3f} in the log domain (and its output by 1/{a:.3f}) so that the speckle reaches "
+                  "it at its training level")
+    return LooksScaled(net, a), a
+
+
 class DihedralEnsemble:
     """A network run on the 8 flips / rotations of each tile, the outputs (normalised log
     reflectivity) brought back and averaged: test-time ensembling (QUALITY Best). Rotating a
@@ -671,6 +705,7 @@ class DespecklePlan:
     estimate: Optional[SpeckleEstimate]
     metadata: Dict[str, str]
     description: str
+    looks_scale: float = 1.0
 
     def grid(self) -> TileGrid:
         return TileGrid.build(self.height, self.width, self.tile, self.halo, multiple=self.size_multiple,
@@ -684,6 +719,8 @@ class DespecklePlan:
         for QUALITY Best."""
         from .onnx_denoiser import OnnxDenoiser
         net = OnnxDenoiser(self.model_path, device, threads=threads)
+        if self.looks_scale != 1.0:
+            net = LooksScaled(net, self.looks_scale)
         return DihedralEnsemble(net) if self.quality == QUALITY_BEST else net
 
     def read_tile(self, src: RasterSource) -> Callable[[Window], Tuple[np.ndarray, np.ndarray]]:
@@ -722,6 +759,7 @@ def plan_despeckle(src: RasterSource, denoiser, domain: Domain | int = Domain.AU
     if est is not None:
         progress.info(f"Measured speckle: {est.describe()}")
     denoiser, chosen = _select_model(denoiser, measurement, looks, progress)
+    denoiser, scale = _looks_adapted(denoiser, denoiser.card, looks, progress)
     if int(quality) not in QUALITY_LABELS:
         raise InvalidInputError(f"quality must be 0 (Fast) or 1 (Best), got {quality}")
     if int(quality) == QUALITY_BEST:
@@ -741,7 +779,7 @@ def plan_despeckle(src: RasterSource, denoiser, domain: Domain | int = Domain.AU
             progress.warn(f"LOOKS={float(looks):g} but the raster's speckle measures an ENL of {est.looks:.2f}: "
                           f"the bundled model that fits the measured speckle is '{fits}', not '{card.name}'")
     tile, halo = _prepare(card, eff_looks, tile_size)
-    warning = looks_mismatch(card, float(looks)) if looks and chosen == "given" else None
+    warning = looks_mismatch(card, float(looks)) if looks and chosen == "given" and scale == 1.0 else None
     if warning:
         progress.warn(warning)
     if card.norm_offset == "median":
@@ -766,13 +804,14 @@ def plan_despeckle(src: RasterSource, denoiser, domain: Domain | int = Domain.AU
         input_domain=domain.name.lower(), output_domain=out_domain.name.lower(), tile_size=tile,
         halo=halo, log_offset=repr(norm.offset), device=denoiser.device_used,
         mean_gain=f"{gain:.6f}", slc_whitening=white.describe() if white is not None else "none",
-        quality=QUALITY_LABELS[int(quality)].split(" ")[0].lower())
+        quality=QUALITY_LABELS[int(quality)].split(" ")[0].lower(), looks_scale=f"{scale:.6f}")
     if est is not None:
         metadata.update({f"SAR_DESPECKLE_{k.upper()}": v for k, v in est.metadata().items()})
     metadata.update(extra_metadata or {})
     plan = DespecklePlan(src.path, src.band_number, src.height, src.width, domain, out_domain, white,
                          denoiser.path, card.name, int(quality), tile, halo, card.size_multiple, norm, gain, chosen,
-                         denoiser.device_used, est, metadata, f"despeckled {out_domain.name.lower()} ({card.name})")
+                         denoiser.device_used, est, metadata, f"despeckled {out_domain.name.lower()} ({card.name})",
+                         scale)
     return plan, denoiser
 
 

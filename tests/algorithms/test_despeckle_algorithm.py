@@ -197,3 +197,28 @@ def test_qgis_process_auto_on_a_cpu_without_vnni_and_the_pin(tmp_path, qgis_proc
         assert ("this CPU has no VNNI" in ds.GetMetadataItem("SAR_DESPECKLE_MODEL_CHOICE")) == (vnni == "0")
     assert np.median(np.abs(np.log(outs["0"] / outs["1"]))) < 0.05
     assert np.mean(outs["0"]) / np.mean(outs["1"]) == pytest.approx(1.0, abs=0.02)
+
+
+def test_qgis_process_given_looks_scale_the_multi_look_model(tmp_path, qgis_process):
+    """LOOKS reaches the network: MODEL=5 (unet-l4-correlated-int8, trained on 4.4 looks) on
+    simulated 2-look correlated speckle gives a sharper estimate with LOOKS=2 (its input scaled to
+    its training level, SAR_DESPECKLE_LOOKS_SCALE 0.629) than with LOOKS=4.4 (scale 1), which
+    leaves most of the speckle."""
+    from sar_despeckle_plugin.core.speckle import correlated_speckle, psf_sigma_for_correlation
+    clean = gdal.Open(str(DATA / "s1_vv_temporal_mean_834.tif")).ReadAsArray().astype(np.float64)
+    psf = psf_sigma_for_correlation(0.6)
+    noisy = (clean * correlated_speckle(clean.shape, 2, (psf, psf), np.random.default_rng(5))).astype(np.float32)
+    src = tmp_path / "two_looks.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(src), noisy.shape[1], noisy.shape[0], 1, gdal.GDT_Float32)
+    ds.GetRasterBand(1).WriteArray(noisy)
+    ds = None
+    err = {}
+    for looks in ("2", "4.4"):
+        res = qgis_process.results("sardespeckle:despeckle", f"INPUT={src}", "MODEL=5", f"LOOKS={looks}",
+                                   f"OUTPUT={tmp_path / f'l{looks}.tif'}")
+        assert res["MODEL_USED"] == "unet-l4-correlated-int8"
+        out, ds = read(tmp_path / f"l{looks}.tif")
+        scale = float(ds.GetMetadataItem("SAR_DESPECKLE_LOOKS_SCALE"))
+        assert scale == (pytest.approx(0.6289, abs=1e-3) if looks == "2" else 1.0)
+        err[looks] = np.sqrt(np.mean((np.sqrt(out) - np.sqrt(clean)) ** 2))
+    assert err["2"] < 0.7 * err["4.4"], err

@@ -4,7 +4,7 @@ import pytest
 from onnx_models import card
 from sar_despeckle_plugin.core.errors import InvalidInputError
 from sar_despeckle_plugin.core.normalisation import (
-    LogNormaliser, log_offset_from_sample, looks_mismatch, model_log_bias, sample_step,
+    LogNormaliser, log_offset_from_sample, looks_mismatch, looks_scale, model_log_bias, sample_step, scales_looks,
 )
 from sar_despeckle_plugin.core.transforms import log_bias
 
@@ -53,3 +53,18 @@ def test_looks_mismatch_uses_the_training_range():
     assert "1-look" in looks_mismatch(single, 4.4)
     assert looks_mismatch(blind, 4.4) is None and looks_mismatch(blind, 9.5) is None
     assert "1- to 8-look" in looks_mismatch(blind, 12)
+
+
+def test_looks_scale_matches_the_log_speckle_spread():
+    """a = sqrt(trigamma(L_m) / trigamma(L)): L-look log speckle times a has the spread of L_m-look
+    log speckle (checked on draws), 1 at L = L_m, < 1 for fewer looks, > 1 for more."""
+    rng = np.random.default_rng(0)
+    for lm, lin in ((4.4, 2.0), (4.4, 12.0), (1.0, 3.0)):
+        a = looks_scale(lm, lin)
+        spread = np.std(np.log(rng.gamma(lin, 1 / lin, 400_000))) * a
+        assert spread == pytest.approx(np.std(np.log(rng.gamma(lm, 1 / lm, 400_000))), rel=0.01)
+    assert looks_scale(4.4, 4.4) == 1.0 and looks_scale(4.4, 2) < 1 < looks_scale(4.4, 8)
+    assert looks_scale(4.4, 2) == pytest.approx(0.6289, abs=1e-3)
+    with pytest.raises(InvalidInputError):
+        looks_scale(4.4, 0)
+    assert scales_looks(card(extra={"looks_scaling": "true"})) and not scales_looks(card())

@@ -10,7 +10,7 @@ from conftest import DATA, DEMO_SAMPLE, shared
 from sar_despeckle_plugin.core.errors import InvalidInputError
 from sar_despeckle_plugin.core.estimation import estimate_speckle, grid_blocks, homogeneous_mask, untextured_mask
 from sar_despeckle_plugin.core.speckle import (
-    correlated_slc, correlated_speckle, psf_sigma_for_correlation, ratio_image, simulate_intensity,
+    correlated_slc, correlated_speckle, enl, psf_sigma_for_correlation, ratio_image, simulate_intensity,
 )
 from sar_despeckle_plugin.runtime.models import bundled_models
 from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser
@@ -318,3 +318,43 @@ def test_fields_beside_texture_keep_their_mean(tmp_path):
         flat = untextured_mask(noisy) & np.isfinite(out)
         assert 0.05 < flat.mean() < 0.5, flat.mean()
         assert np.nanmean(out[flat]) / np.nanmean(noisy[flat]) == pytest.approx(1.0, abs=0.02), (k, rep.model)
+
+
+def test_given_looks_scale_a_fixed_looks_model_to_its_training_level(tmp_path, clean):
+    """unet-l4-correlated (trained on 4.4 looks, card key looks_scaling) on correlated speckle of
+    other looks, LOOKS given: its log input is scaled by sqrt(trigamma(4.4) / trigamma(L)) and
+    its output back. Unscaled it left most of 2-look speckle (ratio ENL ~9 for 2 looks) and
+    smoothed 12 looks no better than 4; LOOKS=4.4 (scale 1) changes nothing, Auto's measured looks
+    never scale (texture lowers them), and the plan carries the scale to other processes."""
+    from sar_despeckle_plugin.core.normalisation import looks_scale, scales_looks
+    from sar_despeckle_plugin.runtime.onnx_denoiser import read_card
+    from sar_despeckle_plugin.runtime.pipeline import LooksScaled, plan_despeckle
+    from sar_despeckle_plugin.runtime.raster_io import RasterSource
+    assert [n for n, p in MODELS.items() if scales_looks(read_card(p))] == ["unet-l4-correlated-int8"]
+    rng = np.random.default_rng(21)
+    psf = psf_sigma_for_correlation(0.6)
+    for looks, gain_db in ((2, 3.0), (12, 1.0)):
+        noisy = clean * correlated_speckle(clean.shape, looks, (psf, psf), rng)
+        src = write(tmp_path / f"l{looks}.tif", noisy.astype(np.float32))
+        rep, out, ds, log = run(tmp_path, src, f"l{looks}_out.tif", model="unet-l4-correlated-int8", looks=looks)
+        _, plain, ds_plain, _ = run(tmp_path, src, f"l{looks}_plain.tif", model="unet-l4-correlated-int8", looks=4.4)
+        a = looks_scale(4.4, looks)
+        assert float(ds.GetMetadataItem("SAR_DESPECKLE_LOOKS_SCALE")) == pytest.approx(a, rel=1e-5)
+        assert float(ds_plain.GetMetadataItem("SAR_DESPECKLE_LOOKS_SCALE")) == 1.0
+        assert any("scaled by" in m for m in log.infos) and not any("trained on 4.4-look" in w for w in log.warnings)
+        assert psnr(out, clean) > psnr(plain, clean) + gain_db, (looks, psnr(out, clean), psnr(plain, clean))
+        ratio = ratio_image(noisy, out)
+        assert enl(ratio[np.isfinite(ratio)]) == pytest.approx(looks, rel=0.35)
+    assert looks_scale(4.4, 2) == pytest.approx(0.629, abs=0.002) and looks_scale(4.4, 4.4) == 1.0
+    _, same, _, _ = run(tmp_path, src, "l_none.tif", model="unet-l4-correlated-int8")
+    np.testing.assert_array_equal(same, plain)       # LOOKS=4.4 on a 4.4-look model: no scaling
+    rep, _, ds, _ = run(tmp_path, HILL, "hill.tif")  # Auto on a GRD crop measuring ~2 looks
+    assert rep.model == "unet-l4-correlated-int8" and rep.estimate.looks < 3
+    assert float(ds.GetMetadataItem("SAR_DESPECKLE_LOOKS_SCALE")) == 1.0
+    with RasterSource(src, 1) as s:
+        plan, net = plan_despeckle(s, OnnxDenoiser(MODELS["unet-l4-correlated-int8"], Device.CPU), looks=12)
+    assert isinstance(net, LooksScaled) and plan.looks_scale == pytest.approx(looks_scale(4.4, 12))
+    loaded = plan.load_net()
+    assert isinstance(loaded, LooksScaled) and loaded.scale == plan.looks_scale
+    x = rng.normal(size=(64, 64)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x), net(x))
