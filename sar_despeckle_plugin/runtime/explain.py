@@ -301,14 +301,19 @@ class _TempRaster:
             gdal.Unlink(self.path)
 
 
-def _metadata_int(path: str, key: str) -> Optional[int]:
+def _metadata_value(path: str, key: str, kind=int):
+    """The raster's metadata item ``key`` as ``kind`` (None where missing or not a number)."""
     ds = gdal.Open(str(path))
     value = ds.GetMetadataItem(key) if ds is not None else None
     ds = None
     try:
-        return int(value) if value else None
+        return kind(value) if value else None
     except ValueError:
         return None
+
+
+def _metadata_int(path: str, key: str) -> Optional[int]:
+    return _metadata_value(path, key, int)
 
 
 def _summary_of(path: str, step: int) -> Tuple[np.ndarray, float, float]:
@@ -509,6 +514,11 @@ def explain_rasters(noisy_path: str, despeckled_path: str, band_noisy: int = 1, 
             net = OnnxDenoiser(model_file, device)
             res.uncertainty_model = net.card.name
             tile_size = _metadata_int(despeckled_path, "SAR_DESPECKLE_TILE_SIZE")
+            scale = _metadata_value(despeckled_path, "SAR_DESPECKLE_LOOKS_SCALE", float)
+            if model_path is None and scale and scale > 0 and scale != 1.0:
+                # the despeckling ran the network scaled to the given LOOKS: its passes are run the same way
+                from .pipeline import LooksScaled
+                net = LooksScaled(net, scale)
             progress.info(f"Uncertainty: 8 flip / rotation passes of '{net.card.name}' on {net.device_used}...")
             unc_tmp = stack.enter_context(_TempRaster(uncertainty_path))
             spread_raster(noisy_path, unc_tmp.path, net, band_noisy, n_dom, tile_size, progress, stop, 95.0)

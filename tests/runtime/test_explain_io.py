@@ -189,3 +189,24 @@ def test_errors_and_cancel_leave_no_output(crop, tmp_path):
                         structure_path=str(out / "s.tif"), uncertainty_path=str(out / "u.tif"),
                         html_path=str(out / "r.html"), progress=CancelLater())
     assert not out.exists() or os.listdir(out) == []
+
+
+def test_uncertainty_runs_the_network_as_the_despeckling_did_with_given_looks(crop, tmp_path):
+    """A result made with LOOKS given to the 4.4-look GRD network (its input scaled, metadata
+    SAR_DESPECKLE_LOOKS_SCALE): the uncertainty's 8 passes are run with the same scale."""
+    from sar_despeckle_plugin.core.normalisation import looks_scale
+    from sar_despeckle_plugin.runtime.pipeline import LooksScaled
+    noisy, _ = crop
+    desp = str(tmp_path / "l4.tif")
+    m = {b.name: b for b in bundled_models()}["unet-l4-correlated-int8"]
+    despeckle_raster(noisy, desp, OnnxDenoiser(m.path, Device.CPU), looks=2.0)
+    assert float(gdal.Open(desp).GetMetadataItem("SAR_DESPECKLE_LOOKS_SCALE")) == pytest.approx(looks_scale(4.4, 2))
+    unc = str(tmp_path / "u.tif")
+    res = explain_rasters(noisy, desp, uncertainty_path=unc)
+    assert res.uncertainty_model == "unet-l4-correlated-int8"
+    net = OnnxDenoiser(m.path, Device.CPU)
+    scaled = spread_raster(noisy, str(tmp_path / "scaled.tif"), LooksScaled(net, looks_scale(4.4, 2)), domain=1)
+    plain = spread_raster(noisy, str(tmp_path / "plain.tif"), net, domain=1)
+    u, s, p = read(unc)[0], read(scaled)[0], read(plain)[0]
+    np.testing.assert_allclose(u, s, rtol=1e-5, atol=1e-6)
+    assert np.abs(u - p).max() > 0.01
