@@ -42,8 +42,9 @@ license             no       licence of the weights
 =================== ======== ==============================================================
 
 Any other key is kept in ``extra``: the Auto-choice keys (``core.model_choice``), and
-``looks_scaling`` (``true``: a network trained at ``looks`` only, which takes speckle of a
-*given* LOOKS by scaling its log input, ``core.normalisation.looks_scale``).
+``looks_scaling`` (``true``: a network that takes speckle of a *given* LOOKS outside its
+training range, ``looks`` to ``looks_max``, by scaling its log input to the nearest end of it,
+``core.normalisation.looks_scale``).
 """
 from __future__ import annotations
 

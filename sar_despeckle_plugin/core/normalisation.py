@@ -89,8 +89,9 @@ LOOKS_SCALE_TOLERANCE = 0.01
 
 
 def scales_looks(card: ModelCard) -> bool:
-    """The card says the network was trained at one number of looks and may take another by
-    :func:`looks_scale` (card key ``looks_scaling=true``, set where it was measured to help)."""
+    """The card says the network takes a given number of looks outside its training range by
+    :func:`looks_scale` to the nearest end of it (card key ``looks_scaling=true``, set where it was
+    measured to help)."""
     return str(card.extra.get(LOOKS_SCALING_KEY, "")).strip().lower() == "true"
 
 

@@ -598,17 +598,20 @@ class LooksScaled:
 
 def _looks_adapted(net, card, looks: float, progress: Progress) -> Tuple[object, float]:
     """(``net``, possibly :class:`LooksScaled`, and the scale) for LOOKS given by the user: a card
-    with ``looks_scaling`` takes them by scaling; Auto's measured looks never do (texture lowers
-    them: on real Sentinel-1 GRD VH crops measuring 1.5-2 looks for a nominal 4.4, scaling by them
-    smoothed roads and relief away)."""
+    with ``looks_scaling`` takes looks outside its training range by scaling them to the nearest
+    end of it; Auto's measured looks never do (texture lowers them: on real Sentinel-1 GRD VH crops
+    measuring 1.5-2 looks for a nominal 4.4, scaling by them smoothed roads and relief away)."""
     if not looks or not scales_looks(card):
         return net, 1.0
-    a = looks_scale(card.looks, float(looks))
+    low, high = card.looks_range
+    target = min(max(float(looks), low), high)
+    a = looks_scale(target, float(looks))
     if abs(math.log(a)) < LOOKS_SCALE_TOLERANCE:
         return net, 1.0
-    progress.info(f"LOOKS={float(looks):g}: '{card.name}' was trained on {card.looks:g}-look speckle; its input is "
+    trained = f"{low:g}-look" if low == high else f"{low:g}- to {high:g}-look"
+    progress.info(f"LOOKS={float(looks):g}: '{card.name}' was trained on {trained} speckle; its input is "
                   f"scaled by {a:.3f} in the log domain (and its output by 1/{a:.3f}) so that the speckle reaches "
-                  "it at its training level")
+                  f"it at the level of {target:g} looks")
     return LooksScaled(net, a), a
 
 

@@ -330,7 +330,8 @@ def test_given_looks_scale_a_fixed_looks_model_to_its_training_level(tmp_path, c
     from sar_despeckle_plugin.runtime.onnx_denoiser import read_card
     from sar_despeckle_plugin.runtime.pipeline import LooksScaled, plan_despeckle
     from sar_despeckle_plugin.runtime.raster_io import RasterSource
-    assert [n for n, p in MODELS.items() if scales_looks(read_card(p))] == ["unet-l4-correlated-int8"]
+    assert [n for n, p in MODELS.items() if scales_looks(read_card(p))] == ["dncnn-l1to8-blind",
+                                                                           "unet-l4-correlated-int8"]
     rng = np.random.default_rng(21)
     psf = psf_sigma_for_correlation(0.6)
     for looks, gain_db in ((2, 3.0), (12, 1.0)):
@@ -358,3 +359,20 @@ def test_given_looks_scale_a_fixed_looks_model_to_its_training_level(tmp_path, c
     assert isinstance(loaded, LooksScaled) and loaded.scale == plan.looks_scale
     x = rng.normal(size=(64, 64)).astype(np.float32)
     np.testing.assert_array_equal(loaded(x), net(x))
+
+
+def test_given_looks_above_the_blind_range_scale_to_its_end(tmp_path, clean):
+    """dncnn-l1to8-blind (trained on 1-8 looks) with LOOKS=32 on 32-look white speckle: scaled to
+    8 looks' log spread it smooths as much as the speckle allows (+1.7 dB on the TerraSAR-X
+    references); inside its range (LOOKS=4) nothing is scaled."""
+    from sar_despeckle_plugin.core.normalisation import looks_scale
+    rng = np.random.default_rng(23)
+    noisy = simulate_intensity(clean, 32, rng)
+    src = write(tmp_path / "l32.tif", noisy.astype(np.float32))
+    rep, out, ds, _ = run(tmp_path, src, "l32_out.tif", model="dncnn-l1to8-blind", looks=32)
+    _, plain, ds8, _ = run(tmp_path, src, "l32_plain.tif", model="dncnn-l1to8-blind", looks=8)
+    assert float(ds.GetMetadataItem("SAR_DESPECKLE_LOOKS_SCALE")) == pytest.approx(looks_scale(8, 32), rel=1e-5)
+    assert float(ds8.GetMetadataItem("SAR_DESPECKLE_LOOKS_SCALE")) == 1.0
+    assert psnr(out, clean) > psnr(plain, clean) + 0.5, (psnr(out, clean), psnr(plain, clean))
+    _, _, ds4, _ = run(tmp_path, src, "l4.tif", model="dncnn-l1to8-blind", looks=4)
+    assert float(ds4.GetMetadataItem("SAR_DESPECKLE_LOOKS_SCALE")) == 1.0

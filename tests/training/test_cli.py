@@ -397,8 +397,9 @@ def test_auto_section_becomes_card_keys():
     assert "auto_priority_no_vnni" not in card.extra
     lite16 = build_config_card(load_config("unet_l1_lite16_long")).extra
     assert (lite16["auto_priority"], lite16["auto_priority_no_vnni"]) == ("5", "16")
-    # looks_scaling: only where the configuration sets it (the fixed 4.4-look GRD network)
+    # looks_scaling: only where the configuration sets it (the 4.4-look GRD network, the 1-8-look blind one)
     assert build_config_card(load_config("unet_l4_correlated")).extra["looks_scaling"] == "true"
+    assert build_config_card(load_config("dncnn_l1to8_blind")).extra["looks_scaling"] == "true"
     assert "looks_scaling" not in card.extra and "looks_scaling" not in lite16
     from training.quantize import int8_extra
     assert int8_extra({"auto_priority": "10", "looks_scaling": "true"})["looks_scaling"] == "true"
