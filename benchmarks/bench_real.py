@@ -326,7 +326,7 @@ def _table(per: Dict[str, Dict[str, float]], cols, best: Dict[str, Dict[str, obj
     for m, v in list((k, v) for k, v in per.items() if not _is_classical(k)) + list(best.items()):
         label = f"{m} ({v['setting']})" if "setting" in v else m
         lines.append(f"| {label} | " + " | ".join(
-            fmt.format(v[c]) if c in v and np.isfinite(v[c]) or v.get(c) == float("inf") else "-"
+            fmt.format(v[c]) if c in v and not np.isnan(v[c]) else "-"
             for c, fmt in cols) + " |")
     return lines
 

@@ -24,6 +24,7 @@ import torch
 from .data import DEFAULT_DATA, TSX_DIR
 from .dncnn import DnCNN
 from sar_despeckle_plugin.core.model_card import ModelCard
+from sar_despeckle_plugin.core.normalisation import LOOKS_SCALING_KEY
 
 OPSET = 18
 PARITY_TOL = 1e-4
@@ -104,7 +105,7 @@ def build_card(config: Dict[str, object], metrics: Optional[Dict[str, object]] =
                      "speckle, so spatially correlated speckle, e.g. Sentinel-1 GRD, may keep some "
                      "structure). Works on debiased log-intensity."),
         license=LICENSE,
-        extra={**training_run_extra(config), **auto_card_keys(config.get("auto")), **looks_card_keys(config)},
+        extra=config_card_extra(config),
     )
 
 
@@ -242,11 +243,13 @@ def _content_text(d: Dict[str, object]) -> str:
     return ("; SAR-like content: of the patches " + ", ".join(parts)) if parts else ""
 
 
-def looks_card_keys(config: Dict[str, object]) -> Dict[str, str]:
-    """``looks_scaling=true`` where the configuration sets ``looks_scaling`` (a network trained at
-    one number of looks that takes others by log-domain scaling when LOOKS is given;
+def config_card_extra(config: Dict[str, object]) -> Dict[str, str]:
+    """The card's extra keys a configuration sets: the training run, the Auto-choice keys and
+    ``looks_scaling=true`` where it sets ``looks_scaling`` (a network that takes a given LOOKS
+    outside its training range by log-domain scaling,
     :func:`sar_despeckle_plugin.core.normalisation.looks_scale`)."""
-    return {"looks_scaling": "true"} if config.get("looks_scaling") else {}
+    return {**training_run_extra(config), **auto_card_keys(config.get("auto")),
+            **({LOOKS_SCALING_KEY: "true"} if config.get("looks_scaling") else {})}
 
 
 def auto_card_keys(auto: Optional[Dict[str, object]]) -> Dict[str, str]:
@@ -330,7 +333,7 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
         looks_max=float(lmax) if lmax and float(lmax) > looks else None,
         description=str(config.get("description") or f"{config['name']}: despeckler for {looks:g}-look intensity"),
         license=LICENSE,
-        extra={**training_run_extra(config), **auto_card_keys(config.get("auto")), **looks_card_keys(config)},
+        extra=config_card_extra(config),
     )
 
 

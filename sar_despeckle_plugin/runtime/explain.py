@@ -312,10 +312,6 @@ def _metadata_value(path: str, key: str, kind=int):
         return None
 
 
-def _metadata_int(path: str, key: str) -> Optional[int]:
-    return _metadata_value(path, key, int)
-
-
 def _summary_of(path: str, step: int) -> Tuple[np.ndarray, float, float]:
     """(decimated quick-look, median, 95th percentile) of a one-band raster, read strip by strip."""
     with RasterSource(path) as src:
@@ -513,12 +509,12 @@ def explain_rasters(noisy_path: str, despeckled_path: str, band_noisy: int = 1, 
             from .onnx_denoiser import OnnxDenoiser
             net = OnnxDenoiser(model_file, device)
             res.uncertainty_model = net.card.name
-            tile_size = _metadata_int(despeckled_path, "SAR_DESPECKLE_TILE_SIZE")
+            tile_size = _metadata_value(despeckled_path, "SAR_DESPECKLE_TILE_SIZE", int)
             scale = _metadata_value(despeckled_path, "SAR_DESPECKLE_LOOKS_SCALE", float)
-            if model_path is None and scale and scale > 0 and scale != 1.0:
+            if model_path is None and scale is not None and scale > 0:
                 # the despeckling ran the network scaled to the given LOOKS: its passes are run the same way
                 from .pipeline import LooksScaled
-                net = LooksScaled(net, scale)
+                net = LooksScaled.wrap(net, scale)
             progress.info(f"Uncertainty: 8 flip / rotation passes of '{net.card.name}' on {net.device_used}...")
             unc_tmp = stack.enter_context(_TempRaster(uncertainty_path))
             spread_raster(noisy_path, unc_tmp.path, net, band_noisy, n_dom, tile_size, progress, stop, 95.0)

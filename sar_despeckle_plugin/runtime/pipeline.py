@@ -591,16 +591,22 @@ class LooksScaled:
     def __getattr__(self, name):
         return getattr(self.net, name)
 
+    @classmethod
+    def wrap(cls, net, scale: float):
+        """``net`` scaled by ``scale``, or ``net`` itself where the scale is 1."""
+        return net if scale == 1.0 else cls(net, scale)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = self.net(np.asarray(x, dtype=np.float32) * np.float32(self.scale))
-        return (y / np.float32(self.scale)).astype(np.float32)
+        return (y / np.float32(self.scale)).astype(np.float32, copy=False)
 
 
-def _looks_adapted(net, card, looks: float, progress: Progress) -> Tuple[object, float]:
+def _looks_adapted(net, looks: float, progress: Progress) -> Tuple[object, float]:
     """(``net``, possibly :class:`LooksScaled`, and the scale) for LOOKS given by the user: a card
     with ``looks_scaling`` takes looks outside its training range by scaling them to the nearest
     end of it; Auto's measured looks never do (texture lowers them: on real Sentinel-1 GRD VH crops
     measuring 1.5-2 looks for a nominal 4.4, scaling by them smoothed roads and relief away)."""
+    card = net.card
     if not looks or not scales_looks(card):
         return net, 1.0
     low, high = card.looks_range
@@ -721,9 +727,7 @@ class DespecklePlan:
         """The plan's network loaded on ``device`` (:class:`Device`, CPU by default), wrapped
         for QUALITY Best."""
         from .onnx_denoiser import OnnxDenoiser
-        net = OnnxDenoiser(self.model_path, device, threads=threads)
-        if self.looks_scale != 1.0:
-            net = LooksScaled(net, self.looks_scale)
+        net = LooksScaled.wrap(OnnxDenoiser(self.model_path, device, threads=threads), self.looks_scale)
         return DihedralEnsemble(net) if self.quality == QUALITY_BEST else net
 
     def read_tile(self, src: RasterSource) -> Callable[[Window], Tuple[np.ndarray, np.ndarray]]:
@@ -762,7 +766,7 @@ def plan_despeckle(src: RasterSource, denoiser, domain: Domain | int = Domain.AU
     if est is not None:
         progress.info(f"Measured speckle: {est.describe()}")
     denoiser, chosen = _select_model(denoiser, measurement, looks, progress)
-    denoiser, scale = _looks_adapted(denoiser, denoiser.card, looks, progress)
+    denoiser, scale = _looks_adapted(denoiser, looks, progress)
     if int(quality) not in QUALITY_LABELS:
         raise InvalidInputError(f"quality must be 0 (Fast) or 1 (Best), got {quality}")
     if int(quality) == QUALITY_BEST:
