@@ -18,13 +18,14 @@ Measured 2026-12-06 (``benchmarks/results/bench_halo.md``): the float32 U-Nets b
 outer 12 pixels (halo 40: largest difference 0.6 %, for 7.5 % less computation) but the int8 ones
 do (4.6 %: a small change of context flips roundings that propagate), and below 40 every network
 leaves seams of 6 % and more. The pipeline keeps the full halo, so that tiles never change the
-result (the default models are int8).
+result, except where a card measures less (key ``halo``): the float32 16-channel MODELs 16 and 17,
+Auto's choice on CPUs without VNNI, at 40 (0.36 % at most, ``benchmarks/results/bench_halo_lite16.md``).
 
 Rasters (../shared/data): the two TerraSAR-X validation dates (simulated single-look speckle on
 real scenes), the two Sentinel-1 VH GRD crops and the UAVSAR Winnipeg SLC crop (|z|^2, real
 single-look speckle).
 
-    .venv/bin/python benchmarks/bench_halo.py [--halos 16 24 32 40] [--markdown FILE]
+    .venv/bin/python benchmarks/bench_halo.py [--halos 16 24 32 40] [--models NAME ...] [--markdown FILE]
 """
 from __future__ import annotations
 
@@ -71,10 +72,10 @@ def rasters() -> List[Tuple[str, np.ndarray]]:
 
 
 class WithHalo:
-    """A loaded network whose card states a receptive field of 2 h - 1: the pipeline gives it halo h."""
+    """A loaded network whose card states halo h: the pipeline gives its tiles that halo."""
 
     def __init__(self, net: OnnxDenoiser, halo: int):
-        self.net, self.card = net, replace(net.card, receptive_field=2 * int(halo) - 1)
+        self.net, self.card = net, replace(net.card, halo=int(halo))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.net(x)
@@ -107,12 +108,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--halos", type=int, nargs="+", default=[16, 24, 32, 40])
     ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--models", nargs="+", default=list(MODELS), help="bundled model names")
     args = ap.parse_args()
     images = rasters()
     found = {m.name: m for m in bundled_models()}
     rows = []
     t0 = time.time()
-    for name in MODELS:
+    for name in args.models:
         if name not in found:
             continue
         net = OnnxDenoiser(str(found[name].path), Device.CPU)

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sar_despeckle_plugin.core.tiling import TileGrid, halo_for  # noqa: E402
+from sar_despeckle_plugin.core.tiling import TileGrid  # noqa: E402
 from sar_despeckle_plugin.runtime.models import bundled_models  # noqa: E402
 from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser, file_sha256, read_card  # noqa: E402
 from sar_despeckle_plugin.runtime.pipeline import TILE_ALIGN  # noqa: E402
@@ -132,7 +132,7 @@ def main() -> None:
     choices = {}
     for arch, models in kinds.items():
         card = read_card(models[0].path)
-        halo = halo_for(card.receptive_field)
+        halo = card.tile_halo
         rows, best = [], None
         for tile in args.tiles:
             big = plan_side(args.size, tile, halo, card.size_multiple)

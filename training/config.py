@@ -46,6 +46,9 @@ DEFAULTS: Dict[str, Any] = {
     # domain to the training level (sar_despeckle_plugin/core/normalisation.py looks_scale); for
     # fixed-looks multi-look networks, where it was measured to help
     "looks_scaling": False,
+    # the card key halo: the tiling halo the pipeline gives this network, when measured below half
+    # its receptive field (benchmarks/bench_halo.py); None: half the receptive field
+    "halo": None,
     "architecture": {
         "type": "dncnn",
         # dncnn

@@ -334,6 +334,7 @@ def build_config_card(config: Dict[str, object], metrics: Optional[Dict[str, obj
         description=str(config.get("description") or f"{config['name']}: despeckler for {looks:g}-look intensity"),
         license=LICENSE,
         extra=config_card_extra(config),
+        halo=int(config["halo"]) if config.get("halo") else None,
     )
 
 

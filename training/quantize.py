@@ -133,7 +133,8 @@ def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: O
                              + (f" --images {images}" if images != DEFAULT_IMAGES else "")
                              + (" --reduce-range" if reduce_range else "")),
                   description=f"{card.description} int8 version of {card.name}: several times faster on CPU.",
-                  metrics={}, extra=int8_extra(card.extra), tile_size=int8_tile(card))
+                  metrics={}, extra=int8_extra(card.extra), tile_size=int8_tile(card),
+                  halo=None)  # int8 roundings reach further: a float network's measured halo does not hold
     write_card(out, new)
     return new
 

@@ -29,6 +29,7 @@ sigma_max           gauss    largest noise standard deviation it was trained for
 sigma_min           no       smallest one (default 0)
 norm_scale          yes      divisor applied after the offset (float > 0)
 receptive_field     yes      receptive field in pixels (int >= 1); the tiling halo is half of it
+                             unless ``halo`` says less
 training_strategy   yes      supervised / pairs / masking, and the loss
 training_data       yes      which data, which speckle simulation
 metrics             yes      JSON object of validation figures (e.g. PSNR against a boxcar)
@@ -37,6 +38,11 @@ looks_max           no       highest number of looks in the training speckle, fo
                              over a range of speckle levels (float >= looks; default: looks)
 tile_size           no       default tile size (int, default 512)
 size_multiple       no       tile sizes must be multiples of it (int, default 1; U-Net: 2**depth)
+halo                no       the tiling halo, measured (``benchmarks/bench_halo.py``): how far
+                             the output still depends on the input to within a small fraction
+                             of a per cent, for a network whose outer receptive field barely
+                             counts (int, 1 to half the receptive field; default: half of it,
+                             every tiling giving the same result to rounding)
 description         no       one paragraph for the help
 license             no       licence of the weights
 =================== ======== ==============================================================
@@ -54,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Union
 
 from .errors import ModelCardError
+from .tiling import halo_for
 
 INPUT_DOMAIN_LOG_INTENSITY = "log_intensity"
 INPUT_DOMAIN_GAUSSIAN = "gaussian"
@@ -61,7 +68,8 @@ COMMON_KEYS = ("name", "architecture", "input_domain", "norm_offset", "norm_scal
                "training_strategy", "training_data", "metrics", "reproduce")
 DOMAIN_KEYS = {INPUT_DOMAIN_LOG_INTENSITY: ("looks", "debias"), INPUT_DOMAIN_GAUSSIAN: ("sigma_max",)}
 REQUIRED_KEYS = COMMON_KEYS + DOMAIN_KEYS[INPUT_DOMAIN_LOG_INTENSITY]  # of a despeckler
-OPTIONAL_KEYS = ("looks_max", "tile_size", "size_multiple", "description", "license", "sigma_min", "sigma_max")
+OPTIONAL_KEYS = ("looks_max", "tile_size", "size_multiple", "description", "license", "sigma_min", "sigma_max",
+                 "halo")
 
 
 def _float(meta: Mapping[str, str], key: str, positive: bool = True) -> float:
@@ -108,6 +116,7 @@ class ModelCard:
     description: str = ""
     license: str = ""
     extra: Dict[str, str] = field(default_factory=dict)
+    halo: Optional[int] = None
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, str]) -> "ModelCard":
@@ -151,6 +160,11 @@ class ModelCard:
             raise ModelCardError("sigma_min", f"expected 0 <= sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         if looks_max is not None and looks_max < looks:
             raise ModelCardError("looks_max", f"{looks_max} is below looks={looks}")
+        receptive_field = _int(meta, "receptive_field")
+        halo = _int(meta, "halo") if not missing("halo") else None
+        if halo is not None and halo > halo_for(receptive_field):
+            raise ModelCardError("halo", f"{halo} is more than half the receptive field ({receptive_field}): "
+                                         f"at most {halo_for(receptive_field)}")
         known = set(REQUIRED_KEYS) | set(OPTIONAL_KEYS)
         return cls(
             name=str(meta["name"]).strip(),
@@ -160,7 +174,7 @@ class ModelCard:
             debias=debias == "true",
             norm_offset=offset,
             norm_scale=_float(meta, "norm_scale"),
-            receptive_field=_int(meta, "receptive_field"),
+            receptive_field=receptive_field,
             training_strategy=str(meta["training_strategy"]),
             training_data=str(meta["training_data"]),
             metrics=metrics,
@@ -173,6 +187,7 @@ class ModelCard:
             description=str(meta.get("description", "")),
             license=str(meta.get("license", "")),
             extra={k: str(v) for k, v in meta.items() if k not in known},
+            halo=halo,
         )
 
     def to_metadata(self) -> Dict[str, str]:
@@ -196,11 +211,18 @@ class ModelCard:
             "description": self.description,
             "license": self.license,
         }
+        if self.halo is not None:
+            meta["halo"] = str(int(self.halo))
         if self.sigma_max is not None:
             meta["sigma_min"] = repr(float(self.sigma_min))
             meta["sigma_max"] = repr(float(self.sigma_max))
         meta.update(self.extra)
         return {k: v for k, v in meta.items() if not (k == "looks_max" and v == "")}
+
+    @property
+    def tile_halo(self) -> int:
+        """The halo every tile gets: the card's measured ``halo``, else half the receptive field."""
+        return int(self.halo) if self.halo is not None else halo_for(self.receptive_field)
 
     @property
     def is_gaussian(self) -> bool:

@@ -25,7 +25,7 @@ from ..core.normalisation import (
     LOOKS_SCALE_TOLERANCE, LogNormaliser, log_offset_from_sample, looks_mismatch, looks_scale, model_log_bias,
     sample_step, scales_looks,
 )
-from ..core.tiling import TileGrid, Window, halo_for, pad_tile
+from ..core.tiling import TileGrid, Window, pad_tile
 from ..core.transforms import Domain, from_intensity, output_domain, to_intensity
 from .estimation import Measurement, estimate_array, measure
 from .raster_io import OutputSpec, RasterSource, RasterWriter, check_output
@@ -88,7 +88,7 @@ class DespeckleReport:
 
 def check_tile_size(tile_size: Optional[int], card) -> int:
     tile = int(tile_size or card.tile_size)
-    halo = halo_for(card.receptive_field)
+    halo = card.tile_halo
     if tile % card.size_multiple:
         raise InvalidInputError(f"tile size {tile} must be a multiple of {card.size_multiple} for "
                                 f"model '{card.name}'")
@@ -200,7 +200,7 @@ def _blend_row(grid: TileGrid, i: int, results, carry_out, carry_valid, write_ro
 def _prepare(card, looks: float, tile_size: Optional[int]):
     if not (math.isfinite(float(looks)) and float(looks) >= 0):
         raise InvalidInputError(f"the number of looks must be a positive number (or 0 = measure it), got {looks}")
-    return check_tile_size(tile_size, card), halo_for(card.receptive_field)
+    return check_tile_size(tile_size, card), card.tile_halo
 
 
 def gain_windows(height: int, width: int, size: int = GAIN_WINDOW, count: int = GAIN_WINDOWS) -> List[Window]:

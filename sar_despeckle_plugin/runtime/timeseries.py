@@ -28,7 +28,7 @@ from ..core.errors import CanceledError, InvalidInputError
 from ..core.estimation import BLOCK, SpeckleEstimate
 from ..core.filters import FILTER_LABELS, Filter, filter_halo, filter_intensity
 from ..core.normalisation import LogNormaliser, log_offset_from_sample, model_log_bias
-from ..core.tiling import TileGrid, Window, halo_for
+from ..core.tiling import TileGrid, Window
 from ..core.transforms import Domain, from_intensity, output_domain
 from .estimation import Measurement, measure, sample_blocks
 from .pipeline import (
@@ -383,7 +383,7 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, o
 
     # pass 1: super-image
     g_tile = check_tile_size(tile_size, s_card) if tile_size else s_card.tile_size
-    g_halo = max(halo_for(m.card.receptive_field) for m in (net, gauss) if m is not None)
+    g_halo = max(m.card.tile_halo for m in (net, gauss) if m is not None)
     if blend:
         g_halo = max(g_halo, ts.SHARE_WINDOW // 2)
     # plus the change test's context: its local means at the edge of a tile's window are truncated,
@@ -479,7 +479,7 @@ def _ratio_deep(stack, dst_path, super_path, denoiser, super_denoiser, domain, o
 
     # pass 2: each date's ratio to the super-image
     tile = check_tile_size(tile_size, card)
-    halo = halo_for(card.receptive_field)
+    halo = card.tile_halo
     grid = TileGrid.build(stack.height, stack.width, tile, halo, multiple=card.size_multiple, align=TILE_ALIGN)
     bias = model_log_bias(card)
     metadata = provenance(**common, model=card.name, model_sha256=model.sha256, model_choice=chosen,

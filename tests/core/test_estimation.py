@@ -190,3 +190,22 @@ def test_untextured_mask_is_absolute():
     assert m[:, :128].mean() > 0.6 and m[:, 128:].mean() < 0.05
     assert untextured_mask(gamma_speckle((256, 256), 4, rng), looks=4.0).mean() > 0.6
     assert untextured_mask(gamma_speckle((256, 256), 4, rng), looks=8.0).mean() == 0.0
+
+
+def test_blocks_at_once_match_block_by_block(rng):
+    """block_stats_many (one matrix product for the complete blocks) gives block_stats' values to
+    rounding, incomplete blocks (NaN, zeros) and constant ones (None) included."""
+    from sar_despeckle_plugin.core.estimation import block_stats, block_stats_many
+    img = np.exp(rng.normal(0, 1, (96, 128)).cumsum(axis=1) / 30) * rng.exponential(1.0, (96, 128))
+    img[5:9, 40:44] = np.nan        # a few invalid pixels: still a block (>= 90 % valid)
+    img[70:80, 0:30] = 0.0          # too many: no statistics
+    img[32:64, 96:128] = 3.0        # constant: no statistics
+    blocks = np.stack([img[r:r + 32, c:c + 32] for r in range(0, 65, 16) for c in range(0, 97, 16)])
+    one = [block_stats(b) for b in blocks]
+    many = block_stats_many(blocks)
+    assert [s is None for s in many] == [s is None for s in one]
+    assert sum(s is None for s in many) >= 3 and sum(s is not None for s in many) >= 20
+    for a, b in zip(one, many):
+        if a is not None:
+            assert (b.k2, b.corr_x, b.corr_y) == pytest.approx((a.k2, a.corr_x, a.corr_y), rel=1e-9, abs=1e-12)
+    assert block_stats_many(np.zeros((0, 32, 32))) == []

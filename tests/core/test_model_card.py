@@ -50,3 +50,18 @@ def test_looks_range():
 def test_fixed_offset_is_a_number():
     meta = card(norm_offset=-2.5).to_metadata()
     assert ModelCard.from_metadata(meta).norm_offset == -2.5
+
+
+def test_measured_halo():
+    """``halo``: the tiling halo a measurement allows, at most half the receptive field; without it
+    the halo is half the receptive field."""
+    assert card(receptive_field=103).tile_halo == 52
+    measured = ModelCard.from_metadata(card(receptive_field=103, halo=40).to_metadata())
+    assert measured.halo == 40 and measured.tile_halo == 40 and "halo" not in measured.extra
+    assert "halo" not in card(receptive_field=103).to_metadata()
+    for bad, why in (("53", "more than half the receptive field"), ("0", ">= 1"), ("4.5", "integer")):
+        meta = card(receptive_field=103).to_metadata()
+        meta["halo"] = bad
+        with pytest.raises(ModelCardError, match=why) as info:
+            ModelCard.from_metadata(meta)
+        assert info.value.key == "halo"

@@ -403,6 +403,10 @@ def test_auto_section_becomes_card_keys():
     assert "looks_scaling" not in card.extra and "looks_scaling" not in lite16
     from training.quantize import int8_extra
     assert int8_extra({"auto_priority": "10", "looks_scaling": "true"})["looks_scaling"] == "true"
+    # the measured halo of the float32 16-channel networks (benchmarks/bench_halo.py); others: none
+    assert build_config_card(load_config("unet_l1_lite16_long")).halo == 40
+    assert build_config_card(load_config("unet_l1_correlated_lite16_long")).tile_halo == 40
+    assert card.halo is None and card.tile_halo == 52
 
 
 def test_bf16_falls_back_to_float32_where_the_cpu_would_emulate_it(tmp_path, monkeypatch):

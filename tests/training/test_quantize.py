@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,12 @@ def test_quantised_model_is_close_and_keeps_first_and_last_float(tmp_path):
     assert card.reproduce.endswith(f"quantize {src} --out {out}")  # the default calibration set
     assert quantize(src, tmp_path / "b.onnx", _smooth_inputs(8, 48, 1), images=60).reproduce.endswith(
         f"quantize {src} --out {tmp_path / 'b.onnx'} --images 60")
+    # a float network's measured halo does not hold for its int8 copy (roundings reach further)
+    measured = tmp_path / "halo.onnx"
+    export_onnx(model, measured, replace(contract_card(1.0, 2.0, model.receptive_field), halo=4))
+    assert read_card(measured).tile_halo == 4
+    assert quantize(measured, tmp_path / "c.onnx", _smooth_inputs(8, 48, 1)).halo is None
+    assert read_card(tmp_path / "c.onnx").tile_halo == (model.receptive_field + 1) // 2
     g = onnx.load(str(out)).graph
     ops = [n.op_type for n in g.node]
     assert ops.count("Conv") == 5 and ops.count("QuantizeLinear") >= 3
