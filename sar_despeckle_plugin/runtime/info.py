@@ -207,13 +207,14 @@ def _summary(card) -> str:
         what += (f", Auto for {auto.replace(',', '-')} looks and lag-1 correlation "
                  f"{card.extra.get('auto_correlation', '?').replace(',', '-')}")
     arch = card.architecture.split(";")[0] + (" int8" if is_int8(card) else "")
-    return (f"{arch}, {what}, receptive field {card.receptive_field}, tile {card.tile_size}, "
+    halo = f" (halo {card.halo}, measured)" if card.halo is not None else ""
+    return (f"{arch}, {what}, receptive field {card.receptive_field}{halo}, tile {card.tile_size}, "
             f"{card.training_strategy.split(':')[0]} training")
 
 
 def _card_dict(card) -> Dict[str, object]:
     keys = ("name", "architecture", "input_domain", "looks", "looks_max", "sigma_min", "sigma_max", "debias",
-            "norm_offset", "norm_scale", "receptive_field", "tile_size", "size_multiple", "training_strategy",
+            "norm_offset", "norm_scale", "receptive_field", "halo", "tile_size", "size_multiple", "training_strategy",
             "training_data", "metrics", "description", "license")
     out = {k: getattr(card, k) for k in keys}
     out.update({k: v for k, v in card.extra.items()})

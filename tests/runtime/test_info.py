@@ -37,6 +37,9 @@ def test_every_bundled_file_is_listed_with_its_sha256_and_card():
         assert card.architecture.split("(")[0] in info.summary
     auto = next(i for i in infos if i.name == "unet-l4-correlated-int8")
     assert "int8, 4.4-look despeckler, Auto for 1.3-12 looks" in auto.summary and auto.card["auto_priority"] == "5"
+    assert "receptive field 103, tile" in auto.summary and auto.card["halo"] is None
+    lite16 = next(i for i in infos if i.name == "unet-l1-lite16-long")    # a measured halo is said
+    assert "receptive field 103 (halo 40, measured), tile 640" in lite16.summary and lite16.card["halo"] == 40
 
 
 def test_cuda_check_runs_a_session_and_does_not_trust_the_provider_list():
