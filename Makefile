@@ -131,7 +131,7 @@ models: setup-training
 	for m in $(INT8_LITE); do f=$${m//-/_}; \
 	  $(PY) -m training quantize runs/$$m/$$f.onnx --out runs/$$m/$${f}_int8.onnx --images 60 || exit 1; done
 	$(PY) -m training dequantize runs/unet-l1-correlated-lite-long/unet_l1_correlated_lite_long_int8.onnx \
-	  --out runs/unet-l1-correlated-lite-long/unet_l1_correlated_lite_long_fp32.onnx
+	  --out runs/unet-l1-correlated-lite-long/unet_l1_correlated_lite_long_fp32.onnx --halo 44
 	$(PY) -m training.gaussian train --steps 6969 --batch 64 --patch 48 --depth 8 --width 32 --sigma-power 2 \
 	  --lr 0.001 --warmup 200 --norm-scale 2 --sigma-min 0.02 --sigma-max 2 --weights 0.45,0.4,0.15 --seed 0 \
 	  --bf16 --out runs/gaussian

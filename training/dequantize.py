@@ -56,9 +56,11 @@ def float_name(card: ModelCard) -> str:
 
 
 def dequantize(src: Path | str, out: Path | str, config: Optional[str] = None, name: Optional[str] = None,
-               priority: Optional[int] = None) -> ModelCard:
+               priority: Optional[int] = None, halo: Optional[int] = None) -> ModelCard:
     """Write the float32 network of the int8 file ``src`` to ``out`` with its card (no metrics);
-    returns the card. Raises ValueError when ``src`` is not an int8 file of a known configuration."""
+    returns the card. ``halo``: the card's measured tiling halo (``benchmarks/bench_halo.py`` on
+    the float32 file; the int8 file's does not carry over). Raises ValueError when ``src`` is not
+    an int8 file of a known configuration."""
     from .export import DEFAULT_TILE, export_onnx, sha256
     from .quantize import read_card
     from .trainer import build_model, onnx_state_dict
@@ -79,11 +81,12 @@ def dequantize(src: Path | str, out: Path | str, config: Optional[str] = None, n
         extra["auto_priority"] = str(int(extra["auto_priority"]) - 1)
     new = replace(card, name=name or float_name(card),
                   architecture=f"{described}; {DEQUANT_NOTE.format(file=Path(src).name, sha=sha256(src))}",
-                  reproduce=f"{card.reproduce} && python -m training dequantize {src} --out {out}",
+                  reproduce=(f"{card.reproduce} && python -m training dequantize {src} --out {out}"
+                             + (f" --halo {int(halo)}" if halo else "")),
                   description=(f"{card.description.split(' int8 version of ')[0]} float32 copy of the int8 "
                                f"weights of {base_name(card)}, for GPUs (onnxruntime's CUDA provider has no int8 "
                                "convolutions)."),
-                  metrics={}, extra=extra, tile_size=DEFAULT_TILE)
+                  metrics={}, extra=extra, tile_size=DEFAULT_TILE, halo=int(halo) if halo else None)
     export_onnx(model, out, new, parity_shapes=((1, 1, 37, 53), (2, 1, 61, 45)))
     return new
 
@@ -95,11 +98,13 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=None, help="the network's configuration (default: the card's reproduce)")
     ap.add_argument("--name", default=None, help="card name (default: <name without -int8>-fp32)")
     ap.add_argument("--auto-priority", type=int, default=None, help="default: the int8 file's minus 1")
+    ap.add_argument("--halo", type=int, default=None,
+                    help="the card's measured tiling halo (default: half the receptive field)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
     try:
-        new = dequantize(args.model, args.out, args.config, args.name, args.auto_priority)
+        new = dequantize(args.model, args.out, args.config, args.name, args.auto_priority, args.halo)
     except ValueError as err:
         print(f"dequantize: {err}", file=sys.stderr)
         return 1

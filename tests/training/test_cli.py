@@ -406,7 +406,9 @@ def test_auto_section_becomes_card_keys():
     # the measured halo of the float32 16-channel networks (benchmarks/bench_halo.py); others: none
     assert build_config_card(load_config("unet_l1_lite16_long")).halo == 40
     assert build_config_card(load_config("unet_l1_correlated_lite16_long")).tile_halo == 40
-    assert card.halo is None and card.tile_halo == 52
+    assert card.halo == 44 and build_config_card(load_config("unet_l1_long")).halo == 40
+    l4 = build_config_card(load_config("unet_l4_correlated"))     # int8-only: no measured halo
+    assert l4.halo is None and l4.tile_halo == 52
 
 
 def test_bf16_falls_back_to_float32_where_the_cpu_would_emulate_it(tmp_path, monkeypatch):

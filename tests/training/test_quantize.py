@@ -142,6 +142,12 @@ def test_dequantize_makes_the_float32_network_of_an_int8_file(tmp_path):
     assert int(card.extra["auto_priority"]) == int(c8.extra["auto_priority"]) - 1
     assert (card.looks, card.norm_scale, card.receptive_field, card.tile_size) == (1.0, 2.0, 103, 640)
     assert card.reproduce.startswith(c8.reproduce) and "python -m training dequantize" in card.reproduce
+    assert card.halo is None and c8.halo is None
+    # --halo: the measured halo of the float32 file (MODEL 15: 44), in the card and its reproduce command
+    bundled = read_card(MODELS / "unet_l1_correlated_lite_long_fp32.onnx")
+    assert bundled.halo == 44 and bundled.reproduce.endswith("--halo 44")
+    measured = dequantize(src, tmp_path / "h.onnx", halo=44)
+    assert read_card(tmp_path / "h.onnx").tile_halo == 44 and measured.reproduce.endswith(" --halo 44")
     from training.config import load_config
     model = build_model(load_config("unet_l1_correlated_lite_long"))
     w8, w32 = onnx_state_dict(str(src), model), onnx_state_dict(str(out), model)
