@@ -1,7 +1,8 @@
 """Training configurations: YAML files in ``training/configs/`` read into one checked dictionary.
 
 A configuration names the strategy, the architecture, the loss, the data and the optimisation
-(see ``training/configs/README.md`` for every key). :func:`load_config` fills the defaults below,
+(every key is in :data:`DEFAULTS` below, with a comment; ``training/configs/`` holds the bundled
+models' files). :func:`load_config` fills the defaults below,
 applies ``key.sub=value`` overrides (``--set`` on the command line) and rejects unknown keys, so a
 typo never silently trains something else.
 """
