@@ -81,3 +81,14 @@ def gaussian_box_model(path, size: int = 5, model_card: ModelCard | None = None)
     graph = helper.make_graph([node], "gauss_box", [x], [y], initializer=[numpy_helper.from_array(w, "w")])
     card_ = gaussian_card("gauss-box", receptive_field=size, norm_offset=0.0, norm_scale=1.0, tile_size=256)
     return _save(graph, path, card_ if model_card is None else model_card)
+
+
+class WithHalo:
+    """A loaded network whose card states another tiling ``halo`` (None: half the receptive field)."""
+
+    def __init__(self, net, halo):
+        from dataclasses import replace
+        self.net, self.card = net, replace(net.card, halo=halo)
+
+    def __call__(self, x):
+        return self.net(x)

@@ -7,6 +7,7 @@ import pytest
 from osgeo import gdal
 
 from conftest import DATA
+from onnx_models import WithHalo
 from sar_despeckle_plugin.core.speckle import simulate_intensity
 from sar_despeckle_plugin.runtime.models import MANIFEST, MODELS_DIR, bundled_models
 from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser, file_sha256, read_card
@@ -91,20 +92,12 @@ def test_tile_size_does_not_change_the_result(name):
     percentile 7.6 %, on this crop). 128- and 256-pixel tiles then give the 512-pixel result, with
     the full halo (half the receptive field) to rounding; with the smaller halo the U-Net's card
     measured (40), within 0.4 %."""
-    from dataclasses import replace
-
     den = OnnxDenoiser({m.name: m for m in bundled_models()}[name].path, Device.CPU)
-
-    class FullHalo:
-        card = replace(den.card, halo=None)
-
-        def __call__(self, x):
-            return den(x)
-
+    full = WithHalo(den, None)
     noisy = gdal.Open(str(DATA / "s1_vh_hill_20171021.tif")).ReadAsArray().astype(np.float64)[:300, :280]
-    ref = despeckle_array(noisy, FullHalo(), tile_size=512)
+    ref = despeckle_array(noisy, full, tile_size=512)
     for tile in (128, 256):
-        np.testing.assert_allclose(despeckle_array(noisy, FullHalo(), tile_size=tile), ref, rtol=1e-4)
+        np.testing.assert_allclose(despeckle_array(noisy, full, tile_size=tile), ref, rtol=1e-4)
     assert den.card.tile_halo == (40 if name == "unet-l1-long" else 18)
     measured = despeckle_array(noisy, den, tile_size=512)
     for tile in (128, 256):

@@ -8,6 +8,7 @@ import pytest
 from osgeo import gdal
 
 from conftest import DATA
+from onnx_models import WithHalo
 from sar_despeckle_plugin.core.speckle import enl, ratio_image, simulate_intensity
 from sar_despeckle_plugin.runtime.models import MODELS_DIR, bundled_models
 from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser
@@ -212,20 +213,11 @@ def test_16_channel_float32_models_tile_with_their_measured_halo(clean, name, rh
     40 pixels instead of half the 103-pixel receptive field (7.5 % less computation at 4096^2):
     in 160-pixel tiles (many seams) the output stays within 0.5 % of one whole tile, where a halo
     of 24 leaves seams of several per cent."""
-    from dataclasses import replace
-
     den = _model(name)
     assert den.card.tile_halo == 40 and den.card.receptive_field == 103
     rng = np.random.default_rng(31)
     speckle = rng.exponential(1.0, clean.shape) if rho == 0 else _correlated_speckle(clean.shape, rho, rng)
     noisy = clean * speckle
-
-    class Halo:
-        def __init__(self, h):
-            self.card = replace(den.card, halo=h)
-
-        def __call__(self, x):
-            return den(x)
 
     def seams(net):
         whole = despeckle_array(noisy, net, looks=1.0, tile_size=256 + 2 * net.card.tile_halo)
@@ -235,6 +227,6 @@ def test_16_channel_float32_models_tile_with_their_measured_halo(clean, name, rh
 
     rms, worst = seams(den)
     assert rms < 5e-4 and worst < 0.005
-    rms24, worst24 = seams(Halo(24))
+    rms24, worst24 = seams(WithHalo(den, 24))
     assert worst24 > 0.03 and rms24 > 10 * rms
-    assert seams(Halo(52)) < (1e-5, 1e-4)   # the full halo: the same result to rounding
+    assert seams(WithHalo(den, 52)) < (1e-5, 1e-4)   # the full halo: the same result to rounding
