@@ -281,27 +281,30 @@ def mean_gain(height: int, width: int, read_tile, infer, inverse, intensity_of, 
     return (gain if math.isfinite(gain) and gain > 0 else 1.0), n
 
 
-def despeckle_array(intensity: np.ndarray, denoiser, looks: float = 1.0,
+def despeckle_array(intensity: np.ndarray, denoiser, looks: float = 0.0,
                     tile_size: Optional[int] = None, progress: Optional[Progress] = None,
                     keep_mean: bool = True) -> np.ndarray:
     """Despeckle an in-memory intensity image (float (H, W), linear, NaN/<= 0 invalid).
 
     Same tiling, blending, normalisation and mean-keeping gain (``keep_mean``, see
-    :func:`mean_gain`) as :func:`despeckle_raster`; returns float64 intensity with NaN where
-    the input was invalid.
+    :func:`mean_gain`) as :func:`despeckle_raster`, and the same use of ``looks``: 0 (the
+    default) runs the network as trained; a number of looks outside the training range of a
+    card with ``looks_scaling`` scales its input as LOOKS does (:func:`_looks_adapted`). Returns
+    float64 intensity with NaN where the input was invalid.
     """
     intensity = np.asarray(intensity, dtype=np.float64)
     if intensity.ndim != 2 or intensity.size == 0:
         raise InvalidInputError(f"expected a non-empty 2-D image, got shape {intensity.shape}")
+    progress = progress or NullProgress()
+    tile, halo = _prepare(denoiser.card, looks, tile_size)
+    denoiser, _ = _looks_adapted(denoiser, looks, progress)
     card = denoiser.card
-    tile, halo = _prepare(card, looks, tile_size)
     k = sample_step(*intensity.shape)
     bias = model_log_bias(card)
     offset = log_offset_from_sample(intensity[::k, ::k], bias) if card.norm_offset == "median" else None
     norm = LogNormaliser.from_card(card, offset)
     grid = TileGrid.build(*intensity.shape, tile, halo, multiple=card.size_multiple, align=TILE_ALIGN)
     out = np.full(intensity.shape, np.nan)
-    progress = progress or NullProgress()
 
     def read_tile(w):
         return norm.forward(intensity[w.slices()])
