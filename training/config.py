@@ -38,6 +38,11 @@ DEFAULTS: Dict[str, Any] = {
     # weight: w in (0, 1]}: the loss is (1 - w) x loss(prediction, clean) + w x loss(prediction,
     # teacher's prediction on the same noisy patch); the frozen teacher runs beside the network
     "distill": None,
+    # quantisation-aware training (training/qat.py): {reduce_range: true|false (7-bit weights, for
+    # CPUs without VNNI), momentum: the running activation ranges' (0.01)}: the convolutions run
+    # through the int8 rounding onnxruntime will apply; the export stays float32, to be quantised
+    # with python -m training quantize --float-input (and --reduce-range when set here)
+    "qat": None,
     # Auto model choice (card keys auto_looks, auto_correlation, auto_priority, sensor_family and,
     # optional, auto_priority_no_vnni; see sar_despeckle_plugin/core/model_choice.py): e.g.
     # {looks: [0.3, 1.3], correlation: [0.15, 1.0], priority: 10, sensor_family: "..."} (and
@@ -190,6 +195,18 @@ def check(cfg: Dict[str, Any]) -> Dict[str, Any]:
                               "prediction is a clean-image estimate)")
         if not isinstance(distill.get("architecture") or {}, Mapping):
             raise ConfigError("distill.architecture must be a mapping of architecture keys")
+    qat = cfg.get("qat")
+    if qat is not None:
+        if not isinstance(qat, Mapping):
+            raise ConfigError("qat must be a mapping {reduce_range: BOOL, momentum: M}")
+        bad = sorted(set(qat) - {"reduce_range", "momentum"})
+        if bad:
+            raise ConfigError(f"qat takes reduce_range and momentum, not {bad}")
+        if not 0.0 < float(qat.get("momentum", 0.01)) <= 1.0:
+            raise ConfigError(f"qat.momentum must be in (0, 1], got {qat.get('momentum')}")
+        if cfg["architecture"]["type"] != "unet" or cfg["architecture"]["batch_norm"]:
+            raise ConfigError("qat needs a unet architecture without batch_norm (the layout training.quantize "
+                              "quantises; folded batch normalisation would change the weights it rounds)")
     return cfg
 
 

@@ -1,13 +1,14 @@
 """Post-training int8 quantisation of an exported despeckler (onnxruntime static quantisation).
 
 ``python -m training quantize MODEL.onnx --out MODEL_int8.onnx [--name NAME] [--data PATH]
-[--images N] [--no-eval]``
+[--images N] [--reduce-range] [--float-input] [--calibration percentile|minmax] [--no-eval]``
 
 Convolutions get int8 per-channel weights and uint8 activations in QDQ form, calibrated with the
-percentile method on *training* references (the first N Sentinel-1 temporal means and BSD400
+percentile method (``--calibration minmax``: the extremes) on *training* references (the first N Sentinel-1 temporal means and BSD400
 images, never the validation sets) carrying simulated speckle of the card's looks and normalised
 exactly as the plugin does. The first and the last convolution stay in float32: the first sees
-the raw normalised log-intensity, the last writes the residual the output is made of. On CPUs
+the raw normalised log-intensity, the last writes the residual the output is made of (with
+``--float-input`` the input itself is not rounded either). On CPUs
 with AVX-512 VNNI, onnxruntime runs the int8 convolutions several times faster. The card is
 copied with the new name, a note in the architecture, the quantisation step appended to the
 reproduce command, and the metrics re-measured on the quantised file.
@@ -30,10 +31,15 @@ from sar_despeckle_plugin.core.transforms import debiased_log
 
 DEFAULT_IMAGES = 20  # calibration images per reference set
 QUANT_NOTE = ("int8 (onnxruntime static quantisation, QDQ: per-channel int8 weights, uint8 activations, "
-              "percentile calibration on {n} training images; first and last convolutions float32{reduce})")
+              "{calibration} calibration on {n} training images; first and last convolutions float32{reduce})")
+CALIBRATIONS = {"percentile": "Percentile", "minmax": "MinMax"}  # --calibration: onnxruntime's method
 # --reduce-range: 7-bit weights, so that the uint8 x int8 products of CPUs without VNNI (AVX2's
 # VPMADDUBSW adds pairs into int16) cannot saturate; costs VNNI CPUs one bit of weight precision
 REDUCE_NOTE = "; 7-bit weights, so no int16 saturation on CPUs without VNNI"
+# --float-input: the network's input, the normalised log-intensity, is not rounded to uint8 (the
+# padding before the first convolution stays float): the residual output is made from it, so its
+# rounding (about 0.03 of log-intensity per step) went straight into the result
+FLOAT_INPUT_NOTE = "; float32 input"
 
 
 def read_card(path: Path | str) -> ModelCard:
@@ -98,10 +104,15 @@ def int8_extra(extra: Dict[str, str]) -> Dict[str, str]:
 
 
 def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: Optional[str] = None,
-             images: int = DEFAULT_IMAGES, reduce_range: bool = False) -> ModelCard:
+             images: int = DEFAULT_IMAGES, reduce_range: bool = False, float_input: bool = False,
+             calibration: str = "percentile") -> ModelCard:
     """Quantise ``src`` into ``out`` (calibrated on ``inputs``, drawn with ``--images images``, which
     the reproduce command records when it is not the default); returns the new card (written).
-    ``reduce_range``: 7-bit weights (:data:`REDUCE_NOTE`)."""
+    ``reduce_range``: 7-bit weights (:data:`REDUCE_NOTE`); ``float_input``: the network input is
+    not quantised (:data:`FLOAT_INPUT_NOTE`); ``calibration``: the activation ranges, ``percentile``
+    (99.999 %, the default) or ``minmax`` (the extremes, as :mod:`training.qat` trains with)."""
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {sorted(CALIBRATIONS)}, got {calibration!r}")
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -119,19 +130,27 @@ def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: O
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+        graph = onnx.load(str(pre)).graph
+        convs = [n.name for n in graph.node if n.op_type == "Conv"]
         if len(convs) < 3:
             raise ValueError(f"{src}: {len(convs)} convolutions, nothing to quantise between the first and last")
+        exclude = [convs[0], convs[-1]]
+        if float_input:  # the nodes that read the graph input itself (the U-Net's padding) stay float
+            inputs_of_graph = {i.name for i in graph.input}
+            exclude += [n.name for n in graph.node if n.op_type != "Conv" and inputs_of_graph & set(n.input)]
         quantize_static(str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=[convs[0], convs[-1]],
+                        calibrate_method=getattr(CalibrationMethod, CALIBRATIONS[calibration]),
+                        nodes_to_exclude=exclude,
                         reduce_range=bool(reduce_range))
+    note = QUANT_NOTE.format(n=len(inputs), calibration=calibration, reduce=REDUCE_NOTE if reduce_range else "")
     new = replace(card, name=name or f"{card.name}-int8",
-                  architecture=(f"{card.architecture}; "
-                                f"{QUANT_NOTE.format(n=len(inputs), reduce=REDUCE_NOTE if reduce_range else '')}"),
+                  architecture=f"{card.architecture}; {note}{FLOAT_INPUT_NOTE if float_input else ''}",
                   reproduce=(f"{card.reproduce} && python -m training quantize {src} --out {out}"
                              + (f" --images {images}" if images != DEFAULT_IMAGES else "")
-                             + (" --reduce-range" if reduce_range else "")),
+                             + (" --reduce-range" if reduce_range else "")
+                             + (" --float-input" if float_input else "")
+                             + (f" --calibration {calibration}" if calibration != "percentile" else "")),
                   description=f"{card.description} int8 version of {card.name}: several times faster on CPU.",
                   metrics={}, extra=int8_extra(card.extra), tile_size=int8_tile(card),
                   halo=None)  # int8 roundings reach further: a float network's measured halo does not hold
@@ -149,6 +168,10 @@ def main(argv=None) -> int:
                     help="calibration images per reference set (Gaussian denoisers: images / 2 batches of 8 patches)")
     ap.add_argument("--reduce-range", action="store_true",
                     help="7-bit weights: no int16 saturation on CPUs without VNNI (AVX2), one bit less elsewhere")
+    ap.add_argument("--float-input", action="store_true",
+                    help="keep the network input float32 (not rounded to uint8): the residual output is made from it")
+    ap.add_argument("--calibration", choices=sorted(CALIBRATIONS), default="percentile",
+                    help="activation ranges: the 99.999th percentile (default) or the extremes")
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
     card = read_card(args.model)
@@ -156,7 +179,8 @@ def main(argv=None) -> int:
         inputs = gaussian_calibration_inputs(card, args.data, batches=max(1, args.images // 2))
     else:
         inputs = calibration_inputs(card, args.data, args.images)
-    new = quantize(args.model, args.out, inputs, args.name, images=args.images, reduce_range=args.reduce_range)
+    new = quantize(args.model, args.out, inputs, args.name, images=args.images, reduce_range=args.reduce_range,
+                   float_input=args.float_input, calibration=args.calibration)
     measure_and_report(args.out, new, args.data, evaluate=not args.no_eval)
     return 0
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import qat
 from .config import config_path_for_command
 from .keep import CHECKPOINTS as KEPT, kept_checkpoint
 from .data import DEFAULT_DATA, PatchSampler, load_references, split_holdout, stack_position
@@ -280,7 +281,8 @@ def reproduce_command(cfg: Dict[str, Any], steps: int, overrides: List[str]) -> 
 def save_checkpoint(path: Path, model: nn.Module, opt, cfg: Dict[str, Any], history: List[Dict], step: int) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"state_dict": {k: v.detach().float().cpu() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(), "step": step, "config": cfg, "history": history}, tmp)
+                "optimizer": opt.state_dict(), "step": step, "config": cfg, "history": history,
+                "qat_state": qat.state(model)}, tmp)
     os.replace(tmp, path)
 
 
@@ -351,6 +353,9 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
             from .prune import deepen_unet
             deepen_unet(source, model)
             cfg = dict(cfg, init_from=f"{cfg['init_from']}, deepened (same function) from {source.describe()}")
+    if cfg.get("qat"):  # after the init weights: the modules keep their names
+        qat.attach(model, reduce_range=bool(cfg["qat"].get("reduce_range", False)),
+                   momentum=float(cfg["qat"].get("momentum", 0.01)))
     teacher, distill_weight = None, 0.0
     built = build_teacher(cfg, dev)
     if built is not None:
@@ -369,6 +374,8 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
             emit({"event": "resume_from_kept", "file": str(copy)})
         ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["state_dict"])
+        if cfg.get("qat"):
+            qat.load_state(model, ckpt.get("qat_state"))
         opt.load_state_dict(ckpt["optimizer"])
         step, history = int(ckpt["step"]), list(ckpt["history"])
         minutes_before = float(ckpt["config"].get("train_minutes", 0.0))
@@ -469,6 +476,7 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     emit(summary)
     if export:
         from .export import export_config_model
+        qat.detach(model)  # the float32 network; python -m training quantize makes the int8 file
         onnx_path = out / f"{cfg['name'].replace('-', '_')}.onnx"
         res = export_config_model(model.float().cpu(), cfg_done, onnx_path, data_root(cfg), evaluate=evaluate,
                                   extra_metrics={"val_psnr_heldout": round(final_val, 3)})
