@@ -17,6 +17,7 @@ from training.quantize import quantize, read_card  # noqa: E402
 from training.unet import UNet  # noqa: E402
 
 from .test_cli import _tiny_config, _tiny_data  # noqa: E402
+from .test_quantize import _smooth_inputs as _inputs  # noqa: E402  (blobs + log-speckle-like noise)
 
 
 def _unet(seed=0):
@@ -27,19 +28,6 @@ def _unet(seed=0):
     with torch.no_grad():
         model.head.weight.mul_(300.0)
     return model
-
-
-def _inputs(n, size, seed):
-    """Smooth blobs plus log-speckle-like noise, (1, 1, size, size) float32."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        x = np.zeros((size, size))
-        for _ in range(6):
-            r, c = rng.integers(0, size - 8, 2)
-            x[r:r + 12, c:c + 12] += rng.normal(0, 1)
-        out.append((x + 0.6 * rng.standard_normal((size, size)))[None, None].astype(np.float32))
-    return out
 
 
 def _run(path, x):
