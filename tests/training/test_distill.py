@@ -15,6 +15,13 @@ from training.config import ConfigError, check, load_config  # noqa: E402
 BASE = ["steps=2", "batch=2", "patch=16", "workers=0", "val_every=1000", "bf16=false", "log_every=1"]
 
 
+def _data(tmp_path: Path) -> list:
+    """The tiny synthetic data folder (test_cli), not ../shared/data: these runs need only patches."""
+    from .test_cli import _tiny_data
+    root = _tiny_data(tmp_path / "data")
+    return [f"data.root={root}", "data.holdout_bsd=2", "data.holdout_s1=1"]
+
+
 def _teacher(tmp_path: Path, width: int, seed: int) -> Path:
     """A checkpoint of a random width-``width`` fast U-Net whose output is far from the identity."""
     from training.trainer import build_model
@@ -44,7 +51,8 @@ def test_a_student_equal_to_its_teacher_learns_nothing_from_it_alone(tmp_path):
     moves them. So the teacher is the loaded file, run on the student's own input."""
     from training.trainer import train
     teacher = _teacher(tmp_path, 8, seed=4)
-    common = ["architecture.width=8", "optimizer.lr=0.01", "optimizer.warmup=0", f"init={teacher}"] + BASE
+    common = ["architecture.width=8", "optimizer.lr=0.01", "optimizer.warmup=0", f"init={teacher}"] + BASE + \
+        _data(tmp_path)
     only = load_config("unet_l1_fast", common + [f"distill={{teacher: {teacher}, weight: 1.0}}"])
     train(only, tmp_path / "only", export=False, val_limit=1, evaluate=False)
     assert _losses(tmp_path / "only") == [0.0, 0.0]
@@ -69,7 +77,7 @@ def test_a_narrow_student_moves_towards_a_wider_teacher(tmp_path):
     from training.trainer import build_model, train
     teacher = _teacher(tmp_path, 12, seed=5)
     cfg = load_config("unet_l1_fast", ["architecture.width=6", "optimizer.lr=0.003", "optimizer.warmup=0"] + BASE +
-                      ["steps=60", "log_every=20",
+                      _data(tmp_path) + ["steps=60", "log_every=20",
                        f"distill={{teacher: {teacher}, weight: 1.0, architecture: {{width: 12}}}}"])
     torch.manual_seed(0)
     start = build_model(cfg).state_dict()

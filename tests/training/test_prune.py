@@ -14,6 +14,7 @@ from torch import nn  # noqa: E402
 from training.config import ConfigError, check, load_config  # noqa: E402
 from training.prune import prune_unet, widen_unet  # noqa: E402
 from training.unet import UNet  # noqa: E402
+from .test_distill import _data  # noqa: E402  (the tiny synthetic data folder)
 
 MODELS = Path(__file__).parents[2] / "sar_despeckle_plugin" / "models"
 
@@ -188,7 +189,8 @@ def test_init_widen_starts_a_run_from_the_narrow_network(tmp_path):
     torch.save({"state_dict": narrow.state_dict(), "config": dict(cfg, steps_done=5), "step": 5}, ckpt)
     wide_cfg = load_config("unet_l1_fast", ["architecture.width=12", "steps=1", "batch=2", "patch=16",
                                             "workers=0", "val_every=1000", "bf16=false", "log_every=1",
-                                            f"init={ckpt}", "init_widen.width=8", "optimizer.lr=0"])
+                                            f"init={ckpt}", "init_widen.width=8", "optimizer.lr=0"] +
+                           _data(tmp_path))
     train(wide_cfg, tmp_path / "run", export=False, val_limit=1, evaluate=False)
     wide = build_model(wide_cfg)
     wide.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state_dict"])
@@ -215,7 +217,7 @@ def test_init_deepen_starts_a_run_from_the_network_without_the_blocks(tmp_path):
     ckpt = tmp_path / "plain.pt"
     torch.save({"state_dict": plain.state_dict(), "config": dict(cfg, steps_done=5), "step": 5}, ckpt)
     deep_cfg = load_config("unet_l1_fast", ["architecture.width=8", "architecture.bottleneck_blocks=2"] + base +
-                           [f"init={ckpt}", "init_deepen.bottleneck_blocks=0", "optimizer.lr=0"])
+                           [f"init={ckpt}", "init_deepen.bottleneck_blocks=0", "optimizer.lr=0"] + _data(tmp_path))
     train(deep_cfg, tmp_path / "run", export=False, val_limit=1, evaluate=False)
     deep = build_model(deep_cfg)
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
