@@ -59,11 +59,17 @@ def _export(args) -> int:
             extra["val_psnr_heldout"] = history[-1]["final_val_psnr"]
         res = export_config_model(model, cfg, args.out, args.data or data_root(cfg), evaluate=not args.no_eval,
                                   extra_metrics=extra)
+        named = (ckpt.get("qat_state") or {}).get("named")
+        if named:  # a QAT run with learned ranges: they go beside the export, for training quantize --ranges
+            from .trainer import QAT_RANGES
+            res["ranges"] = str(Path(args.out).parent / QAT_RANGES)
+            Path(res["ranges"]).write_text(json.dumps(named, indent=1))
     else:  # a training.train_dncnn checkpoint
         from .export import main as old_main
         argv = [str(args.checkpoint), "--out", str(args.out)] + (["--data", str(args.data)] if args.data else [])
         return old_main(argv + (["--no-eval"] if args.no_eval else []))
-    print(json.dumps({k: res[k] for k in ("onnx", "sha256", "parity_max_abs", "metrics")}, indent=1))
+    print(json.dumps({k: res[k] for k in ("onnx", "sha256", "parity_max_abs", "metrics", "ranges") if k in res},
+                     indent=1))
     return 0
 
 

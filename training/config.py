@@ -39,9 +39,11 @@ DEFAULTS: Dict[str, Any] = {
     # teacher's prediction on the same noisy patch); the frozen teacher runs beside the network
     "distill": None,
     # quantisation-aware training (training/qat.py): {reduce_range: true|false (7-bit weights, for
-    # CPUs without VNNI), momentum: the running activation ranges' (0.01)}: the convolutions run
-    # through the int8 rounding onnxruntime will apply; the export stays float32, to be quantised
-    # with python -m training quantize --float-input (and --reduce-range when set here)
+    # CPUs without VNNI), momentum: the running activation ranges' (0.01), learn_ranges: true|false
+    # (the ranges trained with the network instead, LSQ)}: the convolutions run through the int8
+    # rounding onnxruntime will apply; the export stays float32, to be quantised with python -m
+    # training quantize --float-input (and --reduce-range when set here; --ranges <run>/
+    # qat_ranges.json to use the learned ranges)
     "qat": None,
     # Auto model choice (card keys auto_looks, auto_correlation, auto_priority, sensor_family and,
     # optional, auto_priority_no_vnni; see sar_despeckle_plugin/core/model_choice.py): e.g.
@@ -198,10 +200,10 @@ def check(cfg: Dict[str, Any]) -> Dict[str, Any]:
     qat = cfg.get("qat")
     if qat is not None:
         if not isinstance(qat, Mapping):
-            raise ConfigError("qat must be a mapping {reduce_range: BOOL, momentum: M}")
-        bad = sorted(set(qat) - {"reduce_range", "momentum"})
+            raise ConfigError("qat must be a mapping {reduce_range: BOOL, momentum: M, learn_ranges: BOOL}")
+        bad = sorted(set(qat) - {"reduce_range", "momentum", "learn_ranges"})
         if bad:
-            raise ConfigError(f"qat takes reduce_range and momentum, not {bad}")
+            raise ConfigError(f"qat takes reduce_range, momentum and learn_ranges, not {bad}")
         if not 0.0 < float(qat.get("momentum", 0.01)) <= 1.0:
             raise ConfigError(f"qat.momentum must be in (0, 1], got {qat.get('momentum')}")
         if cfg["architecture"]["type"] != "unet" or cfg["architecture"]["batch_norm"]:

@@ -40,6 +40,30 @@ REDUCE_NOTE = "; 7-bit weights, so no int16 saturation on CPUs without VNNI"
 # padding before the first convolution stays float): the residual output is made from it, so its
 # rounding (about 0.03 of log-intensity per step) went straight into the result
 FLOAT_INPUT_NOTE = "; float32 input"
+RANGES_NOTE = "; activation ranges learned in quantisation-aware training"
+
+
+def range_overrides(graph, ranges: Dict[str, List[float]]) -> Dict[str, List[Dict[str, np.float32]]]:
+    """onnxruntime's ``TensorQuantOverrides`` that give each convolution's input the range it was
+    trained with (``ranges``: {weight name: [lo, hi]}, :func:`training.qat.learned_ranges`). A
+    convolution after a MaxPool gets its range on the pool's input (onnxruntime gives a MaxPool's
+    output its input's quantisation). Every weight name must belong to a convolution of ``graph``."""
+    producers = {out: node for node in graph.node for out in node.output}
+    overrides: Dict[str, List[Dict[str, np.float32]]] = {}
+    found = set()
+    for node in graph.node:
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in ranges:
+            lo, hi = (float(v) for v in ranges[node.input[1]])
+            tensor = node.input[0]
+            source = producers.get(tensor)
+            if source is not None and source.op_type == "MaxPool":
+                tensor = source.input[0]
+            overrides[tensor] = [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+            found.add(node.input[1])
+    missing = sorted(set(ranges) - found)
+    if missing:
+        raise ValueError(f"learned ranges for weights that no convolution of the model uses: {missing}")
+    return overrides
 
 
 def read_card(path: Path | str) -> ModelCard:
@@ -105,12 +129,15 @@ def int8_extra(extra: Dict[str, str]) -> Dict[str, str]:
 
 def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: Optional[str] = None,
              images: int = DEFAULT_IMAGES, reduce_range: bool = False, float_input: bool = False,
-             calibration: str = "percentile") -> ModelCard:
+             calibration: str = "percentile", ranges: Optional[Dict[str, List[float]]] = None,
+             ranges_file: Optional[str] = None) -> ModelCard:
     """Quantise ``src`` into ``out`` (calibrated on ``inputs``, drawn with ``--images images``, which
     the reproduce command records when it is not the default); returns the new card (written).
     ``reduce_range``: 7-bit weights (:data:`REDUCE_NOTE`); ``float_input``: the network input is
     not quantised (:data:`FLOAT_INPUT_NOTE`); ``calibration``: the activation ranges, ``percentile``
-    (99.999 %, the default) or ``minmax`` (the extremes, as :mod:`training.qat` trains with)."""
+    (99.999 %, the default) or ``minmax`` (the extremes, as :mod:`training.qat` trains with);
+    ``ranges``: the ranges a QAT run learned (:func:`range_overrides`; they replace the
+    calibration's for those tensors), read from ``ranges_file`` (recorded in the reproduce command)."""
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {sorted(CALIBRATIONS)}, got {calibration!r}")
     import onnx
@@ -142,15 +169,18 @@ def quantize(src: Path | str, out: Path | str, inputs: List[np.ndarray], name: O
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, CALIBRATIONS[calibration]),
                         nodes_to_exclude=exclude,
-                        reduce_range=bool(reduce_range))
+                        reduce_range=bool(reduce_range),
+                        extra_options={"TensorQuantOverrides": range_overrides(graph, ranges)} if ranges else None)
     note = QUANT_NOTE.format(n=len(inputs), calibration=calibration, reduce=REDUCE_NOTE if reduce_range else "")
     new = replace(card, name=name or f"{card.name}-int8",
-                  architecture=f"{card.architecture}; {note}{FLOAT_INPUT_NOTE if float_input else ''}",
+                  architecture=(f"{card.architecture}; {note}{FLOAT_INPUT_NOTE if float_input else ''}"
+                                f"{RANGES_NOTE if ranges else ''}"),
                   reproduce=(f"{card.reproduce} && python -m training quantize {src} --out {out}"
                              + (f" --images {images}" if images != DEFAULT_IMAGES else "")
                              + (" --reduce-range" if reduce_range else "")
                              + (" --float-input" if float_input else "")
-                             + (f" --calibration {calibration}" if calibration != "percentile" else "")),
+                             + (f" --calibration {calibration}" if calibration != "percentile" else "")
+                             + (f" --ranges {ranges_file}" if ranges else "")),
                   description=f"{card.description} int8 version of {card.name}: several times faster on CPU.",
                   metrics={}, extra=int8_extra(card.extra), tile_size=int8_tile(card),
                   halo=None)  # int8 roundings reach further: a float network's measured halo does not hold
@@ -172,6 +202,8 @@ def main(argv=None) -> int:
                     help="keep the network input float32 (not rounded to uint8): the residual output is made from it")
     ap.add_argument("--calibration", choices=sorted(CALIBRATIONS), default="percentile",
                     help="activation ranges: the 99.999th percentile (default) or the extremes")
+    ap.add_argument("--ranges", type=Path, default=None,
+                    help="the activation ranges a QAT run learned (its qat_ranges.json, qat: learn_ranges)")
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
     card = read_card(args.model)
@@ -180,7 +212,9 @@ def main(argv=None) -> int:
     else:
         inputs = calibration_inputs(card, args.data, args.images)
     new = quantize(args.model, args.out, inputs, args.name, images=args.images, reduce_range=args.reduce_range,
-                   float_input=args.float_input, calibration=args.calibration)
+                   float_input=args.float_input, calibration=args.calibration,
+                   ranges=json.loads(args.ranges.read_text()) if args.ranges else None,
+                   ranges_file=str(args.ranges) if args.ranges else None)
     measure_and_report(args.out, new, args.data, evaluate=not args.no_eval)
     return 0
 

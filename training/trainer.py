@@ -45,6 +45,8 @@ from .losses import Objective
 from .precision import resolve_bf16
 from .strategies import as_triple
 
+QAT_RANGES = "qat_ranges.json"  # a QAT run with learn_ranges: its ranges, for training quantize --ranges
+
 
 # ----------------------------------------------------------------------------- building blocks
 def data_root(cfg: Dict[str, Any]) -> Path:
@@ -114,7 +116,7 @@ def load_weights(model: nn.Module, path: str | Path) -> str:
         kind = "int8 ONNX weights, dequantised" if "_int8" in found.name else "float32 ONNX weights"
         return f"{Path(str(path)).name} ({kind})"
     ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    model.load_state_dict(ckpt["state_dict"])  # raises when the architectures differ
+    model.load_state_dict(qat.plain_state(ckpt["state_dict"]))  # raises when the architectures differ
     done = int(ckpt.get("step", ckpt["config"].get("steps_done", 0)))
     return f"{ckpt['config'].get('name')} ({done} steps, {ckpt['config'].get('strategy')})"
 
@@ -290,7 +292,7 @@ def load_checkpoint(path: Path | str) -> Tuple[nn.Module, Dict[str, Any], Dict[s
     """(model in eval mode, its configuration, the raw checkpoint)."""
     ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
     model = build_model(ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+    model.load_state_dict(qat.plain_state(ckpt["state_dict"]))  # the float network, QAT or not
     return model.eval(), ckpt["config"], ckpt
 
 
@@ -331,7 +333,6 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
     model = build_model(cfg).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=float(cfg["optimizer"]["lr"]))
     objective = build_objective(cfg)
     if cfg.get("init") and not resume:
         prune, widen, deepen = cfg.get("init_prune"), cfg.get("init_widen"), cfg.get("init_deepen")
@@ -355,7 +356,9 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
             cfg = dict(cfg, init_from=f"{cfg['init_from']}, deepened (same function) from {source.describe()}")
     if cfg.get("qat"):  # after the init weights: the modules keep their names
         qat.attach(model, reduce_range=bool(cfg["qat"].get("reduce_range", False)),
-                   momentum=float(cfg["qat"].get("momentum", 0.01)))
+                   momentum=float(cfg["qat"].get("momentum", 0.01)),
+                   learn_ranges=bool(cfg["qat"].get("learn_ranges", False)))
+    opt = torch.optim.Adam(model.parameters(), lr=float(cfg["optimizer"]["lr"]))  # after QAT: its learned ranges
     teacher, distill_weight = None, 0.0
     built = build_teacher(cfg, dev)
     if built is not None:
@@ -476,6 +479,8 @@ def train(cfg: Dict[str, Any], out: Path, device: str = "cpu", resume: bool = Fa
     emit(summary)
     if export:
         from .export import export_config_model
+        if (cfg.get("qat") or {}).get("learn_ranges"):  # for python -m training quantize --ranges
+            (out / QAT_RANGES).write_text(json.dumps(qat.learned_ranges(model), indent=1))
         qat.detach(model)  # the float32 network; python -m training quantize makes the int8 file
         onnx_path = out / f"{cfg['name'].replace('-', '_')}.onnx"
         res = export_config_model(model.float().cpu(), cfg_done, onnx_path, data_root(cfg), evaluate=evaluate,

@@ -13,7 +13,7 @@ from training import qat  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.evaluate import contract_card  # noqa: E402
 from training.export import export_onnx  # noqa: E402
-from training.quantize import quantize, read_card  # noqa: E402
+from training.quantize import RANGES_NOTE, quantize, range_overrides, read_card  # noqa: E402
 from training.unet import UNet  # noqa: E402
 
 from .test_cli import _tiny_config, _tiny_data  # noqa: E402
@@ -161,7 +161,7 @@ def test_float_input_leaves_the_network_input_unrounded(tmp_path):
 def test_qat_configuration_is_checked(tmp_path):
     base = {"name": "q", "architecture": {"type": "unet", "levels": 2, "width": 8, "batch_norm": False}}
     assert load_config(None, values=dict(base, qat={"reduce_range": True}))["qat"] == {"reduce_range": True}
-    for bad, match in (({"reduce": True}, "reduce_range and momentum"), ({"momentum": 0}, "momentum"),
+    for bad, match in (({"reduce": True}, "reduce_range, momentum and learn_ranges"), ({"momentum": 0}, "momentum"),
                        ("yes", "mapping")):
         with pytest.raises(ConfigError, match=match):
             load_config(None, values=dict(base, qat=bad))
@@ -170,6 +170,7 @@ def test_qat_configuration_is_checked(tmp_path):
             load_config(None, values={"name": "q", "architecture": arch, "qat": {}})
     cfg = load_config("unet_l1_lite16_qat")
     assert cfg["qat"] == {"reduce_range": True, "momentum": 0.01} and cfg["init"].endswith("unet_l1_lite16_long.onnx")
+    assert load_config("unet_l1_lite16_lsq")["qat"] == {"reduce_range": True, "learn_ranges": True}
 
 
 def test_a_qat_run_resumes_exactly_and_exports_the_plain_float_network(tmp_path):
@@ -196,3 +197,107 @@ def test_a_qat_run_resumes_exactly_and_exports_the_plain_float_network(tmp_path)
     x = _inputs(1, 32, 8)[0]
     with torch.no_grad():
         assert np.allclose(_run(straight["onnx"], x), model.eval()(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+
+def test_learned_ranges_start_at_the_percentile_train_and_go_into_the_int8_file(tmp_path):
+    """learn_ranges (LSQ): each quantised activation's range starts at [min, 99.999th percentile]
+    of the first batch, is a parameter with a gradient, and training.quantize --ranges gives the
+    int8 file exactly those ranges, so that onnxruntime rounds as much as the training simulated
+    (not sample by sample: onnxruntime also rounds the transposed convolutions' outputs, and one
+    rounding drawn the other way changes the next ones)."""
+    model = _unet(4)
+    calib, x = _inputs(6, 48, 4), _inputs(1, 64, 10)[0]
+    first_relu = _relu_outputs(model, calib)
+    qat.attach(model, reduce_range=True, learn_ranges=True).train()
+    y = model(torch.from_numpy(np.concatenate(calib)))
+    learned = qat.learned_ranges(model)
+    convs = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert list(learned) == [f"{n}.weight" for n in convs[1:]]          # every convolution but the first
+    lo, hi = learned[f"{convs[1]}.weight"]
+    assert lo == 0.0 and hi == pytest.approx(float(np.quantile(first_relu, qat.LSQ_INIT_QUANTILE)), rel=1e-4)
+    assert hi < float(first_relu.max())                                  # it starts clipping the extremes
+    (y ** 2).mean().backward()
+    grads = [float(m.scale.grad.abs()) for m in model.modules() if isinstance(m, qat._LearnedRange)]
+    assert len(grads) == len(learned) and all(np.isfinite(g) for g in grads) and sum(g > 0 for g in grads) >= \
+        len(grads) - 1
+    with torch.no_grad():  # move the ranges off their start, as training does
+        for m in model.modules():
+            if isinstance(m, qat._LearnedRange):
+                m.scale.mul_(0.8)
+    learned = qat.learned_ranges(model)
+    model.eval()
+    with torch.no_grad():
+        simulated = model(torch.from_numpy(x)).numpy()
+    qat.detach(model)
+    with torch.no_grad():
+        plain = model(torch.from_numpy(x)).numpy()
+    src, out = tmp_path / "f32.onnx", tmp_path / "int8.onnx"
+    export_onnx(model, src, contract_card(1.0, 2.0, model.receptive_field))
+    card = quantize(src, out, calib, reduce_range=True, float_input=True, ranges=learned, ranges_file="r.json")
+    assert card.architecture.endswith(RANGES_NOTE) and card.reproduce.endswith(" --float-input --ranges r.json")
+    scales = _input_scales(out)
+    for name, (lo, hi) in learned.items():
+        assert scales[name] == pytest.approx((hi - lo) / 255, rel=1e-5), name
+    off_int8, off_sim = (np.sqrt(np.mean((y - plain) ** 2)) for y in (_run(out, x), simulated))
+    assert off_int8 > 1e-3 and 0.75 < off_sim / off_int8 < 1.33, (off_sim, off_int8)
+    with pytest.raises(ValueError, match="no convolution"):
+        range_overrides(onnx.load(str(src)).graph, dict(learned, **{"nope.weight": [0.0, 1.0]}))
+
+
+def _relu_outputs(model, calib):
+    """The float network's first ReLU outputs over the calibration inputs (flattened)."""
+    outs = []
+    relu = next(m for m in model.modules() if isinstance(m, torch.nn.ReLU))
+    hook = relu.register_forward_hook(lambda mod, inp, res: outs.append(res.detach().numpy().ravel()))
+    with torch.no_grad():
+        model(torch.from_numpy(np.concatenate(calib)))
+    hook.remove()
+    return outs[0]
+
+
+def _input_scales(path):
+    """{weight name: the uint8 scale of the convolution's input} in a QDQ file."""
+    from onnx import numpy_helper
+    g = onnx.load(str(path)).graph
+    init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    scales = {}
+    for n in g.node:
+        if n.op_type in ("Conv", "ConvTranspose") and n.input[0] in producer:
+            dq, wq = producer[n.input[0]], producer.get(n.input[1])  # wq: None for a float32 weight
+            if dq.op_type == "DequantizeLinear":
+                name = wq.input[0].replace("_quantized", "") if wq is not None else n.input[1]
+                scales[name] = float(init[dq.input[1]])
+    return scales
+
+
+def test_a_run_with_learned_ranges_resumes_exactly_and_exports_them(tmp_path):
+    """The learned ranges are parameters: a run stopped and resumed ends with the same ones (and
+    the same weights); the export writes them to qat_ranges.json, and ``python -m training
+    export`` of the checkpoint too; the checkpoint's float network loads into a plain model."""
+    import json
+    from training.cli import main as cli
+    from training.trainer import QAT_RANGES, load_checkpoint, train
+    root = _tiny_data(tmp_path / "data")
+    cfg = _tiny_config(root, val_every=100, qat={"reduce_range": True, "learn_ranges": True},
+                       architecture={"type": "unet", "levels": 2, "width": 8, "batch_norm": False})
+    straight = train(cfg, tmp_path / "straight", evaluate=False)
+    train(cfg, tmp_path / "cut", stop_after=3, export=False)
+    train(cfg, tmp_path / "cut", resume=True, export=False)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    scales = {k: float(v) for k, v in a["state_dict"].items() if k.endswith("qat_range.scale")}
+    assert len(scales) == 12 and all(s > 0 for s in scales.values())  # 13 convolutions, the first float
+    written = json.loads((tmp_path / "straight" / QAT_RANGES).read_text())
+    assert written == a["qat_state"]["named"] == b["qat_state"]["named"]
+    assert all(hi > lo for lo, hi in written.values())
+    model, _, _ = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    x = _inputs(1, 32, 8)[0]
+    with torch.no_grad():
+        assert np.allclose(_run(straight["onnx"], x), model(torch.from_numpy(x)).numpy(), atol=1e-5)
+    assert cli(["export", str(tmp_path / "cut" / "checkpoint.pt"), "--out", str(tmp_path / "again" / "n.onnx"),
+                "--no-eval"]) == 0
+    assert json.loads((tmp_path / "again" / QAT_RANGES).read_text()) == written
