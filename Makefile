@@ -12,7 +12,7 @@ export QT_QPA_PLATFORM ?= offscreen
 QGIS_ENV = QGIS_PLUGINPATH=$(abspath $(BUILD)) PYTHONPATH=$(abspath $(VENV))/lib/python3.11/site-packages:$(abspath .)
 APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv python3-pip python3-scipy
 
-.PHONY: setup setup-training demo test plugin package help-pages gpu-bundle models-gpu-smoke bench bench-polsar bench-quality models models-smoke clean
+.PHONY: setup setup-training demo test plugin package help-pages gpu-bundle models-gpu-smoke bench bench-cuda bench-polsar bench-quality models models-smoke clean
 
 setup: $(STAMP)
 
@@ -77,6 +77,12 @@ test: plugin setup-training
 # Lee (and OTB where installed) and MuLog on C3: about an hour on 2 cores (SCENE_RUNS=1 halves it).
 # bench_tiles.py (10 min) measures each network's default tile; --write-cards applies it to the cards.
 SCENE_RUNS ?= 2
+# On a GPU machine (onnxruntime-gpu with its CUDA wheels; no QGIS needed, PY=python3 works too):
+# every bundled despeckler on CUDA, batches, fp16, CPU-vs-GPU difference, int8 (issue 17 item 5).
+bench-cuda:
+	mkdir -p benchmarks/results
+	$(PY) benchmarks/bench_cuda.py --json benchmarks/results/bench_cuda.json --markdown benchmarks/results/bench_cuda.md
+
 bench: plugin
 	$(QGIS_ENV) $(PY) benchmarks/bench_pipeline.py
 	$(QGIS_ENV) $(PY) benchmarks/bench_filters.py
