@@ -12,13 +12,14 @@ default, or ``cpu`` to try the script where there is no GPU):
   difference of their output from float32's (normalised log-intensity), and, where the TerraSAR-X
   validation pairs of ../shared/data are present, the PSNR of both (``training.evaluate``, no torch
   needed);
-* the largest difference between the device's and the CPU's outputs on one batch, and between a
+* the largest difference between the device's and the CPU's outputs on one tile, and between a
   batch's tiles and the same tiles run one by one;
 * for int8 files, which providers the session really got and the same figures (CUDA runs QDQ
   files by dequantising: expect float32 speed or worse).
 
-Every session is checked with ``get_providers()``: ``--device cuda`` without a CUDA session that
-really starts stops with exit code 2 and says so. Figures only, no assertions; each timing is the
+Sessions are the plugin's own (``OnnxDenoiser``: its session options, and its check of
+``get_providers()``): ``--device cuda`` without a CUDA session that really starts stops with exit
+code 2 and says so. Figures only, no assertions; each timing is the
 median of runs for at most ``--seconds`` per configuration, so the whole script stays under 5 minutes
 on one GPU with the defaults. It installs nothing: onnxruntime-gpu (with its CUDA/cuDNN wheels) and
 numpy must be there.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import platform
 import statistics
@@ -50,8 +52,9 @@ import onnxruntime as ort  # noqa: E402
 from sar_despeckle_plugin.core.model_card import ModelCard  # noqa: E402
 from sar_despeckle_plugin.core.model_choice import is_int8  # noqa: E402
 from sar_despeckle_plugin.runtime.models import bundled_models  # noqa: E402
+from sar_despeckle_plugin.core.errors import DeviceUnavailableError  # noqa: E402
+from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser  # noqa: E402
 
-CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 TARGET_MPX_S = 100.0  # issue 17: the default model on one H100 / H200
 
 
@@ -60,17 +63,13 @@ class NoCuda(RuntimeError):
 
 
 def session(path: str, device: str):
-    """An onnxruntime session on ``device``; raises :class:`NoCuda` when CUDA was asked for and
-    the session did not get it."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    providers = [CUDA, CPU] if device == "cuda" else [CPU]
-    sess = ort.InferenceSession(path, sess_options=opts, providers=providers)
-    if device == "cuda" and CUDA not in sess.get_providers():
-        raise NoCuda(f"onnxruntime {ort.__version__} gave {sess.get_providers()} for CUDA "
-                     f"(available: {ort.get_available_providers()}): no usable GPU / CUDA runtime")
-    return sess
+    """The plugin's own onnxruntime session for ``path`` on ``device`` (:class:`OnnxDenoiser`: the
+    pipeline's session options); raises :class:`NoCuda` when CUDA was asked for and the session
+    did not get it."""
+    try:
+        return OnnxDenoiser(path, Device.CUDA if device == "cuda" else Device.CPU).session
+    except DeviceUnavailableError as err:
+        raise NoCuda(f"onnxruntime {ort.__version__}: {err}") from None
 
 
 def tiles(n: int, side: int, seed: int = 0) -> np.ndarray:
@@ -145,16 +144,23 @@ def to_fp16(path: str, folder: str) -> str:
     return out
 
 
-def tsx_psnr(sess, card: ModelCard) -> Optional[float]:
-    """Mean PSNR on the TerraSAR-X validation pairs (../shared/data), or None where they are absent."""
+@functools.lru_cache(maxsize=1)
+def _tsx_pairs():
+    """The TerraSAR-X validation pairs (../shared/data), read once; () where they are absent."""
     try:
-        from training.evaluate import DEFAULT_DATA, evaluate_runner, load_tsx_pairs
-        pairs = load_tsx_pairs(DEFAULT_DATA)
+        from training.evaluate import DEFAULT_DATA, load_tsx_pairs
+        return tuple(load_tsx_pairs(DEFAULT_DATA))
     except Exception:  # no ../shared/data, or no training package: figures without it
-        return None
+        return ()
+
+
+def tsx_psnr(sess, card: ModelCard) -> Optional[float]:
+    """Mean PSNR on the TerraSAR-X validation pairs, or None where they are absent."""
+    pairs = _tsx_pairs()
     if not pairs:
         return None
-    return float(evaluate_runner(lambda x: run(sess, x), card, pairs)["mean"]["model"])
+    from training.evaluate import evaluate_runner
+    return float(evaluate_runner(lambda x: run(sess, x), card, list(pairs))["mean"]["model"])
 
 
 def bench_model(model, device: str, batches: List[int], tile: int, seconds: float, tmp: str,

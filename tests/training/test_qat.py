@@ -173,13 +173,13 @@ def test_qat_configuration_is_checked(tmp_path):
     assert load_config("unet_l1_lite16_lsq")["qat"] == {"reduce_range": True, "learn_ranges": True}
 
 
-def test_a_qat_run_resumes_exactly_and_exports_the_plain_float_network(tmp_path):
-    """A QAT run stopped at step 3 and resumed ends with the weights and activation ranges of the
-    run that never stopped; the export is the float32 network (no fake-quantisation nodes), which
-    training.quantize then turns into the int8 file."""
-    from training.trainer import build_model, train
+def _straight_and_resumed(tmp_path, qat_block):
+    """A tiny QAT run (``qat_block``) trained straight and, beside it, stopped at step 3 and
+    resumed; asserts that both end with the same state dict. (config, the straight run's summary,
+    its checkpoint, the resumed one's)."""
+    from training.trainer import train
     root = _tiny_data(tmp_path / "data")
-    cfg = _tiny_config(root, val_every=100, qat={"reduce_range": True, "momentum": 0.1},
+    cfg = _tiny_config(root, val_every=100, qat=qat_block,
                        architecture={"type": "unet", "levels": 2, "width": 8, "batch_norm": False})
     straight = train(cfg, tmp_path / "straight", evaluate=False)
     train(cfg, tmp_path / "cut", stop_after=3, export=False)
@@ -188,6 +188,15 @@ def test_a_qat_run_resumes_exactly_and_exports_the_plain_float_network(tmp_path)
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
+    return cfg, straight, a, b
+
+
+def test_a_qat_run_resumes_exactly_and_exports_the_plain_float_network(tmp_path):
+    """A QAT run stopped at step 3 and resumed ends with the weights and activation ranges of the
+    run that never stopped; the export is the float32 network (no fake-quantisation nodes), which
+    training.quantize then turns into the int8 file."""
+    from training.trainer import build_model
+    cfg, straight, a, b = _straight_and_resumed(tmp_path, {"reduce_range": True, "momentum": 0.1})
     assert a["qat_state"] == b["qat_state"] and a["qat_state"]["ranges"][0][1] > 0
     ops = {n.op_type for n in onnx.load(straight["onnx"]).graph.node}
     assert "Conv" in ops and not {o for o in ops if "Quant" in o}
@@ -277,18 +286,9 @@ def test_a_run_with_learned_ranges_resumes_exactly_and_exports_them(tmp_path):
     export`` of the checkpoint too; the checkpoint's float network loads into a plain model."""
     import json
     from training.cli import main as cli
-    from training.trainer import QAT_RANGES, load_checkpoint, train
-    root = _tiny_data(tmp_path / "data")
-    cfg = _tiny_config(root, val_every=100, qat={"reduce_range": True, "learn_ranges": True},
-                       architecture={"type": "unet", "levels": 2, "width": 8, "batch_norm": False})
-    straight = train(cfg, tmp_path / "straight", evaluate=False)
-    train(cfg, tmp_path / "cut", stop_after=3, export=False)
-    train(cfg, tmp_path / "cut", resume=True, export=False)
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    from training.trainer import QAT_RANGES, load_checkpoint
+    _, straight, a, b = _straight_and_resumed(tmp_path, {"reduce_range": True, "learn_ranges": True})
     assert a["state_dict"].keys() == b["state_dict"].keys()
-    for k, v in a["state_dict"].items():
-        assert torch.equal(v, b["state_dict"][k]), k
     scales = {k: float(v) for k, v in a["state_dict"].items() if k.endswith("qat_range.scale")}
     assert len(scales) == 12 and all(s > 0 for s in scales.values())  # 13 convolutions, the first float
     written = json.loads((tmp_path / "straight" / QAT_RANGES).read_text())
