@@ -106,6 +106,9 @@ INT8_MODELS := dncnn-l1-general unet-l1-fast unet-l1-correlated unet-l4-correlat
 # 60 images per reference set; model 14 also ships in float32 for GPUs, its int8 weights dequantised
 # (python -m training dequantize).
 INT8_LITE := unet-l1-lite unet-l1-correlated-lite unet-l1-correlated-lite-long unet-ratio unet-super
+# The float16 twins that CUDA runs on tensor cores (models.json "fp16"): Auto's float32 picks there.
+FP16_TWINS := unet-l1-long/unet_l1_long unet-l1-correlated-lite-long/unet_l1_correlated_lite_long_fp32 \
+  dncnn-l1to8-blind/dncnn_l1to8_blind
 # In order: unet_s1grd_pairs fine-tunes the checkpoint of unet_l4_correlated; unet_l1_correlated_long
 # fine-tunes the bundled unet_l1_long.onnx (the committed file, so that it reproduces the bundled model);
 # unet_l1_lite and unet_l1_correlated_lite prune the committed unet_l1_long / unet_l1_correlated_long;
@@ -138,6 +141,7 @@ models: setup-training
 	  $(PY) -m training quantize runs/$$m/$$f.onnx --out runs/$$m/$${f}_int8.onnx --images 60 || exit 1; done
 	$(PY) -m training dequantize runs/unet-l1-correlated-lite-long/unet_l1_correlated_lite_long_int8.onnx \
 	  --out runs/unet-l1-correlated-lite-long/unet_l1_correlated_lite_long_fp32.onnx --halo 44
+	for f in $(FP16_TWINS); do $(PY) -m training half runs/$$f.onnx --out runs/$${f/_fp32/}_fp16.onnx || exit 1; done
 	$(PY) -m training.gaussian train --steps 6969 --batch 64 --patch 48 --depth 8 --width 32 --sigma-power 2 \
 	  --lr 0.001 --warmup 200 --norm-scale 2 --sigma-min 0.02 --sigma-max 2 --weights 0.45,0.4,0.15 --seed 0 \
 	  --bf16 --out runs/gaussian

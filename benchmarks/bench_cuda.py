@@ -7,15 +7,20 @@ default, or ``cpu`` to try the script where there is no GPU):
   pixels plus the model's halo, the way the pipeline tiles: the input bound once on the device
   (``resident``: the network alone, IO binding) and copied from the host at every run (``copy``:
   what a pipeline that reads tiles from GDAL pays);
-* fp16: the float32 files converted with float32 inputs and outputs (``onnxruntime.transformers.
-  float16``, the graph's inputs and outputs kept float32), their throughput and the largest / RMS
+* fp16: the float16 twins the plugin runs on cards with tensor cores (``models.json`` ``fp16``,
+  ``python -m training half``), and for float32 files without one the same conversion made here
+  (``onnxruntime.transformers.float16``, inputs and outputs kept float32): their throughput and the largest / RMS
   difference of their output from float32's (normalised log-intensity), and, where the TerraSAR-X
   validation pairs of ../shared/data are present, the PSNR of both (``training.evaluate``, no torch
   needed);
 * the largest difference between the device's and the CPU's outputs on one tile, and between a
   batch's tiles and the same tiles run one by one;
 * for int8 files, which providers the session really got and the same figures (CUDA runs QDQ
-  files by dequantising: expect float32 speed or worse).
+  files by dequantising: expect float32 speed or worse);
+* the pipeline end to end (``despeckle_raster``, no QGIS: GDAL reads, log transform, blending,
+  writes) on a ``--pipeline-size`` square single-look GeoTIFF with the default model, one tile per
+  run against ``CUDA_BATCH`` tiles per run, float32 against the float16 twin: MPx/s and the
+  largest relative difference from the first configuration (``--pipeline-size 0`` skips it).
 
 Sessions are the plugin's own (``OnnxDenoiser``: its session options, and its check of
 ``get_providers()``): ``--device cuda`` without a CUDA session that really starts stops with exit
@@ -25,7 +30,8 @@ on one GPU with the defaults. It installs nothing: onnxruntime-gpu (with its CUD
 numpy must be there.
 
     python benchmarks/bench_cuda.py [--device cuda|cpu] [--models NAME ...] [--batches 1 4 8 16]
-        [--tile 1024] [--seconds 3] [--json benchmarks/results/bench_cuda.json] [--markdown FILE]
+        [--tile 1024] [--seconds 3] [--pipeline-size 4096] [--json benchmarks/results/bench_cuda.json]
+        [--markdown FILE]
 """
 from __future__ import annotations
 
@@ -51,9 +57,9 @@ import onnxruntime as ort  # noqa: E402
 
 from sar_despeckle_plugin.core.model_card import ModelCard  # noqa: E402
 from sar_despeckle_plugin.core.model_choice import is_int8  # noqa: E402
-from sar_despeckle_plugin.runtime.models import bundled_models  # noqa: E402
+from sar_despeckle_plugin.runtime.models import bundled_models, default_model_index, fp16_twin  # noqa: E402
 from sar_despeckle_plugin.core.errors import DeviceUnavailableError  # noqa: E402
-from sar_despeckle_plugin.runtime.onnx_denoiser import Device, OnnxDenoiser  # noqa: E402
+from sar_despeckle_plugin.runtime.onnx_denoiser import CUDA_BATCH, Device, OnnxDenoiser  # noqa: E402
 
 TARGET_MPX_S = 100.0  # issue 17: the default model on one H100 / H200
 
@@ -63,11 +69,11 @@ class NoCuda(RuntimeError):
 
 
 def session(path: str, device: str):
-    """The plugin's own onnxruntime session for ``path`` on ``device`` (:class:`OnnxDenoiser`: the
-    pipeline's session options); raises :class:`NoCuda` when CUDA was asked for and the session
-    did not get it."""
+    """The plugin's own onnxruntime session for ``path`` itself (not its float16 twin) on
+    ``device`` (:class:`OnnxDenoiser`: the pipeline's session options); raises :class:`NoCuda`
+    when CUDA was asked for and the session did not get it."""
     try:
-        return OnnxDenoiser(path, Device.CUDA if device == "cuda" else Device.CPU).session
+        return OnnxDenoiser(path, Device.CUDA if device == "cuda" else Device.CPU, fp16=False).session
     except DeviceUnavailableError as err:
         raise NoCuda(f"onnxruntime {ort.__version__}: {err}") from None
 
@@ -182,14 +188,59 @@ def bench_model(model, device: str, batches: List[int], tile: int, seconds: floa
     if quality:
         row["psnr_tsx"] = tsx_psnr(sess, card)
     if not row["int8"]:
-        half = session(to_fp16(model.path, tmp), device)
+        twin = fp16_twin(model.path)
+        half = session(twin or to_fp16(model.path, tmp), device)
         n = max(batches)
         row["fp16"] = throughput(half, big[:n], device, tile, seconds)
         row["fp16"]["batch"] = n
+        row["fp16"]["file"] = Path(twin).name if twin else "converted here"
         row["fp16"]["vs_fp32"] = diff(run(half, x), y)
         if quality:
             row["fp16"]["psnr_tsx"] = tsx_psnr(half, card)
     return row
+
+
+def write_raster(path: str, size: int, seed: int = 1) -> None:
+    """A ``size`` x ``size`` single-look intensity GeoTIFF: blocky reflectivity times speckle."""
+    from osgeo import gdal
+    rng = np.random.default_rng(seed)
+    cells = rng.uniform(0.2, 5.0, (size // 64 + 1, size // 64 + 1)).astype(np.float32)
+    scene = np.kron(cells, np.ones((64, 64), np.float32))[:size, :size]
+    ds = gdal.GetDriverByName("GTiff").Create(path, size, size, 1, gdal.GDT_Float32, ["TILED=YES"])
+    ds.SetGeoTransform((0, 10, 0, 0, 0, -10))
+    ds.GetRasterBand(1).WriteArray(scene * rng.exponential(1.0, (size, size)).astype(np.float32))
+    ds = None
+
+
+def bench_pipeline(device: str, size: int, tmp: str) -> List[Dict[str, object]]:
+    """The default model through ``despeckle_raster`` on a ``size``-pixel square raster: one tile
+    per run and CUDA_BATCH per run, float32 and (on CUDA, where the model has one) its float16
+    twin. Each row: seconds, MPx/s, the file that ran, the largest relative difference from the
+    first row's output."""
+    from osgeo import gdal
+    from sar_despeckle_plugin.runtime.pipeline import despeckle_raster
+    src = str(Path(tmp) / "pipeline_in.tif")
+    write_raster(src, size)
+    model = next(m for m in bundled_models() if m.index == default_model_index())
+    dev = Device.CUDA if device == "cuda" else Device.CPU
+    configs = [(1, False), (CUDA_BATCH, False)]
+    if device == "cuda" and fp16_twin(model.path):
+        configs.append((CUDA_BATCH, True))
+    rows, first = [], None
+    for batch, fp16 in configs:
+        net = OnnxDenoiser(model.path, dev, batch=batch, fp16=fp16)
+        dst = str(Path(tmp) / f"pipeline_{batch}_{int(fp16)}.tif")
+        t0 = time.perf_counter()
+        despeckle_raster(src, dst, net)
+        seconds = time.perf_counter() - t0
+        out = gdal.Open(dst).ReadAsArray().astype(np.float64)
+        first = out if first is None else first
+        rows.append({"model": model.name, "file": Path(net.path).name, "batch": batch, "size": size,
+                     "seconds": round(seconds, 3), "mpx_s": size * size / seconds / 1e6,
+                     "max_rel_diff": float(np.nanmax(np.abs(out / first - 1)))})
+        print(f"pipeline {size}^2 {Path(net.path).name} batch {batch}: {rows[-1]['mpx_s']:.2f} MPx/s "
+              f"({seconds:.2f} s)", flush=True)
+    return rows
 
 
 def markdown(res: Dict[str, object]) -> str:
@@ -210,6 +261,12 @@ def markdown(res: Dict[str, object]) -> str:
         dv = f"{r['device_vs_cpu']['max']:.2g}" if "device_vs_cpu" in r else "-"
         lines.append(f"| {r['name']}{' (int8)' if r['int8'] else ''} | " + " | ".join(cells)
                      + f" | {fp} | {fd} | {ps} | {dv} |")
+    if res.get("pipeline"):
+        lines += ["", "The pipeline end to end (despeckle_raster: GDAL reads and writes, normalisation, blending):", "",
+                  "| raster | file | tiles per run | seconds | MPx/s | max relative difference |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {p['size']}² | {p['file']} | {p['batch']} | {p['seconds']:.2f} | {p['mpx_s']:.2f} | "
+                  f"{p['max_rel_diff']:.2g} |" for p in res["pipeline"]]
     return "\n".join(lines) + "\n"
 
 
@@ -221,6 +278,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tile", type=int, default=1024, help="output pixels per tile side (the halo is added)")
     ap.add_argument("--seconds", type=float, default=1.0, help="timing budget per configuration")
     ap.add_argument("--no-quality", action="store_true", help="skip the TerraSAR-X PSNR")
+    ap.add_argument("--pipeline-size", type=int, default=4096,
+                    help="side of the raster the pipeline despeckles end to end (0: skip)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -249,6 +308,8 @@ def main(argv=None) -> int:
             best = max(b["resident_mpx_s"] for b in row["batches"].values())
             print(f"{m.name:42s} best {best:8.2f} MPx/s ({best / TARGET_MPX_S:.2f} x the {TARGET_MPX_S:.0f} MPx/s "
                   f"target), providers {row['providers'][0]}", flush=True)
+        if args.pipeline_size > 0:
+            res["pipeline"] = bench_pipeline(args.device, args.pipeline_size, tmp)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     text = markdown(res)
     print(text)

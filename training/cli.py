@@ -8,6 +8,8 @@
   simulated multi-look inputs and the held-out real Sentinel-1 stack positions;
 * ``quantize MODEL.onnx --out MODEL_int8.onnx``: int8 post-training quantisation
   (:mod:`training.quantize`);
+* ``half MODEL.onnx --out MODEL_fp16.onnx``: the float16 twin of a float32 file, for GPUs
+  with tensor cores (:mod:`training.half`);
 * ``card MODEL.onnx [--set key=value ...]``: print a file's model card, or change keys of it
   (e.g. the Auto-choice keys ``auto_looks``, ``auto_correlation``, ``auto_priority``,
   ``sensor_family`` of files trained before those keys existed); the card is checked before
@@ -145,6 +147,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] == ["dequantize"]:
         from .dequantize import main as dequantize_main
         return dequantize_main(argv[1:])
+    if argv[:1] == ["half"]:
+        from .half import main as half_main
+        return half_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a configuration (and export it)")
@@ -175,6 +180,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     v.add_argument("--json", type=Path, default=None)
     sub.add_parser("quantize", help="int8 post-training quantisation (see python -m training quantize -h)")
     sub.add_parser("dequantize", help="float32 copy of an int8 file, for GPUs (see python -m training dequantize -h)")
+    sub.add_parser("half", help="float16 twin of a float32 file, for GPUs (see python -m training half -h)")
     c = sub.add_parser("card", help="print a model card, or change keys of it (--set key=value)")
     c.add_argument("model", type=Path)
     c.add_argument("--set", action="append", metavar="KEY=VALUE")

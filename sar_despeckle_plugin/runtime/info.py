@@ -18,7 +18,7 @@ import numpy as np
 from ..core.errors import DespeckleError
 from ..core.model_choice import is_int8
 from .models import DESPECKLERS, GAUSSIAN, RATIO, SUPER, bundled_cards, bundled_models
-from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, nvidia_driver_present, read_card
+from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, fp16_note, nvidia_driver_present, read_card
 
 
 def simd_level(flags) -> str:
@@ -261,7 +261,8 @@ def cuda_check(ort, model_path: Optional[str]) -> tuple:
         shape = [1, int(x.shape[1]) if isinstance(x.shape[1], int) else 1, 32, 32]
         t = time.perf_counter()
         sess.run(None, {x.name: np.zeros(shape, dtype=np.float32)})
-        return True, f"a 32 x 32 tile ran on CUDA in {1000 * (time.perf_counter() - t):.0f} ms"
+        ms = 1000 * (time.perf_counter() - t)
+        return True, f"a 32 x 32 tile ran on CUDA in {ms:.0f} ms; {fp16_note()}"
     except Exception as err:  # onnxruntime's own error types
         return False, f"CUDA session failed: {err}"
     finally:

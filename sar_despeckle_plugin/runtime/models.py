@@ -107,6 +107,21 @@ def resolve_model(index: int, model_file: str = "", kind: str = DESPECKLERS) -> 
     return m.path
 
 
+def fp16_twin(path: str, kind: str = DESPECKLERS) -> Optional[str]:
+    """The float16 twin of bundled file ``path`` (its manifest entry's ``fp16``: the same network
+    with float16 weights and activations, float32 input and output, ``python -m training half``),
+    None when it has none or the twin file is missing."""
+    try:
+        for e in _entries(kind):
+            src = os.path.join(MODELS_DIR, e.get("file") or "")
+            if e.get("fp16") and os.path.isfile(src) and os.path.isfile(path) and os.path.samefile(src, path):
+                twin = os.path.join(MODELS_DIR, e["fp16"])
+                return twin if os.path.isfile(twin) else None
+    except (OSError, ModelError):
+        return None
+    return None
+
+
 @lru_cache(maxsize=64)
 def _card(path: str, mtime: float, size: int) -> Optional[ModelCard]:
     from .onnx_denoiser import read_card

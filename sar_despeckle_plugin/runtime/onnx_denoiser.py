@@ -11,7 +11,7 @@ import io
 import os
 import sys
 from functools import lru_cache
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -23,6 +23,14 @@ CPU = "CPUExecutionProvider"
 # set once an Auto session found that CUDA does not run here (onnxruntime-gpu without a usable GPU):
 # later Auto sessions of this process go to the CPU at once
 _CUDA_FELL_BACK = False
+# Tiles per run of a despeckler on CUDA (:meth:`_OnnxNetwork.many`): one kernel launch per layer
+# for several tiles, the input copied through IO binding. Not measured on a GPU yet
+# (benchmarks/bench_cuda.py measures batches of 1 / 8 / 16); a batch the card has no memory for
+# is split in halves (and later batches stay at the size that ran). On the CPU onnxruntime already
+# spreads one tile over every core, and larger batches only took more memory: one tile per run.
+CUDA_BATCH = 8
+# IO-bound input buffers kept per network (one per tile shape seen; a grid has at most four)
+BOUND_SHAPES = 4
 
 
 def nvidia_driver_present() -> bool:
@@ -46,6 +54,55 @@ def nvidia_driver_present() -> bool:
 
 
 _DRIVER: Optional[bool] = None
+# "0": CUDA runs the float32 files even where the card has tensor cores; "1": the float16 twins
+# whatever the card (for a card the driver misreports; a test on the CPU)
+FP16_ENV = "SAR_DESPECKLE_FP16"
+FP16_MIN_CAPABILITY = (7, 0)  # tensor cores (Volta on); Pascal consumer cards run float16 at 1/64 rate
+
+
+def gpu_compute_capability(device_id: int = 0) -> Optional[Tuple[int, int]]:
+    """(major, minor) compute capability of CUDA device ``device_id`` (after CUDA_VISIBLE_DEVICES,
+    as onnxruntime numbers them), asked of the NVIDIA driver (libcuda / nvcuda.dll) without any
+    CUDA toolkit; None where no driver or device answers."""
+    if not nvidia_driver_present():
+        return None
+    import ctypes
+    for name in (("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")):
+        try:
+            cuda = ctypes.CDLL(name)
+        except OSError:
+            continue
+        dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        # CUDA_SUCCESS = 0; CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR = 75 / 76
+        if (cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(dev), int(device_id))
+                or cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)
+                or cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)):
+            return None
+        return major.value, minor.value
+    return None
+
+
+def fp16_note() -> str:
+    """What :func:`fp16_capable` decides here and why, for the runtime information."""
+    forced = os.environ.get(FP16_ENV, "").strip()
+    capability = gpu_compute_capability()
+    card = (f"compute capability {capability[0]}.{capability[1]}" if capability is not None
+            else "compute capability unknown")
+    runs = "float16 twins of the float32 models run" if fp16_capable() else "float32 files run"
+    why = f"{FP16_ENV}={forced}" if forced in ("0", "1") else card
+    return f"{runs} ({why})"
+
+
+def fp16_capable() -> bool:
+    """Whether a CUDA session should run float16 twins here: the GPU's compute capability is at
+    least FP16_MIN_CAPABILITY, or FP16_ENV says so."""
+    forced = os.environ.get(FP16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    capability = gpu_compute_capability()
+    return capability is not None and capability >= FP16_MIN_CAPABILITY
+
+
 INSTALL_HINT = ("install it into the Python that QGIS uses, e.g. on Debian/Ubuntu "
                 "'pip install --user onnxruntime' (CPU) or 'pip install --user onnxruntime-gpu' (CUDA) "
                 "with /usr/bin/python3, on Windows from the OSGeo4W Shell 'python -m pip install onnxruntime'")
@@ -204,7 +261,8 @@ class _OnnxNetwork:
     # onnxruntime's threads spin on the cores for a while after each run (its default)
     spin = True
 
-    def __init__(self, path: str, device: Device | int = Device.AUTO, threads: int = 0):
+    def __init__(self, path: str, device: Device | int = Device.AUTO, threads: int = 0, batch: int = 0,
+                 fp16: Optional[bool] = None):
         ort = import_onnxruntime()
         self.path = str(path)
         _check_file(self.path)
@@ -217,6 +275,11 @@ class _OnnxNetwork:
         global _CUDA_FELL_BACK
         try_cuda = device == Device.CUDA or (device == Device.AUTO and CUDA in available and not _CUDA_FELL_BACK
                                              and nvidia_driver_present())
+        # a bundled float32 file with a float16 twin runs the twin on a card with tensor cores
+        # (what was asked for stays in ``requested``; ``path`` is the file that runs)
+        self.requested = self.path
+        twin = self._fp16_twin(self.path, fp16) if try_cuda and fp16 is not False else None
+        self.path = twin or self.path
         self.session = self._session(ort, [CUDA, CPU] if try_cuda else [CPU], device, threads)
         self.providers = self.session.get_providers()
         if try_cuda and CUDA not in self.providers:
@@ -225,7 +288,9 @@ class _OnnxNetwork:
                 raise DeviceUnavailableError(
                     "CUDA was requested but no usable NVIDIA GPU / CUDA runtime was found "
                     "(onnxruntime fell back to CPU); choose CPU or Auto")
-            # Auto without a usable GPU: a session made for the CPU alone (its memory options)
+            # Auto without a usable GPU: a session made for the CPU alone (its memory options),
+            # on the file that was asked for
+            self.path = self.requested
             self.session = self._session(ort, [CPU], device, threads)
             self.providers = self.session.get_providers()
         self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map)
@@ -242,6 +307,17 @@ class _OnnxNetwork:
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         self.sha256 = file_sha256(self.path)
+        on_cuda = CUDA in self.providers
+        # tiles per run in :meth:`many` (``batch`` 0: CUDA_BATCH on CUDA, 1 on the CPU)
+        self.batch_size = max(1, int(batch) if batch else (CUDA_BATCH if on_cuda else 1))
+        # runs go through IO binding (:class:`_Bound`) on CUDA; on the CPU onnxruntime reads the
+        # numpy array in place, which a bound buffer would only copy (settable, for tests)
+        self.io_binding = on_cuda
+        self._bound: Dict[tuple, _Bound] = {}
+
+    @staticmethod
+    def _fp16_twin(path: str, fp16: Optional[bool]) -> Optional[str]:
+        return None
 
     def _session(self, ort, providers: List[str], device: Device, threads: int):
         opts = ort.SessionOptions()
@@ -272,21 +348,99 @@ class _OnnxNetwork:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:
-            y = self.session.run([self.output_name], {self.input_name: batch})[0]
+            if self.io_binding:
+                y = self._binding(batch.shape)(batch)
+            else:
+                y = self.session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as err:
-            raise ModelError(f"the model failed on a {batch.shape[-2]}x{batch.shape[-1]} tile: {err}") from None
+            many = f"batch of {batch.shape[0]} " if batch.shape[0] > 1 else ""
+            raise ModelError(f"the model failed on a {many}{batch.shape[-2]}x{batch.shape[-1]} tile"
+                             f"{'s' if many else ''}: {err}") from None
         expected = (batch.shape[0], 1) + batch.shape[2:]
         if y.shape != expected:
             raise ModelError(f"the model returned shape {y.shape} for input {batch.shape}; expected {expected}")
         return y
 
+    def _binding(self, shape: tuple) -> "_Bound":
+        bound = self._bound.pop(shape, None)
+        if bound is None:
+            if len(self._bound) >= BOUND_SHAPES:  # the oldest shape's buffers go
+                self._bound.pop(next(iter(self._bound)))
+            bound = _Bound(self, shape)
+        self._bound[shape] = bound  # most recent last
+        return bound
+
+    def _run_split(self, batch: np.ndarray) -> np.ndarray:
+        """:meth:`_run`, a batch that fails split in halves (down to single tiles, whose error is
+        the one raised) and ``batch_size`` lowered to the size that ran: a card without the memory
+        for CUDA_BATCH tiles still runs them, a few at a time."""
+        try:
+            return self._run(batch)
+        except ModelError:
+            n = batch.shape[0]
+            if n == 1:
+                raise
+        half = (n + 1) // 2
+        first = self._run_split(batch[:half])
+        self.batch_size = min(self.batch_size, half)
+        return np.concatenate([first, self._run_split(batch[half:])])
+
+
+class _Bound:
+    """One IO binding of a network's session for one input shape (N, C, H, W): the input buffer
+    allocated once on the session's device, each run copying a host batch into it; the output
+    allocated by onnxruntime on the device (from its arena) and copied back."""
+
+    def __init__(self, net: _OnnxNetwork, shape: tuple):
+        ort = import_onnxruntime()
+        device = "cuda" if CUDA in net.providers else "cpu"
+        self.session = net.session
+        self.input = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, device, 0)
+        self.binding = net.session.io_binding()
+        self.binding.bind_ortvalue_input(net.input_name, self.input)
+        self.binding.bind_output(net.output_name, device)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.input.update_inplace(np.ascontiguousarray(batch, dtype=np.float32))
+        self.session.run_with_iobinding(self.binding)
+        return self.binding.copy_outputs_to_cpu()[0]
+
 
 class OnnxDenoiser(_OnnxNetwork):
-    """A log-domain despeckling network: float32 (H, W) normalised log in, same shape out."""
+    """A log-domain despeckling network: float32 (H, W) normalised log in, same shape out.
+
+    On CUDA a bundled float32 file with a float16 twin in the manifest runs the twin where
+    :func:`fp16_capable` (``fp16`` None), always (True) or never (False); ``path`` then names the
+    twin, ``requested`` the file asked for."""
+
+    @staticmethod
+    def _fp16_twin(path: str, fp16: Optional[bool]) -> Optional[str]:
+        if not (fp16 or fp16_capable()):
+            return None
+        from .models import fp16_twin
+        return fp16_twin(path)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run on one tile: float32 (H, W) -> float32 (H, W)."""
-        return self._run(np.ascontiguousarray(x, dtype=np.float32)[None, None])[0, 0]
+        return self._run_split(np.ascontiguousarray(x, dtype=np.float32)[None, None])[0, 0]
+
+    def many(self, xs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Run on several tiles, float32 (H, W) each -> their outputs, in order: tiles of one shape
+        stacked ``batch_size`` at a time (one onnxruntime run each), the same values as one
+        :meth:`__call__` per tile (to float32 rounding of the batched kernels)."""
+        out: List[Optional[np.ndarray]] = [None] * len(xs)
+        groups: Dict[tuple, List[int]] = {}
+        for i, x in enumerate(xs):
+            groups.setdefault(np.shape(x), []).append(i)
+        for shape, idx in groups.items():
+            k = 0
+            while k < len(idx):
+                part = idx[k:k + self.batch_size]
+                batch = np.stack([np.asarray(xs[i], dtype=np.float32) for i in part])[:, None]
+                for i, y in zip(part, self._run_split(batch)):
+                    out[i] = y[0]
+                k += len(part)
+        return out
 
 
 class OnnxGaussianDenoiser(_OnnxNetwork):

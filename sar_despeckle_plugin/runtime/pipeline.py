@@ -98,6 +98,25 @@ def check_tile_size(tile_size: Optional[int], card) -> int:
     return tile
 
 
+def tiles_per_run(infer) -> int:
+    """How many tiles ``infer`` takes at once in :func:`infer_many` (its ``batch_size``, as the
+    CUDA despecklers have; 1 for a plain function)."""
+    return max(1, int(getattr(infer, "batch_size", 1) or 1)) if _many(infer) is not None else 1
+
+
+def _many(infer):
+    # looked up on the class: a wrapper's __getattr__ would hand out the wrapped network's
+    # ``many``, which skips the wrapper's own work
+    return getattr(infer, "many") if callable(getattr(type(infer), "many", None)) else None
+
+
+def infer_many(infer, xs: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """``infer`` on each of the tiles ``xs``: through its ``many`` (the tiles batched) where it
+    has one, else one call per tile."""
+    many = _many(infer)
+    return list(many(xs)) if many is not None else [infer(x) for x in xs]
+
+
 def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np.ndarray]],
               infer: Callable[[np.ndarray], np.ndarray],
               write_rows: Callable[[int, np.ndarray, np.ndarray], None],
@@ -120,12 +139,16 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
     ``prepare``: ``read_tile`` then only reads (GDAL, on this thread) and ``prepare(raw)`` turns
     what it read into (input, valid mask) in the worker, beside ``infer``, off the thread that
     also blends and writes.
+    ``infer`` with a ``many`` method and a ``batch_size`` > 1 (:func:`tiles_per_run`: the
+    despecklers on CUDA) gets that many consecutive tiles per call, in one worker thread, while
+    this thread reads the next batch and blends the one before.
     """
     n_rows = len(grid.rows.spans)
     first, stop_row = tile_rows if tile_rows is not None else (0, n_rows)
     done, total = 0, (stop_row - first) * len(grid.cols.spans)
     carry_out = carry_valid = None
-    pool = ThreadPoolExecutor(max_workers=int(workers)) if int(workers) > 1 else None
+    batch = tiles_per_run(infer) if int(workers) <= 1 else 1
+    pool = ThreadPoolExecutor(max_workers=int(workers)) if int(workers) > 1 or batch > 1 else None
 
     def read(tile):
         if progress.is_canceled():
@@ -136,6 +159,11 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
         x, ok = prepare(data) if prepare is not None else data
         return infer(pad_tile(x, tile, pad)), ok
 
+    def batch_task(tiles, data):
+        inputs = [prepare(d) if prepare is not None else d for d in data]
+        ys = infer_many(infer, [pad_tile(x, tile, pad) for tile, (x, _) in zip(tiles, inputs)])
+        return [(tile, y, ok) for tile, y, (_, ok) in zip(tiles, ys, inputs)]
+
     def results():
         """(tile, output, valid) of every tile, in order."""
         tiles = (tile for i in range(first, stop_row) for tile in grid.tile_row(i))
@@ -143,6 +171,16 @@ def run_tiles(grid: TileGrid, read_tile: Callable[[Window], Tuple[np.ndarray, np
             for tile in tiles:
                 yield (tile,) + task(tile, read(tile))
             return
+        if batch > 1:  # one batch running, the next one read meanwhile
+            running = None
+            while True:
+                chunk = list(itertools.islice(tiles, batch))
+                queued = pool.submit(batch_task, chunk, [read(tile) for tile in chunk]) if chunk else None
+                if running is not None:
+                    yield from running.result()
+                if queued is None:
+                    return
+                running = queued
         flight: Deque = deque()
         for tile in tiles:
             flight.append((tile, pool.submit(task, tile, read(tile))))
@@ -600,8 +638,13 @@ class LooksScaled:
         return net if scale == 1.0 else cls(net, scale)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        y = self.net(np.asarray(x, dtype=np.float32) * np.float32(self.scale))
-        return (y / np.float32(self.scale)).astype(np.float32, copy=False)
+        return self.many([x])[0]
+
+    def many(self, xs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Several tiles, batched as the network batches them (:func:`infer_many`)."""
+        s = np.float32(self.scale)
+        ys = infer_many(self.net, [np.asarray(x, dtype=np.float32) * s for x in xs])
+        return [(y / s).astype(np.float32, copy=False) for y in ys]
 
 
 def _looks_adapted(net, looks: float, progress: Progress) -> Tuple[object, float]:
@@ -639,11 +682,26 @@ class DihedralEnsemble:
 
     def passes(self, x: np.ndarray) -> np.ndarray:
         """(8, H, W): the network's output for each transform of ``x``, transformed back."""
-        return np.stack([undo_dihedral(self.net(np.ascontiguousarray(dihedral(x, k))), k)
-                         for k in range(DIHEDRAL_PASSES)])
+        return self._passes([x])[0]
+
+    def _passes(self, xs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        # the 8 transforms of every tile in one call: on CUDA they share the network's batches
+        ys = infer_many(self.net, [np.ascontiguousarray(dihedral(x, k)) for x in xs for k in range(DIHEDRAL_PASSES)])
+        return [np.stack([undo_dihedral(ys[i * DIHEDRAL_PASSES + k], k) for k in range(DIHEDRAL_PASSES)])
+                for i in range(len(xs))]
+
+    @property
+    def batch_size(self) -> int:
+        """Tiles per call (:func:`tiles_per_run`): as many as fill one of the network's batches
+        with their 8 passes, at least one (CUDA's 8: one tile, its 8 passes in one run)."""
+        return max(1, int(getattr(self.net, "batch_size", 1) or 1) // DIHEDRAL_PASSES)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.passes(x).mean(axis=0, dtype=np.float64).astype(np.float32)
+        return self.many([x])[0]
+
+    def many(self, xs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Several tiles, their 8 passes each batched as the network batches them."""
+        return [p.mean(axis=0, dtype=np.float64).astype(np.float32) for p in self._passes(xs)]
 
 
 def spread_raster(src_path: str, dst_path: str, denoiser, band: int = 1, domain: Domain | int = Domain.AUTO,
@@ -856,10 +914,26 @@ def despeckle_raster(src_path: str, dst_path: str, denoiser, band: int = 1,
                                    keep_mean, quality)
         grid = plan.grid()
         progress.info(f"{len(grid)} tile{'s' if len(grid) != 1 else ''} of {plan.tile}x{plan.tile} "
-                      f"(halo {plan.halo}) on {plan.device_used}")
+                      f"(halo {plan.halo}) on {plan.device_used}{_run_details(net)}")
         stream_band(src, dst_path, plan.domain, grid, plan.read_tile(src), net, plan.inverse, plan.output_spec(src),
                     progress, 5.0)
     return plan.report(dst_path)
+
+
+def _run_details(net) -> str:
+    """How the network runs beyond its device: its batches (of tiles, or of a tile's 8 passes for
+    QUALITY Best) and the float16 twin, where so."""
+    out = ""
+    inner = net
+    while hasattr(type(inner), "many") and hasattr(inner, "net"):  # LooksScaled, DihedralEnsemble
+        inner = inner.net
+    n = tiles_per_run(inner)
+    if n > 1:
+        out += f", batches of {n}"
+    path, requested = getattr(net, "path", None), getattr(net, "requested", None)
+    if requested and path != requested:
+        out += f", float16 twin {path.replace(chr(92), '/').rsplit('/', 1)[-1]}"
+    return out
 
 
 def band_rows(plan: DespecklePlan, first: int, stop: int) -> Tuple[int, int]:

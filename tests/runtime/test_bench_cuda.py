@@ -31,7 +31,7 @@ def test_the_script_runs_on_the_cpu_and_its_checks_hold(tmp_path):
     md = tmp_path / "r.md"
     assert bench.main(["--device", "cpu", "--models", "unet-l1-lite16-long", "unet-l1-lite-int8",
                        "--batches", "1", "2", "--tile", "64", "--seconds", "0.05", "--no-quality",
-                       "--json", str(out), "--markdown", str(md)]) == 0
+                       "--pipeline-size", "320", "--json", str(out), "--markdown", str(md)]) == 0
     res = json.loads(out.read_text())
     rows = {r["name"]: r for r in res["models"]}
     assert set(rows) == {"unet-l1-lite16-long", "unet-l1-lite-int8"} and res["batches"] == [1, 2]
@@ -43,8 +43,16 @@ def test_the_script_runs_on_the_cpu_and_its_checks_hold(tmp_path):
         assert all(b["resident_mpx_s"] > 0 and b["copy_mpx_s"] > 0 for b in r["batches"].values())
     assert "fp16" not in i8
     assert 1e-6 < f32["fp16"]["vs_fp32"]["rms"] < 2e-3 and f32["fp16"]["vs_fp32"]["max"] < 2e-2
+    assert f32["fp16"]["file"] == "converted here"  # MODEL 16 has no float16 twin
+    # the pipeline end to end: the default model one tile per run, then CUDA_BATCH per run
+    # (on the CPU no float16 row: the twins run on CUDA only); the same raster
+    pipe = res["pipeline"]
+    assert [(p["file"], p["batch"]) for p in pipe] == [("unet_l1_long.onnx", 1),
+                                                       ("unet_l1_long.onnx", bench.CUDA_BATCH)]
+    assert pipe[0]["max_rel_diff"] == 0 and pipe[1]["max_rel_diff"] < 1e-4 and all(p["mpx_s"] > 0 for p in pipe)
     text = md.read_text()
     assert "| unet-l1-lite16-long |" in text and "| unet-l1-lite-int8 (int8) |" in text
+    assert f"| 320² | unet_l1_long.onnx | {bench.CUDA_BATCH} |" in text
 
 
 def test_cuda_without_a_gpu_stops_with_code_2(capsys):
