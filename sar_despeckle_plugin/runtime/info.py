@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.errors import DespeckleError
 from ..core.model_choice import is_int8
-from .models import DESPECKLERS, GAUSSIAN, RATIO, SUPER, bundled_cards, bundled_models
+from .models import DESPECKLERS, GAUSSIAN, RATIO, SUPER, bundled_cards, bundled_models, fp16_twin
 from .onnx_denoiser import CPU, CUDA, INSTALL_HINT, file_sha256, fp16_note, nvidia_driver_present, read_card
 
 
@@ -162,6 +162,8 @@ class ModelInfo:
     summary: str = ""          # one line from the card
     card: Dict[str, object] = field(default_factory=dict)
     error: str = ""            # the file is missing or its card does not parse
+    fp16_file: str = ""        # its float16 twin, which CUDA runs on cards with tensor cores
+    fp16_sha256: str = ""
 
 
 @dataclass
@@ -192,7 +194,9 @@ class RuntimeInfo:
             kind = "MODEL" if m.kind == "despeckler" else "MuLog MODEL"
             out.append(f"{kind} {m.index} {m.name}: {m.error}" if m.error else
                        f"{kind} {m.index} {m.name} ({m.file}, {m.size_bytes / 1e6:.1f} MB, "
-                       f"sha256 {m.sha256}): {m.summary}")
+                       f"sha256 {m.sha256}): {m.summary}"
+                       + (f"; on CUDA with tensor cores its float16 twin {m.fp16_file}, sha256 {m.fp16_sha256}"
+                          if m.fp16_file else ""))
         return out
 
 
@@ -233,6 +237,9 @@ def model_infos() -> List[ModelInfo]:
                 info.sha256 = file_sha256(m.path)
                 card = read_card(m.path)
                 info.summary, info.card = _summary(card), _card_dict(card)
+                twin = fp16_twin(m.path, kind)
+                if twin:
+                    info.fp16_file, info.fp16_sha256 = os.path.basename(twin), file_sha256(twin)
             except (OSError, DespeckleError) as err:
                 info.error = str(err)
             out.append(info)

@@ -40,6 +40,14 @@ def test_every_bundled_file_is_listed_with_its_sha256_and_card():
     assert "receptive field 103, tile" in auto.summary and auto.card["halo"] is None
     lite16 = next(i for i in infos if i.name == "unet-l1-lite16-long")    # a measured halo is said
     assert "receptive field 103 (halo 40, measured), tile 640" in lite16.summary and lite16.card["halo"] == 40
+    # the float16 twins that CUDA runs: the sha256 an output made there records
+    twins = {i.name: (i.fp16_file, i.fp16_sha256) for i in infos if i.fp16_file}
+    twin = os.path.join(os.path.dirname(next(m.path for m in bundled_models())), "unet_l1_long_fp16.onnx")
+    assert set(twins) == {"unet-l1-long", "unet-l1-correlated-lite-long-fp32", "dncnn-l1to8-blind"}
+    assert twins["unet-l1-long"] == ("unet_l1_long_fp16.onnx", file_sha256(twin))
+    line = next(s for s in runtime_info(check_cuda=False).lines() if s.startswith("MODEL 7 unet-l1-long "))
+    assert line.endswith(f"; on CUDA with tensor cores its float16 twin unet_l1_long_fp16.onnx, "
+                         f"sha256 {file_sha256(twin)}")
 
 
 def test_cuda_check_runs_a_session_and_does_not_trust_the_provider_list():
