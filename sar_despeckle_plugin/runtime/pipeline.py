@@ -932,7 +932,8 @@ def _run_details(net) -> str:
         out += f", batches of {n}"
     path, requested = getattr(net, "path", None), getattr(net, "requested", None)
     if requested and path != requested:
-        out += f", float16 twin {path.replace(chr(92), '/').rsplit('/', 1)[-1]}"
+        name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        out += f", float16 twin {name}"
     return out
 
 

@@ -121,3 +121,17 @@ def test_auto_that_falls_back_to_the_cpu_runs_the_float32_file(monkeypatch):
     assert "float16" not in net.card.architecture and net.batch_size == 1
     with pytest.raises(DeviceUnavailableError):
         OnnxDenoiser(src, Device.CUDA)
+
+
+def test_the_log_names_the_twin_and_the_batches():
+    """What despeckle_raster's tile line adds on CUDA (the session faked: no GPU here)."""
+    from sar_despeckle_plugin.runtime.pipeline import DihedralEnsemble, _run_details
+
+    class CudaNet:
+        path, requested, batch_size = "C:\\models\\unet_l1_long_fp16.onnx", "C:\\models\\unet_l1_long.onnx", 8
+
+        def many(self, xs):
+            return xs
+    assert _run_details(CudaNet()) == ", batches of 8, float16 twin unet_l1_long_fp16.onnx"
+    assert _run_details(DihedralEnsemble(CudaNet())) == ", batches of 8, float16 twin unet_l1_long_fp16.onnx"
+    assert _run_details(OnnxDenoiser(_path("unet-l1-long"), Device.CPU)) == ""
