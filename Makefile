@@ -78,7 +78,8 @@ test: plugin setup-training
 # bench_tiles.py (10 min) measures each network's default tile; --write-cards applies it to the cards.
 SCENE_RUNS ?= 2
 # On a GPU machine (onnxruntime-gpu with its CUDA wheels; no QGIS needed, PY=python3 works too):
-# every bundled despeckler on CUDA, batches, fp16, CPU-vs-GPU difference, int8 (issue 17 item 5).
+# every bundled despeckler on CUDA, batches, fp16, CPU-vs-GPU difference, int8, and the pipeline end to
+# end where GDAL's Python bindings are installed (issue 17 item 5).
 bench-cuda:
 	mkdir -p benchmarks/results
 	$(PY) benchmarks/bench_cuda.py --json benchmarks/results/bench_cuda.json --markdown benchmarks/results/bench_cuda.md

@@ -74,3 +74,16 @@ def test_the_tiles_are_normalised_single_look_log_speckle():
     assert x.shape == (3, 1, 96, 96) and x.dtype == np.float32
     # debiased single-look log-speckle, halved: mean ~0, std ~ (pi / sqrt(6)) / 2 plus the scene
     assert abs(float(x.mean())) < 0.05 and 0.6 < float(x.std()) < 0.8
+
+
+def test_without_gdal_the_pipeline_part_is_skipped(tmp_path, monkeypatch, capsys):
+    """A GPU machine may have onnxruntime-gpu and numpy but no GDAL Python bindings."""
+    import sys
+    bench = _load()
+    monkeypatch.setitem(sys.modules, "osgeo.gdal", None)  # import osgeo.gdal now fails
+    out = tmp_path / "r.json"
+    assert bench.main(["--device", "cpu", "--models", "unet-l1-lite16-long", "--batches", "1", "--tile", "32",
+                       "--seconds", "0.01", "--no-quality", "--pipeline-size", "256", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["pipeline"] == [] and len(res["models"]) == 1
+    assert "the pipeline end to end is skipped" in capsys.readouterr().err
