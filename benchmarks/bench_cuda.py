@@ -201,27 +201,15 @@ def bench_model(model, device: str, batches: List[int], tile: int, seconds: floa
     return row
 
 
-def write_raster(path: str, size: int, seed: int = 1) -> None:
-    """A ``size`` x ``size`` single-look intensity GeoTIFF: blocky reflectivity times speckle."""
-    from osgeo import gdal
-    rng = np.random.default_rng(seed)
-    cells = rng.uniform(0.2, 5.0, (size // 64 + 1, size // 64 + 1)).astype(np.float32)
-    scene = np.kron(cells, np.ones((64, 64), np.float32))[:size, :size]
-    ds = gdal.GetDriverByName("GTiff").Create(path, size, size, 1, gdal.GDT_Float32, ["TILED=YES"])
-    ds.SetGeoTransform((0, 10, 0, 0, 0, -10))
-    ds.GetRasterBand(1).WriteArray(scene * rng.exponential(1.0, (size, size)).astype(np.float32))
-    ds = None
-
-
 def bench_pipeline(device: str, size: int, tmp: str) -> List[Dict[str, object]]:
     """The default model through ``despeckle_raster`` on a ``size``-pixel square raster: one tile
     per run and CUDA_BATCH per run, float32 and (on CUDA, where the model has one) its float16
     twin. Each row: seconds, MPx/s, the file that ran, the largest relative difference from the
     first row's output."""
     from osgeo import gdal
+    from benchmarks.bench_pipeline import make_input
     from sar_despeckle_plugin.runtime.pipeline import despeckle_raster
-    src = str(Path(tmp) / "pipeline_in.tif")
-    write_raster(src, size)
+    src = make_input(str(Path(tmp) / "pipeline_in.tif"), size)
     model = next(m for m in bundled_models() if m.index == default_model_index())
     dev = Device.CUDA if device == "cuda" else Device.CPU
     configs = [(1, False), (CUDA_BATCH, False)]

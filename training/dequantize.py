@@ -103,14 +103,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        new = dequantize(args.model, args.out, args.config, args.name, args.auto_priority, args.halo)
-    except ValueError as err:
-        print(f"dequantize: {err}", file=sys.stderr)
-        return 1
-    from .quantize import measure_and_report
-    measure_and_report(args.out, new, args.data, evaluate=not args.no_eval)
-    return 0
+    from .quantize import convert_and_report
+    return convert_and_report(
+        "dequantize", lambda: dequantize(args.model, args.out, args.config, args.name, args.auto_priority, args.halo),
+        args.out, args.data, evaluate=not args.no_eval)
 
 
 if __name__ == "__main__":

@@ -52,14 +52,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        new = half(args.model, args.out)
-    except ValueError as err:
-        print(f"half: {err}", file=sys.stderr)
-        return 1
-    from .quantize import measure_and_report
-    measure_and_report(args.out, new, args.data, evaluate=not args.no_eval)
-    return 0
+    from .quantize import convert_and_report
+    return convert_and_report("half", lambda: half(args.model, args.out), args.out, args.data,
+                              evaluate=not args.no_eval)
 
 
 if __name__ == "__main__":

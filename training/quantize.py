@@ -219,6 +219,19 @@ def main(argv=None) -> int:
     return 0
 
 
+def convert_and_report(command: str, convert, out: Path | str, data: Path | str, evaluate: bool = True) -> int:
+    """A command line's exit code for ``convert()`` (writes ``out``, returns its card): 1 with
+    the reason on stderr when it raises ValueError (not a file it converts), else 0 after
+    :func:`measure_and_report`."""
+    try:
+        card = convert()
+    except ValueError as err:
+        print(f"{command}: {err}", file=sys.stderr)
+        return 1
+    measure_and_report(out, card, data, evaluate=evaluate)
+    return 0
+
+
 def measure_and_report(path: Path | str, card: ModelCard, data: Path | str, evaluate: bool = True) -> Dict[str, object]:
     """Measure the card's metrics on the written file ``path`` (unless ``evaluate`` is False), write
     them into its card, and print the file, name, sha256 and TerraSAR-X PSNR as JSON; the metrics."""

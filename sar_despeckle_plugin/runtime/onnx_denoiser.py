@@ -38,6 +38,11 @@ def nvidia_driver_present() -> bool:
     it no GPU can run, and Auto does not ask onnxruntime-gpu for CUDA at all. Asking anyway makes
     onnxruntime print a red 'Failed to load library libonnxruntime_providers_cuda.so' to the
     terminal and the QGIS log on every CPU-only machine, which reads like a failure."""
+    return _cuda_driver() is not None
+
+
+def _cuda_driver():
+    """The NVIDIA driver's CUDA library (a ctypes handle), loaded once; None where it does not load."""
     global _DRIVER
     if _DRIVER is None:
         import ctypes
@@ -45,15 +50,14 @@ def nvidia_driver_present() -> bool:
         _DRIVER = False
         for name in names:
             try:
-                ctypes.CDLL(name)
+                _DRIVER = ctypes.CDLL(name)
+                break
             except OSError:
                 continue
-            _DRIVER = True
-            break
-    return _DRIVER
+    return _DRIVER or None
 
 
-_DRIVER: Optional[bool] = None
+_DRIVER = None  # the handle, False where no driver loads, None until asked
 # "0": CUDA runs the float32 files even where the card has tensor cores; "1": the float16 twins
 # whatever the card (for a card the driver misreports; a test on the CPU)
 FP16_ENV = "SAR_DESPECKLE_FP16"
@@ -64,43 +68,39 @@ def gpu_compute_capability(device_id: int = 0) -> Optional[Tuple[int, int]]:
     """(major, minor) compute capability of CUDA device ``device_id`` (after CUDA_VISIBLE_DEVICES,
     as onnxruntime numbers them), asked of the NVIDIA driver (libcuda / nvcuda.dll) without any
     CUDA toolkit; None where no driver or device answers."""
-    if not nvidia_driver_present():
+    cuda = _cuda_driver()
+    if cuda is None:
         return None
     import ctypes
-    for name in (("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")):
-        try:
-            cuda = ctypes.CDLL(name)
-        except OSError:
-            continue
-        dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-        # CUDA_SUCCESS = 0; CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR = 75 / 76
-        if (cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(dev), int(device_id))
-                or cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)
-                or cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)):
-            return None
-        return major.value, minor.value
-    return None
+    dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    # CUDA_SUCCESS = 0; CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR = 75 / 76
+    if (cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(dev), int(device_id))
+            or cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)
+            or cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)):
+        return None
+    return major.value, minor.value
 
 
-def fp16_note() -> str:
-    """What :func:`fp16_capable` decides here and why, for the runtime information."""
+def fp16_decision() -> Tuple[bool, str]:
+    """(whether a CUDA session runs float16 twins here, why): FP16_ENV when it says 0 or 1, else
+    whether the GPU's compute capability is at least FP16_MIN_CAPABILITY."""
     forced = os.environ.get(FP16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1", f"{FP16_ENV}={forced}"
     capability = gpu_compute_capability()
-    card = (f"compute capability {capability[0]}.{capability[1]}" if capability is not None
-            else "compute capability unknown")
-    runs = "float16 twins of the float32 models run" if fp16_capable() else "float32 files run"
-    why = f"{FP16_ENV}={forced}" if forced in ("0", "1") else card
-    return f"{runs} ({why})"
+    if capability is None:
+        return False, "compute capability unknown"
+    return capability >= FP16_MIN_CAPABILITY, f"compute capability {capability[0]}.{capability[1]}"
 
 
 def fp16_capable() -> bool:
-    """Whether a CUDA session should run float16 twins here: the GPU's compute capability is at
-    least FP16_MIN_CAPABILITY, or FP16_ENV says so."""
-    forced = os.environ.get(FP16_ENV, "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
-    capability = gpu_compute_capability()
-    return capability is not None and capability >= FP16_MIN_CAPABILITY
+    return fp16_decision()[0]
+
+
+def fp16_note() -> str:
+    """What :func:`fp16_decision` decides here and why, for the runtime information."""
+    runs, why = fp16_decision()
+    return f"{'float16 twins of the float32 models run' if runs else 'float32 files run'} ({why})"
 
 
 INSTALL_HINT = ("install it into the Python that QGIS uses, e.g. on Debian/Ubuntu "
